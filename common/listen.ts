@@ -1,0 +1,39 @@
+import type { Server } from 'node:net';
+
+export class ListenError extends Error {
+  readonly code = 'LISTEN_FAILED';
+  constructor(
+    readonly what: string,
+    readonly port: number,
+    cause: NodeJS.ErrnoException,
+  ) {
+    const why =
+      cause.code === 'EADDRINUSE'
+        ? `port ${port} is already in use (set another with the ${what} setting, or stop what holds it)`
+        : cause.code === 'EACCES'
+          ? `no permission to listen on port ${port}`
+          : cause.message;
+    super(`${what}: ${why}`, { cause });
+    this.name = 'ListenError';
+  }
+}
+
+/** Listens and resolves with the bound port (useful with port 0), or rejects with a one-line reason. */
+export function listen(server: Server, port: number, host: string, what: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => reject(new ListenError(what, port, err));
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      const address = server.address();
+      resolve(typeof address === 'object' && address !== null ? address.port : port);
+    });
+  });
+}
+
+export function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+  });
+}

@@ -1,0 +1,6 @@
+export * from './device-payload.js';
+export * from './event.js';
+export * from './ids.js';
+export * from './subjects.js';
+export * from './topics.js';
+export * from './units.js';

@@ -1,0 +1,64 @@
+import { isDeviceId } from './ids.js';
+
+/**
+ * The MQTT side of the device contract.
+ *   devices/{deviceId}/telemetry      device → gateway, one reading or a JSON array of readings
+ *   devices/{deviceId}/status         device → gateway, birth message and last will
+ *   devices/{deviceId}/commands/#     gateway → device, downlink
+ */
+export const DEVICE_TOPIC_ROOT = 'devices';
+export const TELEMETRY_LEAF = 'telemetry';
+export const STATUS_LEAF = 'status';
+export const COMMANDS_LEAF = 'commands';
+
+export type DeviceTopic =
+  | { kind: 'telemetry'; deviceId: string }
+  | { kind: 'status'; deviceId: string }
+  | { kind: 'commands'; deviceId: string; path: string[] }
+  /** Under a valid device's root, but not a topic the contract defines. */
+  | { kind: 'other'; deviceId: string };
+
+export function telemetryTopic(deviceId: string): string {
+  return `${DEVICE_TOPIC_ROOT}/${deviceId}/${TELEMETRY_LEAF}`;
+}
+
+export function statusTopic(deviceId: string): string {
+  return `${DEVICE_TOPIC_ROOT}/${deviceId}/${STATUS_LEAF}`;
+}
+
+export function commandsTopic(deviceId: string, path: readonly string[] = []): string {
+  return [DEVICE_TOPIC_ROOT, deviceId, COMMANDS_LEAF, ...path].join('/');
+}
+
+/** The subscription filter a device uses for its own downlink. */
+export function commandsFilter(deviceId: string): string {
+  return `${DEVICE_TOPIC_ROOT}/${deviceId}/${COMMANDS_LEAF}/#`;
+}
+
+/**
+ * Parses a concrete (wildcard-free) topic. Returns undefined when the topic is not under
+ * `devices/{valid id}/`, which the gateway treats as an ACL violation.
+ */
+export function parseDeviceTopic(topic: string): DeviceTopic | undefined {
+  const parts = topic.split('/');
+  if (parts.length < 3 || parts[0] !== DEVICE_TOPIC_ROOT) return undefined;
+  const deviceId = parts[1]!;
+  if (!isDeviceId(deviceId)) return undefined;
+  const leaf = parts[2];
+  if (leaf === TELEMETRY_LEAF && parts.length === 3) return { kind: 'telemetry', deviceId };
+  if (leaf === STATUS_LEAF && parts.length === 3) return { kind: 'status', deviceId };
+  if (leaf === COMMANDS_LEAF) return { kind: 'commands', deviceId, path: parts.slice(3) };
+  return { kind: 'other', deviceId };
+}
+
+/**
+ * Which device a subscription filter belongs to, if it stays inside that device's commands tree.
+ * `devices/a/commands/#`, `devices/a/commands/+/x` and `devices/a/commands` are a's; `devices/+/…`,
+ * `#`, or anything outside `commands` belong to nobody and are refused.
+ */
+export function commandsFilterOwner(filter: string): string | undefined {
+  const parts = filter.split('/');
+  if (parts.length < 3 || parts[0] !== DEVICE_TOPIC_ROOT || parts[2] !== COMMANDS_LEAF) return undefined;
+  const deviceId = parts[1]!;
+  return isDeviceId(deviceId) ? deviceId : undefined;
+}

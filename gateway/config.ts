@@ -1,0 +1,66 @@
+import { z } from 'zod';
+import { env } from '../common/config.js';
+
+export const DEFAULT_MQTT_PORT = 1883;
+export const DEFAULT_MQTT_WS_PORT = 8083;
+export const DEFAULT_GATEWAY_HTTP_PORT = 8080;
+export const DEFAULT_MAX_PAYLOAD_BYTES = 65_536;
+/** Frames above this are refused before they are buffered (aedes itself has no limit). */
+export const DEFAULT_MAX_PACKET_BYTES = 1_048_576;
+export const DEFAULT_TS_MAX_FUTURE_MS = 5 * 60_000;
+export const DEFAULT_TS_MAX_AGE_MS = 7 * 24 * 3_600_000;
+/** JetStream dedup window: covers a device reconnecting and retransmitting its unacked messages. */
+export const DEFAULT_DEDUP_WINDOW_MS = 2 * 60_000;
+export const DEFAULT_ACK_TIMEOUT_MS = 5_000;
+export const DEFAULT_TELEMETRY_MAX_AGE_MS = 7 * 24 * 3_600_000;
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+/** QoS 0 is best effort: past this many unacknowledged QoS 0 events, new ones are dropped and counted. */
+export const DEFAULT_QOS0_MAX_IN_FLIGHT = 10_000;
+
+export const GatewayConfigSchema = z
+  .object({
+    MQTT_PORT: env.port(DEFAULT_MQTT_PORT),
+    MQTT_WS_PORT: env.port(DEFAULT_MQTT_WS_PORT),
+    MQTTS_PORT: env.optionalPort(),
+    TLS_CERT_FILE: z.string().optional(),
+    TLS_KEY_FILE: z.string().optional(),
+    BIND_HOST: z.string().default('0.0.0.0'),
+    NATS_URL: env.natsUrl(),
+    HTTP_PORT: env.port(DEFAULT_GATEWAY_HTTP_PORT),
+    AUTH_MODE: z.enum(['registry', 'open']).default('registry'),
+    MAX_PAYLOAD_BYTES: z.coerce.number().int().min(64).max(16_777_216).default(DEFAULT_MAX_PAYLOAD_BYTES),
+    MAX_PACKET_BYTES: z.coerce.number().int().min(1024).max(268_435_455).default(DEFAULT_MAX_PACKET_BYTES),
+    TS_MAX_FUTURE_MS: env.nonNegativeInt(DEFAULT_TS_MAX_FUTURE_MS),
+    TS_MAX_AGE_MS: env.positiveInt(DEFAULT_TS_MAX_AGE_MS),
+    DEDUP_WINDOW_MS: env.positiveInt(DEFAULT_DEDUP_WINDOW_MS),
+    ACK_TIMEOUT_MS: env.positiveInt(DEFAULT_ACK_TIMEOUT_MS),
+    QOS0_MAX_IN_FLIGHT: env.positiveInt(DEFAULT_QOS0_MAX_IN_FLIGHT),
+    TELEMETRY_MAX_AGE_MS: env.positiveInt(DEFAULT_TELEMETRY_MAX_AGE_MS),
+    /** Stream replicas; 3 on a three-node cluster. Applied when the gateway creates the streams. */
+    STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+    SHUTDOWN_GRACE_MS: env.positiveInt(DEFAULT_SHUTDOWN_GRACE_MS),
+    GATEWAY_ID: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,32}$/, 'letters, digits, _ and - only')
+      .optional(),
+    LOG_LEVEL: env.logLevel(),
+  })
+  .superRefine((c, ctx) => {
+    const tls = [c.MQTTS_PORT, c.TLS_CERT_FILE, c.TLS_KEY_FILE];
+    if (tls.some((v) => v !== undefined) && tls.some((v) => v === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['MQTTS_PORT'],
+        message: 'the TLS listener needs MQTTS_PORT, TLS_CERT_FILE and TLS_KEY_FILE together',
+      });
+    }
+    if (c.MAX_PAYLOAD_BYTES >= c.MAX_PACKET_BYTES) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['MAX_PAYLOAD_BYTES'],
+        message: `must be below MAX_PACKET_BYTES (${c.MAX_PACKET_BYTES}) so oversize payloads can be dead-lettered`,
+      });
+    }
+  });
+
+export type GatewayConfig = z.output<typeof GatewayConfigSchema>;

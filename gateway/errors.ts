@@ -1,0 +1,73 @@
+/**
+ * Stable codes. Rejection reasons are what a dead letter carries (and the `reason` label of
+ * gateway_deadletters_total); each is documented in the README's table, which a test keeps in step.
+ */
+export const REJECTION_REASONS = {
+  PAYLOAD_TOO_LARGE: 'payload larger than MAX_PAYLOAD_BYTES',
+  PAYLOAD_NOT_UTF8: 'payload is not valid UTF-8',
+  PAYLOAD_NOT_JSON: 'payload is not JSON',
+  BATCH_EMPTY: 'payload is an empty JSON array',
+  VERSION_UNSUPPORTED: '`v` names no payload version this gateway knows',
+  SCHEMA_INVALID: 'reading does not have the shape of its version',
+  METRICS_EMPTY: '`metrics` has no entries',
+  TOO_MANY_METRICS: 'more metrics in one reading than allowed (256)',
+  METRIC_NAME_INVALID: 'metric name outside [A-Za-z0-9_.-]{1,64}, or a reserved name',
+  VALUE_INVALID: 'metric value is not a finite number or a boolean',
+  TS_INVALID: '`ts` is neither epoch milliseconds nor an ISO-8601 date-time with zone',
+  TS_IN_FUTURE: '`ts` further in the future than TS_MAX_FUTURE_MS',
+  TS_TOO_OLD: '`ts` older than TS_MAX_AGE_MS',
+  SEQ_INVALID: '`seq` is not an integer ≥ 0',
+  UNIT_UNKNOWN: 'unit not in the units table',
+  UNIT_MISMATCH: "unit is of another quantity than the metric's (e.g. psi for temperature)",
+  TOPIC_UNKNOWN: 'published under the device’s own root, but not on a topic of the contract',
+} as const;
+
+export type RejectionReason = keyof typeof REJECTION_REASONS;
+
+export interface Rejection {
+  ok: false;
+  reason: RejectionReason;
+  detail: string;
+}
+
+export function reject(reason: RejectionReason, detail: string): Rejection {
+  return { ok: false, reason, detail };
+}
+
+/** A JetStream publish that will not be stored: the MQTT publish is then not acknowledged. */
+export class NotStoredError extends Error {
+  readonly code = 'NOT_STORED';
+  constructor(
+    message: string,
+    readonly subject: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'NotStoredError';
+  }
+}
+
+/** A publish or subscribe outside the device's own topics. Closes the connection (MQTT-3.3.5-2). */
+export class AclDeniedError extends Error {
+  readonly code = 'ACL_DENIED';
+  constructor(
+    readonly action: 'publish' | 'subscribe',
+    readonly topic: string,
+    readonly clientId: string,
+  ) {
+    super(`${action} on '${topic}' is not allowed for this client`);
+    this.name = 'AclDeniedError';
+  }
+}
+
+/** CONNECT refused. `returnCode` is the MQTT 3.1.1 CONNACK code aedes sends. */
+export class AuthError extends Error {
+  readonly code = 'AUTH_FAILED';
+  constructor(
+    readonly reason: 'bad_credentials' | 'disabled' | 'client_id_rejected' | 'registry_unavailable',
+    readonly returnCode: 2 | 3 | 4 | 5,
+  ) {
+    super(`connection refused: ${reason}`);
+    this.name = 'AuthError';
+  }
+}

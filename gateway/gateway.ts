@@ -1,0 +1,169 @@
+import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
+import { jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { connect } from '@nats-io/transport-node';
+import { createOpsServer } from '../common/http-server.js';
+import { closeServer, listen } from '../common/listen.js';
+import type { Logger } from '../common/logger.js';
+import { DeviceBroker } from './broker.js';
+import type { GatewayConfig } from './config.js';
+import { startDownlink } from './downlink.js';
+import { TelemetryHandler } from './ingest/telemetry-handler.js';
+import { JetStreamPublisher } from './jetstream-publisher.js';
+import { type MqttListeners, startListeners } from './listeners.js';
+import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
+import { PresencePublisher } from './presence.js';
+import { openRegistryBucket } from './registry/device-registry.js';
+import { RegistryCache } from './registry/registry-cache.js';
+import { VerifiedSecrets } from './registry/secrets.js';
+import { ensureStreams } from './streams.js';
+
+export interface Gateway {
+  readonly id: string;
+  readonly ports: { mqtt: number; ws: number; mqtts: number | undefined; http: number };
+  readonly metrics: GatewayMetrics;
+  /** What keeps the gateway from being ready; empty when it is. */
+  notReady(): string[];
+  /** Stops accepting, drains in-flight publishes (up to SHUTDOWN_GRACE_MS), disconnects, closes. */
+  close(): Promise<void>;
+}
+
+const NATS_RECONNECT_WAIT_MS = 1_000;
+
+/**
+ * Starts the ops HTTP server first (so /readyz answers while dependencies come up), then waits for
+ * NATS, provisions streams and the registry, and opens the MQTT listeners last: no device is
+ * accepted before the gateway can store what it sends.
+ */
+export async function createGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+  const id = config.GATEWAY_ID ?? `gw-${randomUUID().slice(0, 8)}`;
+  let publisher: JetStreamPublisher | undefined;
+  let nc: NatsConnection | undefined;
+  let registry: RegistryCache | undefined;
+  let listeners: MqttListeners | undefined;
+  let broker: DeviceBroker | undefined;
+  let closing = false;
+
+  const metrics = createGatewayMetrics({
+    inFlight: () => publisher?.inFlight ?? 0,
+    natsConnected: () => publisher?.isConnected ?? false,
+    connections: () => broker?.connectedClients ?? 0,
+  });
+  const notReady = () => {
+    const missing: string[] = [];
+    if (closing) missing.push('shutting down');
+    if (!publisher?.isConnected) missing.push('nats');
+    if (config.AUTH_MODE === 'registry' && registry === undefined) missing.push('registry');
+    if (listeners === undefined) missing.push('mqtt listeners');
+    return missing;
+  };
+  const http: Server = createOpsServer({ metrics: metrics.registry, ready: notReady });
+  const httpPort = await listen(http, config.HTTP_PORT, config.BIND_HOST, 'HTTP_PORT');
+
+  try {
+    log.info({ nats: config.NATS_URL }, 'connecting to NATS');
+    nc = await connect({
+      servers: config.NATS_URL.split(',').map((s) => s.trim()),
+      name: `gateway ${id}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: NATS_RECONNECT_WAIT_MS,
+      waitOnFirstConnect: true,
+    });
+    const jsm = await jetstreamManager(nc);
+    await ensureStreams(
+      jsm,
+      {
+        telemetryMaxAgeMs: config.TELEMETRY_MAX_AGE_MS,
+        dedupWindowMs: config.DEDUP_WINDOW_MS,
+        replicas: config.STREAM_REPLICAS,
+      },
+      log,
+    );
+    publisher = new JetStreamPublisher(nc, {
+      ackTimeoutMs: config.ACK_TIMEOUT_MS,
+      log,
+      observer: {
+        stored: (seconds) => metrics.ackLatency(seconds),
+        retried: (cause) => metrics.retries.labels(cause).inc(),
+      },
+    });
+    const verified = new VerifiedSecrets();
+    let cache: RegistryCache | undefined;
+    if (config.AUTH_MODE === 'registry') {
+      cache = new RegistryCache(
+        await openRegistryBucket(nc, config.STREAM_REPLICAS),
+        log,
+        (deviceId, record, previous) => {
+          if (previous === undefined) return;
+          verified.forget(deviceId);
+          const changed =
+            record === undefined ||
+            record.disabled ||
+            record.secretHash !== previous.secretHash ||
+            record.tenant !== previous.tenant ||
+            JSON.stringify(record.labels) !== JSON.stringify(previous.labels);
+          if (changed)
+            broker?.disconnectDevice(deviceId, record === undefined ? 'removed' : 'registry changed');
+        },
+      );
+      await cache.start();
+      log.info({ devices: cache.size }, 'device registry loaded');
+    } else {
+      log.warn(
+        'AUTH_MODE=open: ANY client may connect and publish as any device. For demos only, never in production.',
+      );
+    }
+    const telemetry = new TelemetryHandler(publisher, config, metrics, log);
+    const presence = new PresencePublisher(publisher, id, log);
+    broker = await DeviceBroker.create({
+      config,
+      registry: cache,
+      verified,
+      telemetry,
+      presence,
+      metrics,
+      log,
+    });
+    startDownlink(nc, broker, cache, metrics, log);
+    listeners = await startListeners(config, broker);
+    registry = cache;
+  } catch (err) {
+    listeners && (await listeners.close());
+    broker && (await broker.close());
+    publisher?.close();
+    await nc?.close();
+    await closeServer(http);
+    throw err;
+  }
+
+  const ports = { mqtt: listeners.mqtt, ws: listeners.ws, mqtts: listeners.mqtts, http: httpPort };
+  log.info({ gateway: id, ports, authMode: config.AUTH_MODE }, 'gateway ready');
+
+  let closed: Promise<void> | undefined;
+  return {
+    id,
+    ports,
+    metrics,
+    notReady,
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        await listeners?.close();
+        const left = (await publisher?.settle(config.SHUTDOWN_GRACE_MS)) ?? 0;
+        if (left > 0)
+          log.warn(
+            { inFlight: left },
+            'shutdown grace over: unacknowledged publishes stay with their devices',
+          );
+        await broker?.close();
+        publisher?.close();
+        registry?.stop();
+        await nc?.drain().catch(() => nc?.close());
+        await closeServer(http);
+        log.info('gateway stopped');
+      })();
+      return closed;
+    },
+  };
+}

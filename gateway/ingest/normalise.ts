@@ -1,0 +1,91 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { DeviceReading } from '../../contract/device-payload.js';
+import type { CanonicalEvent, CanonicalMetric } from '../../contract/event.js';
+import { canonicalUnitOf, quantityOfMetric, toCanonical } from '../../contract/units.js';
+import { type Rejection, reject } from '../errors.js';
+
+/** Everything about where a reading came from that the reading itself does not say. */
+export interface ReadingContext {
+  tenant: string;
+  deviceId: string;
+  labels: Readonly<Record<string, string>>;
+  receivedAtMs: number;
+  /** ISO form of receivedAtMs, computed once per MQTT message rather than once per reading. */
+  receivedAtIso: string;
+  /** MQTT packet identifier for QoS 1/2, reused by the device when it retransmits. */
+  packetId: number | undefined;
+  maxFutureMs: number;
+  maxAgeMs: number;
+}
+
+export interface NormalisedReading {
+  ok: true;
+  event: CanonicalEvent;
+  /** JetStream message id (dedup key); undefined when the reading cannot be told from a new one. */
+  msgId: string | undefined;
+}
+
+function hash(text: string): string {
+  return createHash('sha256').update(text).digest('base64url').slice(0, 27);
+}
+
+/**
+ * The dedup key of a reading.
+ * - seq and ts sent: they name the reading; a retransmission repeats both, a rebooted device that
+ *   restarts seq at 0 sends a new ts.
+ * - ts sent, no seq: the reading's content, which includes its own ts.
+ * - no ts: content alone would merge two equal readings sent a second apart, so the MQTT packet id
+ *   (which a retransmission repeats [MQTT-4.4.0-1]) is part of it; without one (QoS 0) there is no key.
+ */
+export function messageIdOf(reading: DeviceReading, ctx: ReadingContext, index: number): string | undefined {
+  const device = `${ctx.tenant}.${ctx.deviceId}`;
+  if (reading.ts !== undefined && reading.seq !== undefined) return `${device}.${reading.seq}.${reading.ts}`;
+  let content = '';
+  for (const m of reading.metrics) content += `${m.name}=${m.value}${m.unit ?? ''};`;
+  if (reading.ts !== undefined) return `${device}.h.${hash(`${reading.ts}|${reading.seq ?? ''}|${content}`)}`;
+  if (ctx.packetId === undefined) return undefined;
+  return `${device}.p.${hash(`${ctx.packetId}|${index}|${reading.seq ?? ''}|${content}`)}`;
+}
+
+export function normaliseReading(
+  reading: DeviceReading,
+  version: number,
+  index: number,
+  ctx: ReadingContext,
+): NormalisedReading | Rejection {
+  const tsMs = reading.ts ?? ctx.receivedAtMs;
+  if (Number.isNaN(tsMs)) return reject('TS_INVALID', 'ts is not a date');
+  if (tsMs - ctx.receivedAtMs > ctx.maxFutureMs) {
+    return reject('TS_IN_FUTURE', `ts is ${tsMs - ctx.receivedAtMs} ms ahead of the gateway clock`);
+  }
+  if (ctx.receivedAtMs - tsMs > ctx.maxAgeMs) {
+    return reject('TS_TOO_OLD', `ts is ${ctx.receivedAtMs - tsMs} ms old`);
+  }
+  const metrics: Record<string, CanonicalMetric> = {};
+  for (const m of reading.metrics) {
+    if (m.unit === undefined) {
+      const quantity = quantityOfMetric(m.name);
+      metrics[m.name] = { value: m.value, unit: quantity === undefined ? '' : canonicalUnitOf(quantity) };
+      continue;
+    }
+    const converted = toCanonical(m.name, m.value, m.unit);
+    if (!converted.ok) return reject(converted.reason, converted.detail);
+    metrics[m.name] =
+      converted.unit === m.unit
+        ? { value: converted.value, unit: converted.unit }
+        : { value: converted.value, unit: converted.unit, originalUnit: m.unit };
+  }
+  const msgId = messageIdOf(reading, ctx, index);
+  const event: CanonicalEvent = {
+    id: msgId ?? `${ctx.tenant}.${ctx.deviceId}.u.${randomUUID()}`,
+    tenant: ctx.tenant,
+    deviceId: ctx.deviceId,
+    ts: reading.ts === undefined ? ctx.receivedAtIso : new Date(tsMs).toISOString(),
+    receivedAt: ctx.receivedAtIso,
+    schemaVersion: version,
+    metrics,
+    labels: ctx.labels as Record<string, string>,
+  };
+  if (reading.seq !== undefined) event.seq = reading.seq;
+  return { ok: true, event, msgId };
+}

@@ -1,0 +1,95 @@
+import { isUtf8 } from 'node:buffer';
+import type { z } from 'zod';
+import {
+  type DeviceReading,
+  isKnownPayloadVersion,
+  PAYLOAD_VERSIONS,
+  payloadVersionOf,
+} from '../../contract/device-payload.js';
+import { REJECTION_REASONS, type Rejection, type RejectionReason, reject } from '../errors.js';
+
+/**
+ * Bytes from a device's telemetry topic → typed readings, each accepted or rejected with a reason.
+ * Pure and total: it never throws, whatever the bytes.
+ */
+export interface AcceptedReading {
+  ok: true;
+  /** Position in a batch; 0 for a single reading. */
+  index: number;
+  version: number;
+  reading: DeviceReading;
+}
+
+/** A rejected reading keeps its raw JSON value so the dead letter can show exactly that reading. */
+export type RejectedReading = Rejection & { index: number | undefined; raw?: unknown };
+
+export type ParsedReading = AcceptedReading | RejectedReading;
+
+export interface ParsedPayload {
+  batch: boolean;
+  /** In payload order. A rejection with index undefined stands for the whole payload. */
+  readings: ParsedReading[];
+}
+
+function whole(reason: RejectionReason, detail: string): ParsedPayload {
+  return { batch: false, readings: [{ ...reject(reason, detail), index: undefined }] };
+}
+
+const PATH_REASONS: Readonly<Record<string, RejectionReason>> = { ts: 'TS_INVALID', seq: 'SEQ_INVALID' };
+
+/** The reason code of the first issue: its own `params.reason`, else one named by its path. */
+export function reasonOfIssue(issue: z.core.$ZodIssue): RejectionReason {
+  const own = (issue as { params?: { reason?: string } }).params?.reason;
+  if (own !== undefined && Object.hasOwn(REJECTION_REASONS, own)) return own as RejectionReason;
+  if ('issues' in issue && Array.isArray(issue.issues) && issue.issues.length > 0) {
+    return reasonOfIssue(issue.issues[0] as z.core.$ZodIssue);
+  }
+  const head = issue.path[0];
+  if (typeof head === 'string' && PATH_REASONS[head] !== undefined) return PATH_REASONS[head];
+  if (issue.path.at(-1) === 'unit') return 'UNIT_UNKNOWN';
+  return 'SCHEMA_INVALID';
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path.map(String).join('.');
+  return path ? `${path}: ${issue.message}` : issue.message;
+}
+
+export function parseReading(raw: unknown, index: number): ParsedReading {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return { ...reject('SCHEMA_INVALID', 'a reading must be a JSON object'), index, raw };
+  }
+  const version = payloadVersionOf(raw);
+  if (!isKnownPayloadVersion(version)) {
+    return {
+      ...reject('VERSION_UNSUPPORTED', `unknown payload version ${JSON.stringify(version)}`),
+      index,
+      raw,
+    };
+  }
+  const { schema, upcast } = PAYLOAD_VERSIONS[version];
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    return { ...reject(reasonOfIssue(issue), describeIssue(issue)), index, raw };
+  }
+  // Each entry's schema and upcaster are typed as a pair; indexing by a union widens them apart.
+  return { ok: true, index, version, reading: (upcast as (p: unknown) => DeviceReading)(result.data) };
+}
+
+export function parseTelemetryPayload(payload: Uint8Array, maxBytes: number): ParsedPayload {
+  if (payload.byteLength > maxBytes) {
+    return whole('PAYLOAD_TOO_LARGE', `${payload.byteLength} bytes, at most ${maxBytes} allowed`);
+  }
+  if (!isUtf8(payload)) return whole('PAYLOAD_NOT_UTF8', 'payload is not valid UTF-8');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
+  } catch (err) {
+    // Also catches a RangeError from absurd nesting depth.
+    return whole('PAYLOAD_NOT_JSON', (err as Error).message.slice(0, 200));
+  }
+  if (!Array.isArray(raw)) return { batch: false, readings: [parseReading(raw, 0)] };
+  if (raw.length === 0) return whole('BATCH_EMPTY', 'empty batch');
+  return { batch: true, readings: raw.map((r, i) => parseReading(r, i)) };
+}

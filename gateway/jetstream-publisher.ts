@@ -1,0 +1,255 @@
+import {
+  createInbox,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  headers as natsHeaders,
+} from '@nats-io/nats-core';
+import type { Logger } from '../common/logger.js';
+import { NotStoredError } from './errors.js';
+
+/**
+ * Publishes to JetStream with many publishes in flight on one connection, and says for each one
+ * whether it was stored.
+ *
+ * `js.publish()` costs a promise, a timer and a mux-inbox entry per message (16–18k msg/s here).
+ * This publisher sends core PUBs with reply subjects `{inbox}.{token}` and collects every PubAck on
+ * one wildcard subscription; timeouts are swept by a single timer over an insertion-ordered map.
+ * Order: one connection, one subject per device, so a device's events are stored in the order they
+ * were handed in, except when a publish has to be retried after a failure.
+ *
+ * A publish is retried (backoff, no limit) for as long as `wanted()` says someone still waits for
+ * it; once it returns false (the MQTT client went away without its PUBACK) the publish is given up:
+ * the device still holds the message and will retransmit it. While the connection is down nothing
+ * is sent: publishes are parked and go out on reconnect.
+ */
+export type PublishDone = (err: NotStoredError | undefined, duplicate: boolean) => void;
+
+export interface PublisherObserver {
+  stored?(latencySeconds: number, duplicate: boolean): void;
+  retried?(why: 'timeout' | 'no_responders' | 'jetstream_error'): void;
+  failed?(why: string): void;
+}
+
+export interface PublisherOptions {
+  ackTimeoutMs: number;
+  log: Logger;
+  observer?: PublisherObserver;
+  maxRetryDelayMs?: number;
+}
+
+interface Pending {
+  subject: string;
+  data: Uint8Array;
+  headers: MsgHdrs | undefined;
+  wanted: () => boolean;
+  done: PublishDone;
+  firstSentAt: number;
+  attempts: number;
+  deadline: number;
+}
+
+interface PubAck {
+  stream?: string;
+  seq?: number;
+  duplicate?: boolean;
+  error?: { code?: number; err_code?: number; description?: string };
+}
+
+const MIN_RETRY_DELAY_MS = 50;
+const DEFAULT_MAX_RETRY_DELAY_MS = 2_000;
+const STATUS_NO_RESPONDERS = 503;
+
+export class JetStreamPublisher {
+  private readonly inbox: string;
+  private readonly pending = new Map<number, Pending>();
+  private readonly waitingRetry = new Set<Pending>();
+  private parked: Pending[] = [];
+  private nextToken = 1;
+  private connected = true;
+  private closed = false;
+  private readonly sweeper: NodeJS.Timeout;
+  private readonly idleWaiters: (() => void)[] = [];
+  private readonly maxRetryDelayMs: number;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly options: PublisherOptions,
+  ) {
+    this.inbox = `${createInbox()}.`;
+    this.maxRetryDelayMs = options.maxRetryDelayMs ?? DEFAULT_MAX_RETRY_DELAY_MS;
+    nc.subscribe(`${this.inbox}*`, { callback: (err, msg) => (err ? undefined : this.onReply(msg)) });
+    this.sweeper = setInterval(() => this.sweep(), Math.min(250, Math.max(10, options.ackTimeoutMs / 4)));
+    this.sweeper.unref();
+    void this.watchConnection();
+  }
+
+  /** Publishes not yet known stored or given up (sent, parked, or waiting to retry). */
+  get inFlight(): number {
+    return this.pending.size + this.parked.length + this.waitingRetry.size;
+  }
+
+  get isConnected(): boolean {
+    return this.connected && !this.closed;
+  }
+
+  publish(
+    subject: string,
+    data: Uint8Array,
+    msgId: string | undefined,
+    wanted: () => boolean,
+    done: PublishDone,
+  ) {
+    if (this.closed) {
+      done(new NotStoredError('publisher is closed', subject), false);
+      return;
+    }
+    let headers: MsgHdrs | undefined;
+    if (msgId !== undefined) {
+      headers = natsHeaders();
+      headers.set('Nats-Msg-Id', msgId);
+    }
+    const now = Date.now();
+    this.send({ subject, data, headers, wanted, done, firstSentAt: now, attempts: 0, deadline: 0 }, now);
+  }
+
+  /** Resolves when nothing is in flight, or after timeoutMs; returns how many were still in flight. */
+  async settle(timeoutMs: number): Promise<number> {
+    if (this.inFlight === 0) return 0;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    return this.inFlight;
+  }
+
+  /** Fails everything still in flight; the devices keep those messages, unacknowledged. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
+    const all = [...this.pending.values(), ...this.parked, ...this.waitingRetry];
+    this.pending.clear();
+    this.parked = [];
+    this.waitingRetry.clear();
+    for (const p of all) p.done(new NotStoredError('publisher closed before the ack', p.subject), false);
+    this.notifyIdle();
+  }
+
+  private send(p: Pending, now: number): void {
+    if (!this.connected) {
+      this.parked.push(p);
+      return;
+    }
+    const token = this.nextToken++;
+    p.deadline = now + this.options.ackTimeoutMs;
+    this.pending.set(token, p);
+    try {
+      this.nc.publish(p.subject, p.data, { reply: this.inbox + token, headers: p.headers });
+    } catch (err) {
+      // Synchronous refusals (payload over the server's max_payload, connection closed) do not heal.
+      this.pending.delete(token);
+      this.fail(p, `publish refused: ${(err as Error).message}`, err);
+    }
+  }
+
+  private onReply(msg: Msg): void {
+    const token = Number(msg.subject.slice(this.inbox.length));
+    const p = this.pending.get(token);
+    if (p === undefined) return; // answer to a publish already timed out and resent
+    this.pending.delete(token);
+    if (msg.headers?.code === STATUS_NO_RESPONDERS) {
+      this.retry(p, 'no_responders');
+      return;
+    }
+    let ack: PubAck;
+    try {
+      ack = msg.json<PubAck>();
+    } catch {
+      this.retry(p, 'jetstream_error');
+      return;
+    }
+    if (ack.error !== undefined) {
+      // 503: JetStream temporarily unavailable (leader election, cluster catching up): transient.
+      if (ack.error.code === STATUS_NO_RESPONDERS || ack.error.code === undefined)
+        this.retry(p, 'jetstream_error');
+      else this.fail(p, `JetStream refused the message: ${ack.error.description ?? ack.error.code}`);
+      return;
+    }
+    this.options.observer?.stored?.((Date.now() - p.firstSentAt) / 1000, ack.duplicate === true);
+    p.done(undefined, ack.duplicate === true);
+    this.notifyIdle();
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    // While disconnected, publishes whose client left are let go now rather than at reconnect,
+    // so an outage with reconnecting devices does not pile up copies of the same messages.
+    if (!this.connected && this.parked.length > 0) {
+      const parked = this.parked;
+      this.parked = [];
+      for (const p of parked) {
+        if (p.wanted()) this.parked.push(p);
+        else this.fail(p, 'abandoned: the client went away before it was stored');
+      }
+    }
+    for (const [token, p] of this.pending) {
+      if (p.deadline > now) break; // tokens are inserted in deadline order
+      this.pending.delete(token);
+      this.retry(p, 'timeout');
+    }
+  }
+
+  private retry(p: Pending, why: 'timeout' | 'no_responders' | 'jetstream_error'): void {
+    if (this.closed || !p.wanted()) {
+      this.fail(p, this.closed ? 'publisher closed' : 'abandoned: the client went away before it was stored');
+      return;
+    }
+    this.options.observer?.retried?.(why);
+    p.attempts++;
+    const backoff = Math.min(this.maxRetryDelayMs, MIN_RETRY_DELAY_MS * 2 ** Math.min(p.attempts, 10));
+    // Timeouts already waited ackTimeoutMs; resend at once unless the connection is down.
+    const delay = why === 'timeout' ? 0 : backoff * (0.5 + Math.random() / 2);
+    this.waitingRetry.add(p);
+    setTimeout(() => {
+      if (!this.waitingRetry.delete(p)) return; // closed meanwhile
+      this.send(p, Date.now());
+    }, delay).unref();
+  }
+
+  private fail(p: Pending, why: string, cause?: unknown): void {
+    this.options.observer?.failed?.(why);
+    p.done(new NotStoredError(why, p.subject, cause === undefined ? undefined : { cause }), false);
+    this.notifyIdle();
+  }
+
+  private notifyIdle(): void {
+    if (this.idleWaiters.length === 0 || this.inFlight > 0) return;
+    for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  private async watchConnection(): Promise<void> {
+    for await (const status of this.nc.status()) {
+      if (status.type === 'disconnect') {
+        this.connected = false;
+        this.options.log.warn(
+          { nats: status },
+          'NATS connection lost: holding publishes, acknowledging nothing',
+        );
+      } else if (status.type === 'reconnect') {
+        this.connected = true;
+        const parked = this.parked;
+        this.parked = [];
+        this.options.log.info({ resent: parked.length }, 'NATS connection back: resending held publishes');
+        const now = Date.now();
+        for (const p of parked) {
+          if (p.wanted()) this.send(p, now);
+          else this.fail(p, 'abandoned: the client went away before it was stored');
+        }
+      }
+    }
+  }
+}

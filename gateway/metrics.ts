@@ -1,0 +1,105 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { RejectionReason } from './errors.js';
+
+/** The gateway's Prometheus metrics, on their own registry so several gateways can share a process. */
+export function createGatewayMetrics(sources: {
+  inFlight: () => number;
+  natsConnected: () => boolean;
+  connections: () => number;
+}) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'gateway_' });
+
+  new Gauge({
+    name: 'gateway_mqtt_connections',
+    help: 'MQTT clients currently connected',
+    registers: [registry],
+    collect() {
+      this.set(sources.connections());
+    },
+  });
+  const connects = new Counter({
+    name: 'gateway_mqtt_connects_total',
+    help: 'CONNECT attempts by result',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  const publishes = new Counter({
+    name: 'gateway_mqtt_publishes_total',
+    help: 'MQTT PUBLISH packets from devices by outcome: acked (stored or dead-lettered), not_stored, denied',
+    labelNames: ['outcome', 'qos'] as const,
+    registers: [registry],
+  });
+  const events = new Counter({
+    name: 'gateway_events_total',
+    help: 'Readings published to TELEMETRY by outcome: stored, duplicate (already stored), dropped (QoS 0 over budget)',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  const deadletters = new Counter({
+    name: 'gateway_deadletters_total',
+    help: 'Rejected payloads or readings by reason code',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const aclDenied = new Counter({
+    name: 'gateway_acl_denied_total',
+    help: 'Publishes or subscriptions refused because they leave the device’s own topics',
+    labelNames: ['action'] as const,
+    registers: [registry],
+  });
+  const ackLatency = new Histogram({
+    name: 'gateway_jetstream_ack_seconds',
+    help: 'Time from first JetStream publish to its PubAck, retries included',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const retries = new Counter({
+    name: 'gateway_jetstream_retries_total',
+    help: 'JetStream publishes sent again, by cause',
+    labelNames: ['cause'] as const,
+    registers: [registry],
+  });
+  const downlink = new Counter({
+    name: 'gateway_downlink_total',
+    help: 'Commands from NATS by result',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'gateway_jetstream_in_flight',
+    help: 'JetStream publishes sent or held and not yet acknowledged',
+    registers: [registry],
+    collect() {
+      this.set(sources.inFlight());
+    },
+  });
+  new Gauge({
+    name: 'gateway_nats_connected',
+    help: '1 while the NATS connection is up',
+    registers: [registry],
+    collect() {
+      this.set(sources.natsConnected() ? 1 : 0);
+    },
+  });
+
+  // Children bound once: label lookup is not free on the per-message path.
+  const stored = events.labels('stored');
+  const duplicate = events.labels('duplicate');
+  const droppedQos0 = events.labels('dropped');
+  return {
+    registry,
+    connects,
+    publishes,
+    events,
+    aclDenied,
+    downlink,
+    retries,
+    deadletter: (reason: RejectionReason) => deadletters.labels(reason).inc(),
+    ackLatency: (seconds: number) => ackLatency.observe(seconds),
+    event: (outcome: 'stored' | 'duplicate' | 'dropped') =>
+      (outcome === 'stored' ? stored : outcome === 'duplicate' ? duplicate : droppedQos0).inc(),
+  };
+}
+
+export type GatewayMetrics = ReturnType<typeof createGatewayMetrics>;

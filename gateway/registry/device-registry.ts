@@ -1,0 +1,136 @@
+import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { z } from 'zod';
+import {
+  DEVICE_ID_PATTERN,
+  LABEL_KEY_PATTERN,
+  LABEL_VALUE_MAX_CHARS,
+  TENANT_PATTERN,
+} from '../../contract/ids.js';
+import { DEVICE_REGISTRY_BUCKET } from '../../contract/subjects.js';
+import { generateSecret, hashSecret } from './secrets.js';
+
+/** One device, as stored under its id in the `devices` KV bucket. */
+export const DeviceRecord = z.object({
+  id: z.string().regex(DEVICE_ID_PATTERN),
+  tenant: z.string().regex(TENANT_PATTERN),
+  secretHash: z.string(),
+  labels: z.record(z.string().regex(LABEL_KEY_PATTERN), z.string().max(LABEL_VALUE_MAX_CHARS)),
+  disabled: z.boolean(),
+  createdAt: z.iso.datetime(),
+  updatedAt: z.iso.datetime(),
+});
+export type DeviceRecord = z.infer<typeof DeviceRecord>;
+
+export class RegistryError extends Error {
+  constructor(
+    readonly code: 'DEVICE_EXISTS' | 'DEVICE_NOT_FOUND' | 'DEVICE_INVALID' | 'CONCURRENT_UPDATE',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RegistryError';
+  }
+}
+
+export interface NewDevice {
+  id: string;
+  tenant: string;
+  secret?: string;
+  labels?: Record<string, string>;
+}
+
+export function openRegistryBucket(nc: NatsConnection, replicas = 1): Promise<KV> {
+  // create() opens the bucket when it already exists with a compatible config.
+  return new Kvm(nc).create(DEVICE_REGISTRY_BUCKET, { history: 1, replicas });
+}
+
+export function decodeRecord(entry: KvEntry): DeviceRecord | undefined {
+  if (entry.operation !== 'PUT') return undefined;
+  const parsed = DeviceRecord.safeParse(entry.json());
+  return parsed.success ? parsed.data : undefined;
+}
+
+/** Administrative operations on the registry: what `npm run devices` does. */
+export class DeviceRegistry {
+  constructor(private readonly kv: KV) {}
+
+  static async open(nc: NatsConnection): Promise<DeviceRegistry> {
+    return new DeviceRegistry(await openRegistryBucket(nc));
+  }
+
+  /** Creates a device; returns the record and the plain secret, which is stored nowhere. */
+  async add(device: NewDevice): Promise<{ record: DeviceRecord; secret: string }> {
+    const secret = device.secret ?? generateSecret();
+    const now = new Date().toISOString();
+    const candidate = {
+      id: device.id,
+      tenant: device.tenant,
+      secretHash: await hashSecret(secret),
+      labels: device.labels ?? {},
+      disabled: false,
+      createdAt: now,
+      updatedAt: now,
+    };
+    const parsed = DeviceRecord.safeParse(candidate);
+    if (!parsed.success) {
+      throw new RegistryError(
+        'DEVICE_INVALID',
+        parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '),
+      );
+    }
+    try {
+      await this.kv.create(device.id, JSON.stringify(parsed.data));
+    } catch (err) {
+      if (await this.get(device.id))
+        throw new RegistryError('DEVICE_EXISTS', `device '${device.id}' already exists`);
+      throw err;
+    }
+    return { record: parsed.data, secret };
+  }
+
+  async get(id: string): Promise<DeviceRecord | undefined> {
+    const entry = await this.kv.get(id);
+    return entry ? decodeRecord(entry) : undefined;
+  }
+
+  async list(): Promise<DeviceRecord[]> {
+    const records: DeviceRecord[] = [];
+    for await (const key of await this.kv.keys()) {
+      const record = await this.get(key);
+      if (record) records.push(record);
+    }
+    return records.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  setDisabled(id: string, disabled: boolean): Promise<DeviceRecord> {
+    return this.update(id, async (r) => ({ ...r, disabled }));
+  }
+
+  async rotate(id: string, secret = generateSecret()): Promise<{ record: DeviceRecord; secret: string }> {
+    const secretHash = await hashSecret(secret);
+    const record = await this.update(id, async (r) => ({ ...r, secretHash }));
+    return { record, secret };
+  }
+
+  async remove(id: string): Promise<void> {
+    if (!(await this.get(id))) throw new RegistryError('DEVICE_NOT_FOUND', `no device '${id}'`);
+    await this.kv.delete(id);
+  }
+
+  /** Compare-and-set on the entry's revision, so two admins cannot overwrite each other silently. */
+  private async update(
+    id: string,
+    change: (r: DeviceRecord) => Promise<DeviceRecord>,
+  ): Promise<DeviceRecord> {
+    const entry = await this.kv.get(id);
+    const current = entry ? decodeRecord(entry) : undefined;
+    if (!entry || !current) throw new RegistryError('DEVICE_NOT_FOUND', `no device '${id}'`);
+    const next = { ...(await change(current)), updatedAt: new Date().toISOString() };
+    try {
+      await this.kv.update(id, JSON.stringify(next), entry.revision);
+    } catch {
+      throw new RegistryError('CONCURRENT_UPDATE', `device '${id}' changed meanwhile; try again`);
+    }
+    return next;
+  }
+}

@@ -1,0 +1,62 @@
+import type { KV } from '@nats-io/kv';
+import type { Logger } from '../../common/logger.js';
+import { type DeviceRecord, decodeRecord } from './device-registry.js';
+
+export type RegistryChange = (
+  id: string,
+  record: DeviceRecord | undefined,
+  previous: DeviceRecord | undefined,
+) => void;
+
+/**
+ * The gateway's in-memory view of the registry, kept current by a KV watch: a device added,
+ * disabled, rotated or removed takes effect on every running gateway without a restart.
+ */
+export class RegistryCache {
+  private readonly devices = new Map<string, DeviceRecord>();
+  private stopWatch: (() => void) | undefined;
+
+  constructor(
+    private readonly kv: KV,
+    private readonly log: Logger,
+    private readonly onChange: RegistryChange,
+  ) {}
+
+  get size(): number {
+    return this.devices.size;
+  }
+
+  get(id: string): DeviceRecord | undefined {
+    return this.devices.get(id);
+  }
+
+  /** Resolves once the current contents are loaded; changes keep arriving afterwards. */
+  async start(): Promise<void> {
+    const watcher = await this.kv.watch();
+    this.stopWatch = () => watcher.stop();
+    let markLoaded: () => void = () => {};
+    const loaded = new Promise<void>((resolve) => {
+      markLoaded = resolve;
+    });
+    // The last initial entry arrives with delta 0 (nothing more pending); an empty bucket sends none.
+    if ((await this.kv.status()).values === 0) markLoaded();
+    void (async () => {
+      for await (const entry of watcher) {
+        const previous = this.devices.get(entry.key);
+        const record = decodeRecord(entry);
+        if (record) this.devices.set(entry.key, record);
+        else this.devices.delete(entry.key);
+        if (entry.operation === 'PUT' && !record) {
+          this.log.error({ device: entry.key }, 'registry entry does not parse: device treated as unknown');
+        }
+        if (previous !== undefined || record !== undefined) this.onChange(entry.key, record, previous);
+        if (entry.delta === 0) markLoaded();
+      }
+    })();
+    await loaded;
+  }
+
+  stop(): void {
+    this.stopWatch?.();
+  }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what `npm start` and `npm test` need on a Debian machine with Node 20: the Debian packages
+# nats-server, victoria-metrics and mosquitto-clients, and the npm dependencies. Idempotent, and a
+# no-op taking about a second when everything is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "setup: Node.js 20 or newer is required (found $(node --version))" >&2
+  exit 1
+fi
+
+missing=()
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The packages enable system services on fixed ports; this project runs its own instances.
+  if [ -d /run/systemd/system ]; then
+    for unit in nats-server victoria-metrics; do
+      $sudo systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
+  fi
+fi
+
+# npm ci only when package-lock.json changed since the last successful install.
+stamp=node_modules/.setup-stamp
+sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
+  npm ci --no-audit --no-fund
+  echo "$sum" >"$stamp"
+fi
+echo "setup: ready (nats-server $(nats-server --version 2>/dev/null | awk '{print $2}'), node $(node --version))"

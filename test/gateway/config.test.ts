@@ -1,0 +1,81 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../common/config.js';
+import { GatewayConfigSchema } from '../../gateway/config.js';
+
+const problemsOf = (env: Record<string, string>) => {
+  try {
+    loadConfig(GatewayConfigSchema, env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+};
+
+describe('gateway config', () => {
+  it('has the documented defaults and is frozen', () => {
+    const c = loadConfig(GatewayConfigSchema, {});
+    expect(c).toMatchObject({
+      MQTT_PORT: 1883,
+      MQTT_WS_PORT: 8083,
+      NATS_URL: 'nats://127.0.0.1:4222',
+      HTTP_PORT: 8080,
+      AUTH_MODE: 'registry',
+      MAX_PAYLOAD_BYTES: 65_536,
+      LOG_LEVEL: 'info',
+    });
+    expect(c.MQTTS_PORT).toBeUndefined();
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('lists every problem at once, naming the variable and the value given', () => {
+    const problems = problemsOf({
+      MQTT_PORT: 'abc',
+      HTTP_PORT: '70000',
+      AUTH_MODE: 'none',
+      NATS_URL: 'localhost:4222',
+      LOG_LEVEL: 'loud',
+    });
+    expect(problems).toHaveLength(5);
+    expect(problems.join('\n')).toMatch(/MQTT_PORT: .*\(got "abc"\)/);
+    expect(problems.join('\n')).toMatch(/HTTP_PORT: .*\(got "70000"\)/);
+    expect(problems.join('\n')).toMatch(/AUTH_MODE: .*\(got "none"\)/);
+    expect(problems.join('\n')).toMatch(/NATS_URL: .*nats:\/\/host:port/);
+    expect(problems.join('\n')).toMatch(/LOG_LEVEL/);
+  });
+
+  it('needs the TLS settings together', () => {
+    expect(problemsOf({ MQTTS_PORT: '8883' })).toEqual([
+      expect.stringMatching(/MQTTS_PORT: the TLS listener needs/),
+    ]);
+    expect(problemsOf({ MQTTS_PORT: '8883', TLS_CERT_FILE: 'c', TLS_KEY_FILE: 'k' })).toEqual([]);
+  });
+
+  it('keeps the payload limit below the frame limit', () => {
+    expect(problemsOf({ MAX_PAYLOAD_BYTES: '2000000' })).toEqual([
+      expect.stringMatching(/MAX_PAYLOAD_BYTES: must be below/),
+    ]);
+  });
+
+  it('treats empty variables as unset', () => {
+    expect(loadConfig(GatewayConfigSchema, { MQTT_PORT: '' }).MQTT_PORT).toBe(1883);
+  });
+
+  it('reads CONFIG_FILE, lets the environment win, and refuses unknown keys in the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const file = join(dir, 'gateway.json');
+    writeFileSync(file, JSON.stringify({ MQTT_PORT: 1999, HTTP_PORT: 9000 }));
+    expect(loadConfig(GatewayConfigSchema, { CONFIG_FILE: file, HTTP_PORT: '9001' })).toMatchObject({
+      MQTT_PORT: 1999,
+      HTTP_PORT: 9001,
+    });
+    writeFileSync(file, JSON.stringify({ MQTT_PROT: 1999 }));
+    expect(problemsOf({ CONFIG_FILE: file })).toEqual([expect.stringMatching(/MQTT_PROT: not a setting/)]);
+    expect(problemsOf({ CONFIG_FILE: join(dir, 'missing.json') })).toEqual([
+      expect.stringMatching(/cannot read/),
+    ]);
+  });
+});

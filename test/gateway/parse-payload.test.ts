@@ -1,0 +1,194 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { isMetricName, MAX_METRICS_PER_READING } from '../../contract/index.js';
+import { type ParsedReading, parseTelemetryPayload } from '../../gateway/ingest/parse-payload.js';
+
+const MAX = 65_536;
+const parse = (value: unknown) => parseTelemetryPayload(Buffer.from(JSON.stringify(value)), MAX);
+const only = (value: unknown): ParsedReading => {
+  const { readings } = parse(value);
+  expect(readings).toHaveLength(1);
+  return readings[0]!;
+};
+const reasonOf = (value: unknown) => {
+  const r = only(value);
+  return r.ok ? 'accepted' : r.reason;
+};
+
+describe('version 1', () => {
+  it('upcasts plain numbers, booleans as 1/0, epoch ms and seq', () => {
+    expect(
+      only({ ts: 1_700_000_000_000, seq: 7, metrics: { temperature: 21.5, door: true, fan: false } }),
+    ).toEqual({
+      ok: true,
+      index: 0,
+      version: 1,
+      reading: {
+        ts: 1_700_000_000_000,
+        seq: 7,
+        metrics: [
+          { name: 'temperature', value: 21.5 },
+          { name: 'door', value: 1 },
+          { name: 'fan', value: 0 },
+        ],
+      },
+    });
+  });
+
+  it('accepts ISO-8601 timestamps with a zone and ignores unknown fields', () => {
+    const r = only({ ts: '2026-01-02T03:04:05.678+01:00', firmware: '1.2', metrics: { x: 1 } });
+    expect(r).toMatchObject({ ok: true, reading: { ts: Date.parse('2026-01-02T02:04:05.678Z') } });
+  });
+
+  it('leaves ts and seq undefined when absent', () => {
+    expect(only({ metrics: { x: 1 } })).toMatchObject({
+      ok: true,
+      reading: { ts: undefined, seq: undefined },
+    });
+  });
+});
+
+describe('version 2', () => {
+  it('keeps units for the normaliser', () => {
+    expect(
+      only({ v: 2, seq: 1, metrics: { temperature: { value: 70.1, unit: 'degF' }, rssi: { value: -70 } } }),
+    ).toEqual({
+      ok: true,
+      index: 0,
+      version: 2,
+      reading: {
+        ts: undefined,
+        seq: 1,
+        metrics: [
+          { name: 'temperature', value: 70.1, unit: 'degF' },
+          { name: 'rssi', value: -70 },
+        ],
+      },
+    });
+  });
+});
+
+describe('batches', () => {
+  it('parses each reading and rejects only the bad ones, with their index', () => {
+    const { batch, readings } = parse([
+      { metrics: { a: 1 } },
+      { metrics: { a: 'x' } },
+      { v: 2, metrics: { b: { value: 2 } } },
+    ]);
+    expect(batch).toBe(true);
+    expect(readings.map((r) => (r.ok ? 'ok' : r.reason))).toEqual(['ok', 'VALUE_INVALID', 'ok']);
+    expect(readings[1]).toMatchObject({ index: 1, raw: { metrics: { a: 'x' } } });
+  });
+});
+
+describe('rejections carry their reason code', () => {
+  it.each([
+    ['a metric name with a space', { metrics: { 'a b': 1 } }, 'METRIC_NAME_INVALID'],
+    ['a 65-character metric name', { metrics: { ['m'.repeat(65)]: 1 } }, 'METRIC_NAME_INVALID'],
+    ['a string value', { metrics: { a: '1' } }, 'VALUE_INVALID'],
+    ['"NaN" as a string', { metrics: { a: 'NaN' } }, 'VALUE_INVALID'],
+    ['null value', { metrics: { a: null } }, 'VALUE_INVALID'],
+    ['no metrics', { metrics: {} }, 'METRICS_EMPTY'],
+    ['metrics missing', { ts: 1 }, 'SCHEMA_INVALID'],
+    ['metrics an array', { metrics: [1] }, 'SCHEMA_INVALID'],
+    ['a reading that is a number', 42, 'SCHEMA_INVALID'],
+    [
+      'too many metrics',
+      { metrics: Object.fromEntries(Array.from({ length: 257 }, (_, i) => [`m${i}`, i])) },
+      'TOO_MANY_METRICS',
+    ],
+    ['negative seq', { seq: -1, metrics: { a: 1 } }, 'SEQ_INVALID'],
+    ['fractional seq', { seq: 1.5, metrics: { a: 1 } }, 'SEQ_INVALID'],
+    ['ts as a date without zone', { ts: '2026-01-02 03:04', metrics: { a: 1 } }, 'TS_INVALID'],
+    ['ts negative', { ts: -5, metrics: { a: 1 } }, 'TS_INVALID'],
+    ['unknown version', { v: 9, metrics: { a: 1 } }, 'VERSION_UNSUPPORTED'],
+    ['version as a string', { v: '2', metrics: { a: 1 } }, 'VERSION_UNSUPPORTED'],
+    ['v2 with a plain number', { v: 2, metrics: { a: 1 } }, 'SCHEMA_INVALID'],
+    [
+      'v2 with an over-long unit',
+      { v: 2, metrics: { a: { value: 1, unit: 'u'.repeat(33) } } },
+      'UNIT_UNKNOWN',
+    ],
+  ])('%s', (_what, value, reason) => {
+    expect(reasonOf(value)).toBe(reason);
+  });
+
+  it('refuses __proto__ and constructor as metric names instead of dropping them', () => {
+    const proto = parseTelemetryPayload(Buffer.from('{"metrics":{"__proto__":{"polluted":1},"x":1}}'), MAX);
+    expect(proto.readings[0]).toMatchObject({ ok: false, reason: 'METRIC_NAME_INVALID' });
+    expect(reasonOf({ metrics: { constructor: 1 } })).toBe('METRIC_NAME_INVALID');
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('a huge number that JSON turns into Infinity', () => {
+    const r = parseTelemetryPayload(Buffer.from('{"metrics":{"a":1e999}}'), MAX);
+    expect(r.readings[0]).toMatchObject({ ok: false, reason: 'VALUE_INVALID' });
+  });
+
+  it('whole-payload problems', () => {
+    const whole = (bytes: Buffer, max = MAX) => parseTelemetryPayload(bytes, max).readings[0];
+    expect(whole(Buffer.from('{"metrics":{"a":1}}'), 10)).toMatchObject({
+      reason: 'PAYLOAD_TOO_LARGE',
+      index: undefined,
+    });
+    expect(whole(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]))).toMatchObject({ reason: 'PAYLOAD_NOT_UTF8' });
+    expect(whole(Buffer.from('{"metrics":'))).toMatchObject({ reason: 'PAYLOAD_NOT_JSON' });
+    expect(whole(Buffer.from(''))).toMatchObject({ reason: 'PAYLOAD_NOT_JSON' });
+    expect(whole(Buffer.from('[]'))).toMatchObject({ reason: 'BATCH_EMPTY' });
+    expect(whole(Buffer.from('['.repeat(60_000)), 100_000)).toMatchObject({ reason: 'PAYLOAD_NOT_JSON' });
+  });
+});
+
+describe('properties', () => {
+  const anyJson = fc.jsonValue({ maxDepth: 4 });
+  const plausible = fc.record(
+    {
+      v: fc.constantFrom(1, 2, 3, '2', undefined),
+      ts: fc.oneof(fc.integer(), fc.double(), fc.string(), fc.constant('2026-01-01T00:00:00Z')),
+      seq: fc.oneof(fc.integer(), fc.double(), fc.string()),
+      metrics: fc.dictionary(
+        fc.oneof(fc.string({ maxLength: 70 }), fc.constantFrom('__proto__', 'constructor', 'temperature')),
+        fc.oneof(
+          anyJson,
+          fc.double(),
+          fc.record({ value: fc.oneof(fc.double(), anyJson), unit: fc.string() }),
+        ),
+        { maxKeys: 300 },
+      ),
+    },
+    { requiredKeys: [] },
+  );
+
+  it('never throws, and everything accepted satisfies the contract', () => {
+    fc.assert(
+      fc.property(fc.oneof(anyJson, plausible, fc.array(plausible, { maxLength: 5 })), (value) => {
+        const text = JSON.stringify(value) ?? 'null';
+        const { readings } = parseTelemetryPayload(Buffer.from(text), MAX);
+        expect(readings.length).toBeGreaterThan(0);
+        for (const r of readings) {
+          if (!r.ok) continue;
+          expect(r.reading.metrics.length).toBeGreaterThan(0);
+          expect(r.reading.metrics.length).toBeLessThanOrEqual(MAX_METRICS_PER_READING);
+          for (const m of r.reading.metrics) {
+            expect(isMetricName(m.name)).toBe(true);
+            expect(Number.isFinite(m.value)).toBe(true);
+          }
+          if (r.reading.seq !== undefined)
+            expect(Number.isSafeInteger(r.reading.seq) && r.reading.seq >= 0).toBe(true);
+          if (r.reading.ts !== undefined)
+            expect(Number.isFinite(r.reading.ts) && r.reading.ts >= 0).toBe(true);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('never throws on arbitrary bytes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 512 }), (bytes) => {
+        expect(parseTelemetryPayload(bytes, MAX).readings.length).toBeGreaterThan(0);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
