@@ -1,0 +1,83 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { ProvisionedDevice } from './gateway.js';
+
+const run = promisify(execFile);
+
+/** A real mqtt.js client for a provisioned device; no automatic reconnect, so refusals surface. */
+export function connectDevice(
+  port: number,
+  device: Pick<ProvisionedDevice, 'id' | 'secret'>,
+  options: IClientOptions = {},
+): Promise<MqttClient> {
+  return mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
+    clientId: device.id,
+    username: device.id,
+    password: device.secret,
+    reconnectPeriod: 0,
+    connectTimeout: 5_000,
+    ...options,
+  });
+}
+
+/** The CONNACK refusal of a connection attempt, or 'accepted'. */
+export async function connectOutcome(port: number, options: IClientOptions): Promise<number | 'accepted'> {
+  try {
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, {
+      reconnectPeriod: 0,
+      connectTimeout: 5_000,
+      ...options,
+    });
+    await client.endAsync();
+    return 'accepted';
+  } catch (err) {
+    const code = (err as { code?: number }).code;
+    if (typeof code === 'number') return code;
+    throw err;
+  }
+}
+
+/** Resolves when the broker closes the client's connection. */
+export function closedByBroker(client: MqttClient, timeoutMs = 5_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!client.connected) return resolve();
+    const timer = setTimeout(() => reject(new Error('connection was not closed')), timeoutMs);
+    client.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Publishes with the Eclipse Mosquitto command-line client, a third-party MQTT implementation. */
+export async function mosquittoPub(
+  port: number,
+  device: Pick<ProvisionedDevice, 'id' | 'secret'>,
+  topic: string,
+  message: string,
+  qos: 0 | 1 | 2 = 1,
+): Promise<void> {
+  await run(
+    'mosquitto_pub',
+    [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-i',
+      device.id,
+      '-u',
+      device.id,
+      '-P',
+      device.secret,
+      '-q',
+      String(qos),
+      '-t',
+      topic,
+      '-m',
+      message,
+    ],
+    { timeout: 10_000 },
+  );
+}
