@@ -59,8 +59,8 @@ export const PresenceEvent = z.object({
   clientId: z.string(),
   /**
    * connected: CONNECT accepted; disconnected: clean DISCONNECT; lost: the connection dropped
-   * without one (the will, if any, follows as a `status` event); status: the device published on
-   * its status topic (birth message or last will), payload in `status`.
+   * without one (its will, if any, arrives just before as a `status` event); status: the device
+   * published on its status topic (birth message or last will), payload in `status`.
    */
   type: z.enum(['connected', 'disconnected', 'lost', 'status']),
   reason: z.string().optional(),

@@ -45,22 +45,28 @@ export const GatewayConfigSchema = z
       .optional(),
     LOG_LEVEL: env.logLevel(),
   })
-  .superRefine((c, ctx) => {
-    const tls = [c.MQTTS_PORT, c.TLS_CERT_FILE, c.TLS_KEY_FILE];
-    if (tls.some((v) => v !== undefined) && tls.some((v) => v === undefined)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['MQTTS_PORT'],
-        message: 'the TLS listener needs MQTTS_PORT, TLS_CERT_FILE and TLS_KEY_FILE together',
-      });
-    }
-    if (c.MAX_PAYLOAD_BYTES >= c.MAX_PACKET_BYTES) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['MAX_PAYLOAD_BYTES'],
-        message: `must be below MAX_PACKET_BYTES (${c.MAX_PACKET_BYTES}) so oversize payloads can be dead-lettered`,
-      });
-    }
-  });
+  // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
+  .refine(
+    (c) => {
+      const tls = [c.MQTTS_PORT, c.TLS_CERT_FILE, c.TLS_KEY_FILE];
+      return tls.every((v) => v === undefined) || tls.every((v) => v !== undefined);
+    },
+    {
+      path: ['MQTTS_PORT'],
+      message: 'the TLS listener needs MQTTS_PORT, TLS_CERT_FILE and TLS_KEY_FILE together',
+      when: () => true,
+    },
+  )
+  .refine(
+    (c) =>
+      typeof c.MAX_PAYLOAD_BYTES !== 'number' ||
+      typeof c.MAX_PACKET_BYTES !== 'number' ||
+      c.MAX_PAYLOAD_BYTES < c.MAX_PACKET_BYTES,
+    {
+      path: ['MAX_PAYLOAD_BYTES'],
+      message: 'must be below MAX_PACKET_BYTES so that oversize payloads can still be dead-lettered',
+      when: () => true,
+    },
+  );
 
 export type GatewayConfig = z.output<typeof GatewayConfigSchema>;
