@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `npm start` and `npm test` need on a Debian machine with Node 20: the Debian packages
-# nats-server, victoria-metrics and mosquitto-clients, and the npm dependencies. Idempotent, and a
+# nats-server, victoria-metrics, mosquitto-clients (and openssl), and the npm dependencies. Idempotent, and a
 # no-op taking about a second when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ missing=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
 command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl) # tests make throwaway TLS certificates
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo=sudo
