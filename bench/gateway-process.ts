@@ -1,0 +1,121 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** The gateway as production runs it: its own Node process, configured through the environment. */
+export interface GatewayProcess {
+  readonly pid: number;
+  readonly mqttPort: number;
+  readonly httpPort: number;
+  /** Last lines the gateway wrote, for error reports. */
+  tail(): string;
+  /** SIGTERM (the gateway drains, and writes its CPU profile if asked), SIGKILL after timeoutMs. */
+  stop(timeoutMs?: number): Promise<void>;
+  /** SIGKILL, synchronously: for process exit handlers. */
+  kill(): void;
+}
+
+export interface GatewayProcessOptions {
+  cwd: string;
+  natsUrl: string;
+  env?: Record<string, string>;
+  /** Extra node flags, e.g. `--cpu-prof`. */
+  nodeArgs?: string[];
+  readyTimeoutMs?: number;
+}
+
+const TAIL_LINES = 40;
+
+/** A port the OS just handed out; racy in principle, fine on a bench machine's loopback. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+  });
+}
+
+export async function startGatewayProcess(o: GatewayProcessOptions): Promise<GatewayProcess> {
+  const [mqttPort, wsPort, httpPort] = [await freePort(), await freePort(), await freePort()];
+  const child = spawn(process.execPath, [...(o.nodeArgs ?? []), '--import', 'tsx', 'gateway/main.ts'], {
+    cwd: o.cwd,
+    env: {
+      ...process.env,
+      NATS_URL: o.natsUrl,
+      MQTT_PORT: String(mqttPort),
+      MQTT_WS_PORT: String(wsPort),
+      HTTP_PORT: String(httpPort),
+      BIND_HOST: '127.0.0.1',
+      AUTH_MODE: 'registry',
+      LOG_LEVEL: 'warn',
+      ...o.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const keep = (chunk: Buffer) => {
+    lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+    if (lines.length > TAIL_LINES) lines.splice(0, lines.length - TAIL_LINES);
+  };
+  // Always read both pipes: a gateway blocked on a full pipe would look like a slow gateway.
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('could not spawn the gateway');
+
+  const gateway: GatewayProcess = {
+    pid,
+    mqttPort,
+    httpPort,
+    tail: () => lines.join('\n'),
+    async stop(timeoutMs = 20_000) {
+      const done = exited(child);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      process.kill(pid, 'SIGTERM');
+      const timer = setTimeout(() => gateway.kill(), timeoutMs);
+      await done;
+      clearTimeout(timer);
+    },
+    kill() {
+      if (child.exitCode === null && child.signalCode === null) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    },
+  };
+
+  const deadline = Date.now() + (o.readyTimeoutMs ?? 60_000);
+  let exitedEarly = false;
+  void exited(child).then(() => {
+    exitedEarly = true;
+  });
+  for (;;) {
+    if (exitedEarly) throw new Error(`gateway exited before it was ready:\n${gateway.tail()}`);
+    const ok = await fetch(`http://127.0.0.1:${httpPort}/readyz`, {
+      signal: AbortSignal.timeout(1_000),
+    }).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ok) return gateway;
+    if (Date.now() > deadline) {
+      gateway.kill();
+      throw new Error(`gateway not ready within ${o.readyTimeoutMs ?? 60_000} ms:\n${gateway.tail()}`);
+    }
+    await sleep(100);
+  }
+}

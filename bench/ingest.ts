@@ -1,0 +1,529 @@
+import { readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { availableParallelism, cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { AckPolicy, jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { connect } from '@nats-io/transport-node';
+import { DEADLETTER_STREAM, TELEMETRY_STREAM } from '../contract/subjects.js';
+import { telemetryTopic } from '../contract/topics.js';
+import { DeviceRegistry } from '../gateway/registry/device-registry.js';
+import { type NatsServer, startNatsServer } from '../test/kit/nats-server.js';
+import { CpuSampler } from './cpu.js';
+import { formatSummary } from './cpuprofile-top.js';
+import { startGatewayProcess } from './gateway-process.js';
+import {
+  type BenchDevice,
+  type RoundResult,
+  runRound,
+  selfCheck,
+  telemetryPayload,
+  touch,
+} from './mqtt-load.js';
+
+/**
+ * `npm run bench:ingest`: MQTT QoS 1 ingest, our gateway against nats-server's own MQTT listener,
+ * both acknowledging a PUBLISH only once JetStream has stored it. Rounds alternate between the two
+ * targets so that the machine's noise spreads over both; medians are reported.
+ *
+ * What nats-server 2.9.10 does with a QoS 1 PUBLISH (server/mqtt.go, mqttProcessPub): it sends it to
+ * JetStream stream `$MQTT_msgs` as a request and waits for the answer in the connection's read loop,
+ * so one message per connection is in the store at a time and the PUBACK follows a successful store
+ * (a full stream gets no PUBACK, and the connection is closed). But `$MQTT_msgs` has interest
+ * retention: while no consumer exists, JetStream answers without storing anything. The bench attaches
+ * a durable consumer that nobody reads, so nats-server stores every message as our TELEMETRY does.
+ */
+const HELP = `usage: npm run bench:ingest -- [options]
+  --clients N          MQTT connections (default 100)
+  --inflight K         QoS 1 publishes in flight per connection (default 32)
+  --seconds S          length of each timed round (default 5)
+  --rounds R           timed rounds per target, interleaved A,B,A,B,... (default 3)
+  --warmup-seconds S   untimed round per target first (default 2)
+  --payload-bytes B    grow the ~102-byte payload to about B bytes with extra metrics
+  --targets LIST       gateway,nats (default both)
+  --no-interest        leave nats-server's $MQTT_msgs without a consumer; being an interest-retention
+                       stream, it then acknowledges without storing anything (for comparison only:
+                       by default the bench attaches a consumer so nats-server really stores)
+  --profile DIR        run the gateway with --cpu-prof into DIR and summarise the profile
+  --drain-seconds S    wait this long for outstanding PUBACKs after a round (default 10)`;
+
+const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+const HOST = '127.0.0.1';
+const CONNECT_TIMEOUT_MS = 60_000;
+const PROVISION_BATCH = 10;
+/** Pause between rounds so the previous target's leftovers (GC, store flushes) stay out of the next window. */
+const SETTLE_MS = 1_000;
+const MQTT_MSGS_STREAM = '$MQTT_msgs';
+
+type TargetKey = 'gateway' | 'nats';
+
+interface Options {
+  clients: number;
+  inflight: number;
+  seconds: number;
+  rounds: number;
+  warmupSeconds: number;
+  payloadBytes: number;
+  targets: TargetKey[];
+  interest: boolean;
+  profileDir: string | undefined;
+  drainSeconds: number;
+}
+
+function options(): Options {
+  const { values } = parseArgs({
+    options: {
+      clients: { type: 'string', default: '100' },
+      inflight: { type: 'string', default: '32' },
+      seconds: { type: 'string', default: '5' },
+      rounds: { type: 'string', default: '3' },
+      'warmup-seconds': { type: 'string', default: '2' },
+      'payload-bytes': { type: 'string', default: '0' },
+      targets: { type: 'string', default: 'gateway,nats' },
+      'no-interest': { type: 'boolean', default: false },
+      profile: { type: 'string' },
+      'drain-seconds': { type: 'string', default: '10' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    process.exit(0);
+  }
+  const num = (name: string, raw: string, min: number, max: number, integer = true) => {
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
+      console.error(
+        `--${name}: expected ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got '${raw}'`,
+      );
+      process.exit(2);
+    }
+    return n;
+  };
+  const targets = values.targets.split(',').map((t) => t.trim());
+  if (targets.length === 0 || targets.some((t) => t !== 'gateway' && t !== 'nats')) {
+    console.error(`--targets: a comma-separated list of gateway and nats, got '${values.targets}'`);
+    process.exit(2);
+  }
+  return {
+    clients: num('clients', values.clients, 1, 9_999),
+    // Packet ids are 16 bits and 0 is not one [MQTT-2.3.1-1].
+    inflight: num('inflight', values.inflight, 1, 65_535),
+    seconds: num('seconds', values.seconds, 0.5, 3_600, false),
+    rounds: num('rounds', values.rounds, 1, 100),
+    warmupSeconds: num('warmup-seconds', values['warmup-seconds'], 0, 600, false),
+    // Padding adds metrics, and the device contract allows 256 of at most 64 characters each.
+    payloadBytes: num('payload-bytes', values['payload-bytes'], 0, 14_000),
+    targets: [...new Set(targets)] as TargetKey[],
+    interest: !values['no-interest'],
+    profileDir: values.profile === undefined ? undefined : resolve(values.profile),
+    drainSeconds: num('drain-seconds', values['drain-seconds'], 0, 600, false),
+  };
+}
+
+// ---- lifecycle: everything started is stopped on the way out, whatever the way out is ----
+
+const cleanups: { what: string; run: () => Promise<void> }[] = [];
+/** Synchronous last resort for `process.on('exit')`: SIGKILL by pid, remove temp dirs. */
+const lastResorts: (() => void)[] = [];
+
+function onCleanup(what: string, run: () => Promise<void>, lastResort: () => void): void {
+  cleanups.push({ what, run });
+  lastResorts.push(lastResort);
+}
+
+async function cleanup(): Promise<void> {
+  while (cleanups.length > 0) {
+    const { what, run } = cleanups.pop()!;
+    try {
+      await run();
+    } catch (err) {
+      console.error(`cleanup (${what}) failed: ${(err as Error).message}`);
+    }
+  }
+}
+
+function killQuietly(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+process.on('exit', () => {
+  for (const f of lastResorts.splice(0)) f();
+});
+let interrupted = false;
+process.once('SIGINT', () => {
+  interrupted = true;
+  console.error('\ninterrupted: stopping the gateway and the servers');
+  void cleanup().finally(() => process.exit(130));
+});
+
+async function natsServer(name: string, extraConfig?: string): Promise<NatsServer> {
+  const server = await startNatsServer({ serverName: name, ...(extraConfig ? { extraConfig } : {}) });
+  onCleanup(
+    `nats-server ${name}`,
+    () => server.dispose(),
+    () => {
+      killQuietly(server.pid);
+      rmSync(server.storeDir, { recursive: true, force: true });
+    },
+  );
+  return server;
+}
+
+async function natsConnection(server: NatsServer, name: string): Promise<NatsConnection> {
+  const nc = await connect({ servers: server.url, name });
+  onCleanup(
+    `nats connection ${name}`,
+    () => nc.close(),
+    () => {},
+  );
+  return nc;
+}
+
+// ---- figures ----
+
+function quantile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+const int = (n: number) => (Number.isNaN(n) ? '–' : Math.round(n).toLocaleString('en-US'));
+const ms = (n: number) =>
+  Number.isNaN(n) ? '–' : n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : n.toFixed(0);
+
+interface Round {
+  target: TargetKey;
+  index: number;
+  rate: number;
+  p50: number;
+  p99: number;
+  max: number;
+  errors: number;
+  disconnects: number;
+  unacked: number;
+  cpu: { name: string; percent: number }[];
+  result: RoundResult;
+}
+
+function summariseRound(target: TargetKey, index: number, result: RoundResult, sampler: CpuSampler): Round {
+  const sorted = result.latenciesMs.slice().sort();
+  return {
+    target,
+    index,
+    rate: result.ackedInWindow / result.seconds,
+    p50: quantile(sorted, 0.5),
+    p99: quantile(sorted, 0.99),
+    max: sorted.length > 0 ? sorted[sorted.length - 1]! : Number.NaN,
+    errors: [...result.errors.values()].reduce((a, b) => a + b, 0),
+    disconnects: result.disconnects,
+    unacked: result.unacked,
+    cpu: sampler.usage(),
+    result,
+  };
+}
+
+function roundLine(label: string, r: Round): string {
+  const cpu = r.cpu.map((c) => `${c.name} ${Math.round(c.percent)}%`).join(', ');
+  const errs = [...r.result.errors].map(([what, n]) => `${n}× ${what}`).join('; ');
+  return (
+    `${label.padEnd(10)} ${TARGET_NAMES[r.target].padEnd(12)} ${int(r.rate).padStart(7)} acked msg/s` +
+    `  p50 ${ms(r.p50).padStart(5)} ms  p99 ${ms(r.p99).padStart(5)} ms  max ${ms(r.max).padStart(5)} ms` +
+    `  | errors ${r.errors}, disconnects ${r.disconnects}, unacked ${r.unacked}` +
+    (cpu ? `  | cpu ${cpu}` : '') +
+    (errs ? `\n${''.padEnd(11)}errors: ${errs}` : '')
+  );
+}
+
+const TARGET_NAMES: Record<TargetKey, string> = { gateway: 'gateway', nats: 'nats-server' };
+
+// ---- the run ----
+
+interface Target {
+  key: TargetKey;
+  port: number;
+  devices: BenchDevice[];
+  sampler: CpuSampler;
+  acked: number;
+}
+
+async function provision(nc: NatsConnection, devices: readonly BenchDevice[]): Promise<void> {
+  const registry = await DeviceRegistry.open(nc);
+  // scrypt makes each add ~40 ms of CPU; a few at a time keeps libuv's pool busy without a pile-up.
+  for (let i = 0; i < devices.length; i += PROVISION_BATCH) {
+    await Promise.all(
+      devices
+        .slice(i, i + PROVISION_BATCH)
+        .map((d) => registry.add({ id: d.id, tenant: 'bench', secret: d.password! })),
+    );
+  }
+}
+
+function newestProfile(dir: string, since: number): string | undefined {
+  // --cpu-prof writes one file per thread (tsx's loader hooks run on one); the main thread's is the largest.
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .map((f) => ({ path: join(dir, f), stat: statSync(join(dir, f)) }))
+    .filter((f) => f.stat.mtimeMs >= since)
+    .sort((a, b) => b.stat.size - a.stat.size);
+  return files[0]?.path;
+}
+
+async function main(): Promise<void> {
+  const o = options();
+  const started = new Date();
+  const payloadSize = Buffer.byteLength(telemetryPayload(Date.now(), o.payloadBytes));
+  selfCheck(telemetryTopic('bench-0001'), o.payloadBytes);
+  console.log(
+    `ingest bench: ${o.clients} clients × ${o.inflight} QoS 1 in flight, ${payloadSize}-byte payloads, ` +
+      `${o.warmupSeconds} s warm-up then ${o.rounds} × ${o.seconds} s per target, targets ${o.targets.join(', ')}`,
+  );
+
+  const ids = Array.from({ length: o.clients }, (_, i) => `bench-${String(i + 1).padStart(4, '0')}`);
+  const targets: Target[] = [];
+  let gatewayNats: NatsServer | undefined;
+  let gatewayNc: NatsConnection | undefined;
+  let mqttNc: NatsConnection | undefined;
+  let natsVersion = 'unknown';
+
+  if (o.targets.includes('gateway')) {
+    gatewayNats = await natsServer('bench_gateway');
+    gatewayNc = await natsConnection(gatewayNats, 'bench provisioning');
+    natsVersion = gatewayNc.info?.version ?? natsVersion;
+    const devices = ids.map((id) => ({ id, username: id, password: `secret-${id}`, nextSeq: 0 }));
+    const t0 = performance.now();
+    await provision(gatewayNc, devices);
+    console.log(`provisioned ${devices.length} devices in ${ms(performance.now() - t0)} ms`);
+    let profileSince = 0;
+    const nodeArgs: string[] = [];
+    if (o.profileDir !== undefined) {
+      await mkdir(o.profileDir, { recursive: true });
+      nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${o.profileDir}`);
+      console.log(
+        `profiling the gateway into ${o.profileDir}: its figures are not comparable with unprofiled runs`,
+      );
+      profileSince = Date.now();
+    }
+    const gw = await startGatewayProcess({ cwd: REPO_ROOT, natsUrl: gatewayNats.url, nodeArgs });
+    onCleanup(
+      'gateway',
+      async () => {
+        await gw.stop();
+        if (o.profileDir !== undefined) {
+          const file = newestProfile(o.profileDir, profileSince);
+          console.log(file ? `\n${formatSummary(file)}` : `\nno .cpuprofile found in ${o.profileDir}`);
+        }
+      },
+      () => gw.kill(),
+    );
+    const g = gatewayNats;
+    targets.push({
+      key: 'gateway',
+      port: gw.mqttPort,
+      devices,
+      sampler: new CpuSampler(
+        () =>
+          new Map([
+            ['gateway', gw.pid],
+            ["gateway's nats-server", g.pid],
+            ['loadgen', process.pid],
+          ]),
+      ),
+      acked: 0,
+    });
+  }
+
+  if (o.targets.includes('nats')) {
+    const server = await natsServer('bench_mqtt', `mqtt { host: ${HOST}, port: -1 }`);
+    if (server.mqttPort === undefined) throw new Error('nats-server did not report an MQTT listener');
+    mqttNc = await natsConnection(server, 'bench interest');
+    natsVersion = mqttNc.info?.version ?? natsVersion;
+    // The $MQTT_* streams appear with the account's first MQTT client.
+    await touch(
+      HOST,
+      server.mqttPort,
+      { id: 'bench-setup', username: undefined, password: undefined, nextSeq: 0 },
+      CONNECT_TIMEOUT_MS,
+    );
+    if (o.interest) {
+      // $MQTT_msgs has interest retention: with no consumer, JetStream acknowledges a message without
+      // storing it. A durable consumer that nobody pulls from makes it store every one, as TELEMETRY does.
+      const jsm = await jetstreamManager(mqttNc);
+      await jsm.consumers.add(MQTT_MSGS_STREAM, {
+        durable_name: 'bench-interest',
+        ack_policy: AckPolicy.Explicit,
+        filter_subject: '$MQTT.msgs.>',
+      });
+    }
+    targets.push({
+      key: 'nats',
+      port: server.mqttPort,
+      devices: ids.map((id) => ({ id, username: undefined, password: undefined, nextSeq: 0 })),
+      sampler: new CpuSampler(
+        () =>
+          new Map([
+            ['nats-server', server.pid],
+            ['loadgen', process.pid],
+          ]),
+      ),
+      acked: 0,
+    });
+  }
+
+  const round = (t: Target, seconds: number) =>
+    runRound({
+      host: HOST,
+      port: t.port,
+      devices: t.devices,
+      inflight: o.inflight,
+      seconds,
+      payloadBytes: o.payloadBytes,
+      topic: telemetryTopic,
+      connectTimeoutMs: CONNECT_TIMEOUT_MS,
+      drainTimeoutMs: o.drainSeconds * 1000,
+      onStart: () => t.sampler.start(),
+      onEnd: () => t.sampler.stop(),
+    });
+
+  if (o.warmupSeconds > 0) {
+    for (const t of targets) {
+      if (interrupted) return;
+      const result = await round(t, o.warmupSeconds);
+      if (interrupted) return;
+      t.acked += result.ackedTotal;
+      const r = summariseRound(t.key, 0, result, t.sampler);
+      console.log(`${roundLine('warm-up', r)}  (connect ${ms(result.connectMs)} ms)`);
+      await sleep(SETTLE_MS);
+    }
+  }
+
+  const rounds: Round[] = [];
+  for (let i = 1; i <= o.rounds; i++) {
+    for (const t of targets) {
+      if (interrupted) return;
+      const result = await round(t, o.seconds);
+      if (interrupted) return;
+      t.acked += result.ackedTotal;
+      const r = summariseRound(t.key, i, result, t.sampler);
+      rounds.push(r);
+      console.log(roundLine(`round ${i}/${o.rounds}`, r));
+      await sleep(SETTLE_MS);
+    }
+  }
+
+  // ---- medians and the README table ----
+  const perTarget = targets.map((t) => {
+    const rs = rounds.filter((r) => r.target === t.key);
+    const cpuNames = rs[0]?.cpu.map((c) => c.name) ?? [];
+    return {
+      key: t.key,
+      rate: median(rs.map((r) => r.rate)),
+      min: Math.min(...rs.map((r) => r.rate)),
+      max: Math.max(...rs.map((r) => r.rate)),
+      p50: median(rs.map((r) => r.p50)),
+      p99: median(rs.map((r) => r.p99)),
+      errors: rs.reduce((n, r) => n + r.errors + r.disconnects + r.unacked, 0),
+      cpu: cpuNames.map((name) => ({
+        name,
+        percent: median(rs.map((r) => r.cpu.find((c) => c.name === name)?.percent ?? Number.NaN)),
+      })),
+    };
+  });
+  console.log('\nmedians:');
+  for (const p of perTarget) {
+    console.log(
+      `  ${TARGET_NAMES[p.key].padEnd(12)} ${int(p.rate).padStart(7)} acked msg/s (${int(p.min)}–${int(p.max)})` +
+        `  p50 ${ms(p.p50)} ms  p99 ${ms(p.p99)} ms  | cpu ${p.cpu.map((c) => `${c.name} ${Math.round(c.percent)}%`).join(', ')}`,
+    );
+  }
+  const ours = perTarget.find((p) => p.key === 'gateway');
+  const theirs = perTarget.find((p) => p.key === 'nats');
+  const ratio = ours && theirs ? ours.rate / theirs.rate : undefined;
+  if (ratio !== undefined) console.log(`  throughput ratio gateway / nats-server: ${ratio.toFixed(2)}×`);
+
+  const date = started.toISOString().slice(0, 10);
+  const cpuModel = cpus()[0]?.model.trim() ?? 'unknown CPU';
+  const describe: Record<TargetKey, string> = {
+    gateway:
+      'gateway: aedes + registry auth + payload validation → JetStream `TELEMETRY` (file), PUBACK after the PubAck',
+    nats: o.interest
+      ? 'nats-server MQTT listener → JetStream `$MQTT_msgs` (file), PUBACK after the store; a durable consumer is attached so messages are kept'
+      : 'nats-server MQTT listener, `$MQTT_msgs` without a consumer: PUBACK after JetStream **skipped** the message (nothing stored)',
+  };
+  const table = [
+    `Ingest, measured ${date} with \`npm run bench:ingest\`: ${o.clients} MQTT 3.1.1 clients × ${o.inflight} QoS 1 publishes in flight, ` +
+      `${payloadSize}-byte JSON payloads, ${o.rounds} round${o.rounds === 1 ? '' : 's'} of ${o.seconds} s per target, interleaved, medians. ` +
+      `Machine: nproc ${availableParallelism()} (${cpuModel}), Node ${process.version}, nats-server ${natsVersion}; ` +
+      'load generator, gateway and nats-server share the cores.',
+    '',
+    '| target | acked msg/s (min–max) | p50 publish → PUBACK | p99 publish → PUBACK | errors, disconnects, unacked |',
+    '|---|---|---|---|---|',
+    ...perTarget.map(
+      (p) =>
+        `| ${describe[p.key]} | ${int(p.rate)} (${int(p.min)}–${int(p.max)}) | ${ms(p.p50)} ms | ${ms(p.p99)} ms | ${p.errors} |`,
+    ),
+    ...(ratio === undefined ? [] : [`| ratio gateway / nats-server | ${ratio.toFixed(2)}× | | | |`]),
+  ];
+  console.log(`\n${table.join('\n')}\n`);
+
+  // ---- every PUBACK must stand for a stored message ----
+  const gatewayTarget = targets.find((t) => t.key === 'gateway');
+  if (gatewayTarget && gatewayNc) {
+    const jsm = await jetstreamManager(gatewayNc);
+    const stored = (await jsm.streams.info(TELEMETRY_STREAM)).state.messages;
+    const deadLetters = (await jsm.streams.info(DEADLETTER_STREAM)).state.messages;
+    const acked = gatewayTarget.acked;
+    if (stored === acked && deadLetters === 0) {
+      console.log(
+        `check: ${TELEMETRY_STREAM} holds ${stored} messages = ${acked} PUBACKs from the gateway: OK`,
+      );
+    } else {
+      const bar = '!'.repeat(78);
+      console.warn(
+        `\n${bar}\nWARNING: ${TELEMETRY_STREAM} holds ${stored} messages but the gateway sent ${acked} PUBACKs ` +
+          `(difference ${stored - acked}); ${DEADLETTER_STREAM} holds ${deadLetters}.\n` +
+          'More stored than acked: publishes stored but never acknowledged (cut off at drain or disconnect).\n' +
+          'Fewer: PUBACKs for messages that were deduplicated or dead-lettered instead of stored.\n' +
+          `${bar}\n`,
+      );
+    }
+  }
+  const natsTarget = targets.find((t) => t.key === 'nats');
+  if (natsTarget && mqttNc) {
+    const stored = (await (await jetstreamManager(mqttNc)).streams.info(MQTT_MSGS_STREAM)).state.messages;
+    const verdict = !o.interest
+      ? '(no consumer: nothing is kept, as expected)'
+      : stored === natsTarget.acked
+        ? 'OK'
+        : 'MISMATCH';
+    console.log(
+      `check: ${MQTT_MSGS_STREAM} holds ${stored} messages, nats-server sent ${natsTarget.acked} PUBACKs ${verdict}`,
+    );
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  if (!interrupted) {
+    console.error(`ingest bench failed: ${(err as Error).stack ?? err}`);
+    process.exitCode = 1;
+  }
+} finally {
+  if (!interrupted) await cleanup();
+}
