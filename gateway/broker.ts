@@ -4,7 +4,7 @@ import { DEFAULT_TENANT, isDeviceId } from '../contract/ids.js';
 import { commandsFilterOwner, commandsTopic, parseDeviceTopic } from '../contract/topics.js';
 import type { GatewayConfig } from './config.js';
 import { AclDeniedError, AuthError, type NotStoredError, reject } from './errors.js';
-import type { DeviceIdentity, TelemetryHandler } from './ingest/telemetry-handler.js';
+import { type DeviceIdentity, deviceIdentity, type TelemetryHandler } from './ingest/telemetry-handler.js';
 import type { GatewayMetrics } from './metrics.js';
 import { decodeStatus, type PresencePublisher } from './presence.js';
 import type { RegistryCache } from './registry/registry-cache.js';
@@ -160,7 +160,7 @@ export class DeviceBroker {
     const { registry, verified, metrics } = this.deps;
     if (registry === undefined) {
       const deviceId = username !== undefined && isDeviceId(username) ? username : undefined;
-      const identity = deviceId ? { deviceId, tenant: DEFAULT_TENANT, labels: {} } : undefined;
+      const identity = deviceId ? deviceIdentity(deviceId, DEFAULT_TENANT, {}) : undefined;
       this.sessions.set(client, { identity, lostReason: undefined });
       metrics.connects.labels('accepted_open').inc();
       return;
@@ -182,7 +182,7 @@ export class DeviceBroker {
     if (now === undefined || now.disabled || now.secretHash !== record.secretHash)
       throw new AuthError('disabled', 5);
     this.sessions.set(client, {
-      identity: { deviceId: record.id, tenant: record.tenant, labels: record.labels },
+      identity: deviceIdentity(record.id, record.tenant, record.labels),
       lostReason: undefined,
     });
     metrics.connects.labels('accepted').inc();
@@ -193,7 +193,7 @@ export class DeviceBroker {
     const session = this.sessions.get(client);
     if (session === undefined) return undefined;
     if (session.identity === undefined && this.deps.registry === undefined && deviceId !== undefined) {
-      session.identity = { deviceId, tenant: DEFAULT_TENANT, labels: {} };
+      session.identity = deviceIdentity(deviceId, DEFAULT_TENANT, {});
       this.bind(client, session.identity);
     }
     return session.identity;
@@ -223,7 +223,7 @@ export class DeviceBroker {
       topic.deviceId !== identity.deviceId ||
       topic.kind === 'commands'
     ) {
-      metrics.publishes.labels('denied', String(packet.qos)).inc();
+      metrics.publish('denied', packet.qos);
       done(this.deny(client, 'publish', packet.topic));
       return;
     }
@@ -232,7 +232,7 @@ export class DeviceBroker {
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
     const qos = packet.qos;
     const finish = (err?: NotStoredError) => {
-      metrics.publishes.labels(err ? 'not_stored' : 'acked', String(qos)).inc();
+      metrics.publish(err ? 'not_stored' : 'acked', qos);
       if (err)
         this.deps.log.warn(
           { clientId: client.id, err: err.message },

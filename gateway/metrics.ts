@@ -87,10 +87,17 @@ export function createGatewayMetrics(sources: {
   const stored = events.labels('stored');
   const duplicate = events.labels('duplicate');
   const droppedQos0 = events.labels('dropped');
+  const publishOutcomes = ['acked', 'not_stored', 'denied'] as const;
+  const publishChildren = new Map(
+    publishOutcomes.flatMap((o) =>
+      [0, 1, 2].map((q) => [`${o}${q}`, publishes.labels(o, String(q))] as const),
+    ),
+  );
   return {
     registry,
     connects,
-    publishes,
+    publish: (outcome: (typeof publishOutcomes)[number], qos: number) =>
+      publishChildren.get(`${outcome}${qos}`)?.inc(),
     events,
     aclDenied,
     downlink,

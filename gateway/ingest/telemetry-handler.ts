@@ -15,6 +15,16 @@ export interface DeviceIdentity {
   deviceId: string;
   tenant: string;
   labels: Readonly<Record<string, string>>;
+  /** telemetrySubject(tenant, deviceId), computed once per connection rather than per message. */
+  subject: string;
+}
+
+export function deviceIdentity(
+  deviceId: string,
+  tenant: string,
+  labels: Readonly<Record<string, string>>,
+): DeviceIdentity {
+  return { deviceId, tenant, labels, subject: telemetrySubject(tenant, deviceId) };
 }
 
 export interface IncomingPublish {
@@ -27,8 +37,6 @@ export interface IncomingPublish {
 
 /** Called once: with no error when every event and dead letter of the message is stored. */
 export type HandledCallback = (err?: NotStoredError) => void;
-
-const encoder = new TextEncoder();
 
 function shortHash(parts: string | Buffer, extra: string): string {
   return createHash('sha256').update(extra).update(parts).digest('base64url').slice(0, 27);
@@ -86,10 +94,9 @@ export class TelemetryHandler {
         this.deadLetter(identity, msg, normalised, result.index, undefined, ctx.receivedAtIso, wanted, sink);
         continue;
       }
-      const data = encoder.encode(JSON.stringify(normalised.event));
       this.publisher.publish(
-        telemetrySubject(identity.tenant, identity.deviceId),
-        data,
+        identity.subject,
+        Buffer.from(JSON.stringify(normalised.event)),
         normalised.msgId,
         wanted,
         (err, duplicate) => {
@@ -141,7 +148,7 @@ export class TelemetryHandler {
         : undefined;
     this.publisher.publish(
       deadletterSubject(identity.tenant, rejection.reason),
-      encoder.encode(JSON.stringify(letter)),
+      Buffer.from(JSON.stringify(letter)),
       msgId,
       wanted,
       (err) => done(err),
