@@ -6,7 +6,9 @@ import { join } from 'node:path';
 /**
  * `npm start`: the pipeline on one machine. Uses NATS_URL when set, or a nats-server already
  * listening on 4222; otherwise starts one with JetStream in ./.data/nats. Then starts the gateway.
- * Ctrl-C (or SIGTERM) stops the children in reverse order, each by its pid.
+ * Ctrl-C (or SIGTERM) stops the children in reverse order, each by its pid: the gateway drains into
+ * NATS before NATS goes. Children run in their own process group so that the terminal's Ctrl-C
+ * reaches only this supervisor, which then decides the order.
  */
 const DATA_DIR = join(process.cwd(), '.data');
 const DEFAULT_NATS_PORT = 4222;
@@ -28,6 +30,7 @@ function start(name: string, command: string, args: string[], env: NodeJS.Proces
   const child = spawn(command, args, {
     stdio: ['ignore', 'inherit', 'inherit'],
     env: { ...process.env, ...env },
+    detached: true,
   });
   child.once('error', (err: NodeJS.ErrnoException) => {
     console.error(
@@ -71,8 +74,14 @@ async function waitFor(port: number, what: string, timeoutMs = 15_000): Promise<
 }
 
 async function main(): Promise<void> {
-  process.once('SIGINT', () => void stop(0));
-  process.once('SIGTERM', () => void stop(0));
+  // `on`, not `once`: tsx relays the terminal's SIGINT too, and a second one must not kill us mid-stop.
+  process.on('SIGINT', () => void stop(0));
+  process.on('SIGTERM', () => void stop(0));
+  // Detached children would outlive a supervisor that dies some other way.
+  process.once('exit', () => {
+    for (const { child } of children)
+      if (child.exitCode === null && child.pid) process.kill(child.pid, 'SIGKILL');
+  });
   let natsUrl = process.env.NATS_URL;
   if (natsUrl === undefined) {
     natsUrl = `nats://127.0.0.1:${DEFAULT_NATS_PORT}`;
@@ -89,7 +98,10 @@ async function main(): Promise<void> {
         '-js',
         '-sd',
         store,
+        '-l',
+        join(DATA_DIR, 'nats-server.log'),
       ]);
+      console.log(`start: nats-server with JetStream in ${store}, log in .data/nats-server.log`);
       await waitFor(DEFAULT_NATS_PORT, 'nats-server');
     }
   }
