@@ -77,8 +77,11 @@ export class DeviceBroker {
           },
         );
       },
-      authorizePublish: (client, packet, done) => this.authorizePublish(client, packet, done),
-      authorizeSubscribe: (client, sub, done) => this.authorizeSubscribe(client, sub, done),
+      // Last line of defence: a bug in a hook closes that one connection, never the process.
+      authorizePublish: (client, packet, done) =>
+        this.guarded(client, () => this.authorizePublish(client, packet, done), done),
+      authorizeSubscribe: (client, sub, done) =>
+        this.guarded(client, () => this.authorizeSubscribe(client, sub, done), done),
     });
     this.aedes.on('clientReady', (client) => this.onReady(client));
     this.aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
@@ -154,6 +157,18 @@ export class DeviceBroker {
 
   close(): Promise<void> {
     return new Promise((resolve) => this.aedes.close(() => resolve()));
+  }
+
+  private guarded(client: Client | null, hook: () => void, done: (err: Error) => void): void {
+    try {
+      hook();
+    } catch (err) {
+      this.deps.log.error(
+        { err, clientId: client?.id },
+        'broker hook threw (a bug): closing the connection, no ack',
+      );
+      done(err as Error);
+    }
   }
 
   private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined) {

@@ -143,7 +143,8 @@ export class JetStreamPublisher {
     this.pending.clear();
     this.parked = [];
     this.waitingRetry.clear();
-    for (const p of all) p.done(new NotStoredError('publisher closed before the ack', p.subject), false);
+    for (const p of all)
+      this.complete(p, new NotStoredError('publisher closed before the ack', p.subject), false);
     this.notifyIdle();
   }
 
@@ -198,7 +199,7 @@ export class JetStreamPublisher {
     if (text.startsWith('{"stream"') && !text.includes('"error"')) {
       const duplicate = text.includes('"duplicate"');
       this.options.observer?.stored?.((Date.now() - p.firstSentAt) / 1000, duplicate);
-      p.done(undefined, duplicate);
+      this.complete(p, undefined, duplicate);
       this.notifyIdle();
       return;
     }
@@ -217,7 +218,7 @@ export class JetStreamPublisher {
       return;
     }
     this.options.observer?.stored?.((Date.now() - p.firstSentAt) / 1000, ack.duplicate === true);
-    p.done(undefined, ack.duplicate === true);
+    this.complete(p, undefined, ack.duplicate === true);
     this.notifyIdle();
   }
 
@@ -259,8 +260,20 @@ export class JetStreamPublisher {
 
   private fail(p: Pending, why: string, cause?: unknown): void {
     this.options.observer?.failed?.(why);
-    p.done(new NotStoredError(why, p.subject, cause === undefined ? undefined : { cause }), false);
+    this.complete(p, new NotStoredError(why, p.subject, cause === undefined ? undefined : { cause }), false);
     this.notifyIdle();
+  }
+
+  /**
+   * Runs a publish's callback in isolation. These run inside the PubAck subscription and the timers;
+   * a callback that threw there would stop the subscription (every later ack lost) or the process.
+   */
+  private complete(p: Pending, err: NotStoredError | undefined, duplicate: boolean): void {
+    try {
+      p.done(err, duplicate);
+    } catch (thrown) {
+      this.options.log.error({ err: thrown, subject: p.subject }, 'publish callback threw (a bug): isolated');
+    }
   }
 
   private notifyIdle(): void {
