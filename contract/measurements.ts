@@ -1,0 +1,54 @@
+/**
+ * What the processors write to InfluxDB: measurement, tag and field names, defined once. Dashboards
+ * and the simulator's verifier read these names from here.
+ *
+ *   telemetry       tags tenant, device, + PROMOTED_LABELS     fields: one per metric (canonical unit)
+ *                   time: event time
+ *   telemetry_agg   tags tenant, device, metric, window         fields: AGGREGATE_FIELDS
+ *                   time: window start
+ *   fleet_agg       tags tenant, metric, window, + group label  fields: devices, mean, min, max
+ *                   time: window start
+ *   alerts          tags tenant, device, rule, severity         fields: value, state ("firing"|"resolved")
+ *   device_status   tags tenant, device                         fields: online (1|0), reason
+ */
+export const TELEMETRY_MEASUREMENT = 'telemetry';
+export const AGGREGATE_MEASUREMENT = 'telemetry_agg';
+export const FLEET_MEASUREMENT = 'fleet_agg';
+export const ALERTS_MEASUREMENT = 'alerts';
+export const DEVICE_STATUS_MEASUREMENT = 'device_status';
+
+export const TAG_TENANT = 'tenant';
+export const TAG_DEVICE = 'device';
+export const TAG_METRIC = 'metric';
+export const TAG_WINDOW = 'window';
+export const TAG_RULE = 'rule';
+export const TAG_SEVERITY = 'severity';
+
+/**
+ * Registry labels copied onto raw telemetry as tags. Kept short on purpose: every tag multiplies
+ * series cardinality.
+ */
+export const PROMOTED_LABELS = ['type', 'site'] as const;
+
+export const AGGREGATE_FIELDS = [
+  'count',
+  'sum',
+  'min',
+  'max',
+  'mean',
+  'last',
+  'stddev',
+  'p50',
+  'p95',
+  'p99',
+] as const;
+export type AggregateField = (typeof AGGREGATE_FIELDS)[number];
+
+export const FLEET_FIELDS = ['devices', 'mean', 'min', 'max'] as const;
+
+/** Alerts are also published on NATS for whoever reacts to them. */
+export const ALERTS_PREFIX = 'alerts';
+
+export function alertsSubject(tenant: string, deviceId: string): string {
+  return `${ALERTS_PREFIX}.${tenant}.${deviceId}`;
+}
