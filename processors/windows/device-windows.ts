@@ -1,0 +1,187 @@
+import { type AggregateValues, WindowAggregate } from './window-aggregate.js';
+
+/**
+ * Event-time tumbling windows of one device, for several window sizes at once.
+ *
+ * Lifecycle of a window [start, end):
+ * - open: readings with start ≤ ts < end are added.
+ * - on time: once the device's event time reaches `end`, the window is emitted (real time).
+ * - corrections: until the watermark (max event time − allowed lateness) passes `end`, a late
+ *   reading still lands in the window and the corrected window is emitted again, with the same
+ *   series and time, so InfluxDB overwrites the earlier result.
+ * - final: once the watermark passes `end`, the window is emitted a last time if it changed and
+ *   its state is dropped. A reading whose window ends at or before the watermark is counted as
+ *   late and not aggregated (the raw measurement still has it): a final window is never reopened.
+ * The watermark only moves forward. A device that goes quiet does not stop its clock: after
+ * `idleTimeoutMs` of wall time without a reading, its event time is taken to have moved on by the
+ * wall time elapsed, so its last windows become final.
+ *
+ * Windows are aligned to the epoch and each size is a multiple of the smaller ones, so a window
+ * always lies inside one window of every larger size. That nesting is what makes replays exact
+ * (see PartitionWindows).
+ */
+export interface WindowSettings {
+  /** Ascending; each a multiple of the previous. */
+  sizesMs: readonly number[];
+  allowedLatenessMs: number;
+  idleTimeoutMs: number;
+}
+
+export interface WindowResult {
+  tenant: string;
+  deviceId: string;
+  metric: string;
+  windowMs: number;
+  startMs: number;
+  values: AggregateValues;
+  /** True for the last emission of this window. */
+  final: boolean;
+}
+
+export interface ReadingInput {
+  id: string;
+  tsMs: number;
+  metrics: Readonly<Record<string, { value: number }>>;
+}
+
+export interface AddOutcome {
+  /** Window sizes for which the reading came too late and was not aggregated. */
+  lateFor: number[];
+  /** The reading's id was already aggregated into its open windows. */
+  duplicate: boolean;
+}
+
+interface OpenWindow {
+  startMs: number;
+  endMs: number;
+  metrics: Map<string, WindowAggregate>;
+  /** Stream sequence of the first reading in it: nothing from here on may be acknowledged yet. */
+  firstSeq: number;
+  emitted: boolean;
+  dirty: boolean;
+}
+
+export class DeviceWindows {
+  /** Per size: start → window. Few entries: the open window plus those still taking corrections. */
+  private readonly open: Map<number, OpenWindow>[];
+  /** Every window ending at or before this is final. Saved with checkpoints. */
+  watermark: number;
+  private maxTs = Number.NEGATIVE_INFINITY;
+  private lastWallMs = 0;
+  /** Ids aggregated into the open windows of the largest size, to drop redelivered readings. */
+  private readonly seenIds = new Map<number, Set<string>>();
+
+  constructor(
+    readonly tenant: string,
+    readonly deviceId: string,
+    private readonly settings: WindowSettings,
+    restoredWatermark = Number.NEGATIVE_INFINITY,
+  ) {
+    this.open = settings.sizesMs.map(() => new Map());
+    this.watermark = restoredWatermark;
+  }
+
+  /** Lowest stream sequence still needed by an open window, or undefined when none is open. */
+  get firstOpenSeq(): number | undefined {
+    let first: number | undefined;
+    for (const windows of this.open) {
+      for (const w of windows.values()) if (first === undefined || w.firstSeq < first) first = w.firstSeq;
+    }
+    return first;
+  }
+
+  get isIdle(): boolean {
+    return this.open.every((w) => w.size === 0);
+  }
+
+  add(reading: ReadingInput, seq: number, wallNowMs: number): AddOutcome {
+    this.lastWallMs = wallNowMs;
+    const sizes = this.settings.sizesMs;
+    const largest = sizes.length - 1;
+    const largestStart = alignDown(reading.tsMs, sizes[largest]!);
+    const lateFor: number[] = [];
+    if (largestStart + sizes[largest]! > this.watermark) {
+      const ids = this.seenIds.get(largestStart);
+      if (ids?.has(reading.id)) return { lateFor, duplicate: true };
+      if (ids) ids.add(reading.id);
+      else this.seenIds.set(largestStart, new Set([reading.id]));
+    }
+    for (let i = 0; i < sizes.length; i++) {
+      const size = sizes[i]!;
+      const startMs = alignDown(reading.tsMs, size);
+      if (startMs + size <= this.watermark) {
+        lateFor.push(size);
+        continue;
+      }
+      let w = this.open[i]!.get(startMs);
+      if (!w) {
+        w = {
+          startMs,
+          endMs: startMs + size,
+          metrics: new Map(),
+          firstSeq: seq,
+          emitted: false,
+          dirty: false,
+        };
+        this.open[i]!.set(startMs, w);
+      }
+      for (const [name, m] of Object.entries(reading.metrics)) {
+        let agg = w.metrics.get(name);
+        if (!agg) {
+          agg = new WindowAggregate();
+          w.metrics.set(name, agg);
+        }
+        agg.add(m.value, reading.tsMs);
+      }
+      w.dirty = true;
+    }
+    if (reading.tsMs > this.maxTs) this.maxTs = reading.tsMs;
+    this.watermark = Math.max(this.watermark, this.maxTs - this.settings.allowedLatenessMs);
+    return { lateFor, duplicate: false };
+  }
+
+  /**
+   * Results due now: windows that reached their end and changed since last emitted, and windows
+   * that became final. Final windows are forgotten.
+   */
+  collect(wallNowMs: number): WindowResult[] {
+    const idleFor = wallNowMs - this.lastWallMs;
+    const eventNow =
+      idleFor >= this.settings.idleTimeoutMs && this.maxTs > Number.NEGATIVE_INFINITY
+        ? this.maxTs + idleFor
+        : this.maxTs;
+    this.watermark = Math.max(this.watermark, eventNow - this.settings.allowedLatenessMs);
+    const watermark = this.watermark;
+    const results: WindowResult[] = [];
+    this.settings.sizesMs.forEach((size, i) => {
+      for (const [startMs, w] of this.open[i]!) {
+        const final = w.endMs <= watermark;
+        if (w.endMs <= eventNow && (w.dirty || (final && !w.emitted))) {
+          for (const [metric, agg] of w.metrics) {
+            results.push({
+              tenant: this.tenant,
+              deviceId: this.deviceId,
+              metric,
+              windowMs: size,
+              startMs,
+              values: agg.values(),
+              final,
+            });
+          }
+          w.emitted = true;
+          w.dirty = false;
+        }
+        // A final window emitted before and unchanged since keeps that emission as its final one.
+        if (final) {
+          this.open[i]!.delete(startMs);
+          if (i === this.settings.sizesMs.length - 1) this.seenIds.delete(startMs);
+        }
+      }
+    });
+    return results;
+  }
+}
+
+export function alignDown(tsMs: number, sizeMs: number): number {
+  return Math.floor(tsMs / sizeMs) * sizeMs;
+}
