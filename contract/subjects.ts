@@ -28,6 +28,10 @@ export const COMMANDS_SUBSCRIPTION_BARE = `${COMMANDS_PREFIX}.*.*`;
 
 /** KV bucket holding the device registry, keyed by device id. */
 export const DEVICE_REGISTRY_BUCKET = 'devices';
+/** KV bucket where processor instances hold partition leases (`lease.{p}`) and heartbeats (`instance.{id}`). */
+export const PROCESSOR_LEASES_BUCKET = 'processor_leases';
+/** KV bucket of per-partition checkpoints (`partition.{p}`): acknowledged sequence and device watermarks. */
+export const PROCESSOR_CHECKPOINTS_BUCKET = 'processor_checkpoints';
 
 /**
  * Number of telemetry partitions. Part of the subject layout, so changing it is a data migration

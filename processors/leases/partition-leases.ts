@@ -1,0 +1,185 @@
+import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/nats-core';
+import type { Logger } from '../../common/logger.js';
+import { PROCESSOR_LEASES_BUCKET } from '../../contract/subjects.js';
+
+/**
+ * Running processor instances share the partitions through leases in a KV bucket.
+ *
+ * Each round (every `ttlMs / 3`), an instance: refreshes its heartbeat `instance.{id}`; renews the
+ * leases `lease.{p}` it holds (compare-and-set on the entry's revision, so a lease someone else has
+ * taken cannot be renewed by mistake); releases leases above its fair share, ceil(partitions / live
+ * instances), so a new instance gets work; and claims free or expired leases up to its share.
+ * A killed instance stops renewing, its leases expire after `ttlMs` and are claimed by the others on
+ * their next round: takeover within ttl + one round.
+ *
+ * Expiry compares the holder's `expiresAt` with the reader's clock, so hosts need synchronised
+ * clocks (NTP: milliseconds against a ttl of seconds). The clock is injected for tests.
+ *
+ * `onAcquire` runs before a partition counts as owned; `onRelease` runs before the lease is given
+ * up, so the consumer has stopped and checkpointed before anyone else starts on the partition.
+ */
+export interface LeaseOptions {
+  instanceId: string;
+  partitions: number;
+  ttlMs: number;
+  clock?: () => number;
+  log: Logger;
+  onAcquire: (partition: number) => Promise<void> | void;
+  onRelease: (partition: number, reason: 'rebalance' | 'lost' | 'shutdown') => Promise<void> | void;
+}
+
+interface LeaseValue {
+  owner: string;
+  expiresAt: number;
+}
+
+const leaseKey = (p: number) => `lease.${p}`;
+const instanceKey = (id: string) => `instance.${id}`;
+
+function decode(entry: KvEntry | null): (LeaseValue & { revision: number }) | undefined {
+  if (entry?.operation !== 'PUT') return undefined;
+  try {
+    const value = entry.json<LeaseValue>();
+    return typeof value.owner === 'string' && typeof value.expiresAt === 'number'
+      ? { ...value, revision: entry.revision }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export class PartitionLeases {
+  private readonly owned = new Map<number, number>(); // partition → revision of our lease
+  private readonly clock: () => number;
+  private timer: NodeJS.Timeout | undefined;
+  private round: Promise<void> | undefined;
+  private stopped = false;
+
+  private constructor(
+    private readonly kv: KV,
+    private readonly options: LeaseOptions,
+  ) {
+    this.clock = options.clock ?? Date.now;
+  }
+
+  static async open(nc: NatsConnection, options: LeaseOptions, replicas = 1): Promise<PartitionLeases> {
+    const kv = await new Kvm(nc).create(PROCESSOR_LEASES_BUCKET, { history: 1, replicas });
+    return new PartitionLeases(kv, options);
+  }
+
+  /** Partitions this instance holds, ascending. */
+  get partitions(): number[] {
+    return [...this.owned.keys()].sort((a, b) => a - b);
+  }
+
+  /** Runs rounds every ttl/3 until stop(). */
+  start(): void {
+    const every = Math.max(100, Math.floor(this.options.ttlMs / 3));
+    const loop = () => {
+      this.timer = setTimeout(async () => {
+        await this.rebalance();
+        if (!this.stopped) loop();
+      }, every);
+    };
+    void this.rebalance().then(() => !this.stopped && loop());
+  }
+
+  /** One round of heartbeat, renew, release and claim. Never throws: a failed round is logged. */
+  rebalance(): Promise<void> {
+    this.round ??= this.doRound().finally(() => {
+      this.round = undefined;
+    });
+    return this.round;
+  }
+
+  /** Stops the rounds and gives every lease back (after onRelease), so others take over at once. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.round;
+    for (const p of this.partitions) await this.release(p, 'shutdown');
+    await this.kv.delete(instanceKey(this.options.instanceId)).catch(() => undefined);
+  }
+
+  private async doRound(): Promise<void> {
+    if (this.stopped) return;
+    const { instanceId, partitions, ttlMs, log } = this.options;
+    try {
+      const now = this.clock();
+      await this.kv.put(instanceKey(instanceId), JSON.stringify({ expiresAt: now + ttlMs }));
+      const live = await this.liveInstances(now);
+      const share = Math.ceil(partitions / Math.max(1, live));
+
+      for (const p of this.partitions) {
+        const current = decode(await this.kv.get(leaseKey(p)));
+        const mine = current?.owner === instanceId && current.revision === this.owned.get(p);
+        const renewed = mine ? await this.write(p, now, current.revision) : undefined;
+        if (renewed === undefined) {
+          log.warn({ partition: p }, 'lease lost to another instance');
+          this.owned.delete(p);
+          await this.options.onRelease(p, 'lost');
+        } else {
+          this.owned.set(p, renewed);
+        }
+      }
+
+      for (const p of this.partitions.reverse().slice(0, Math.max(0, this.owned.size - share))) {
+        await this.release(p, 'rebalance');
+      }
+
+      for (let p = 0; p < partitions && this.owned.size < share && !this.stopped; p++) {
+        if (this.owned.has(p)) continue;
+        const current = decode(await this.kv.get(leaseKey(p)));
+        if (current && current.expiresAt > now) continue;
+        const revision = await this.write(p, now, current?.revision);
+        if (revision === undefined) continue; // someone else was quicker
+        try {
+          await this.options.onAcquire(p);
+          this.owned.set(p, revision);
+          log.info({ partition: p, from: current?.owner }, 'partition acquired');
+        } catch (err) {
+          log.error({ partition: p, err }, 'could not start on an acquired partition: giving it back');
+          await this.kv.delete(leaseKey(p), { previousSeq: revision }).catch(() => undefined);
+        }
+      }
+    } catch (err) {
+      log.warn({ err }, 'lease round failed; retrying next round');
+    }
+  }
+
+  private async liveInstances(now: number): Promise<number> {
+    let live = 0;
+    for await (const key of await this.kv.keys('instance.*')) {
+      const entry = await this.kv.get(key);
+      const value =
+        entry?.operation === 'PUT' ? (entry.json<{ expiresAt: number }>() ?? undefined) : undefined;
+      if (value && value.expiresAt > now) live++;
+    }
+    return live;
+  }
+
+  /** Writes our lease with compare-and-set; returns the new revision, or undefined if it lost the race. */
+  private async write(p: number, now: number, revision: number | undefined): Promise<number | undefined> {
+    const value = JSON.stringify({ owner: this.options.instanceId, expiresAt: now + this.options.ttlMs });
+    try {
+      return revision === undefined
+        ? await this.kv.create(leaseKey(p), value)
+        : await this.kv.update(leaseKey(p), value, revision);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async release(p: number, reason: 'rebalance' | 'shutdown'): Promise<void> {
+    const revision = this.owned.get(p);
+    this.owned.delete(p);
+    try {
+      await this.options.onRelease(p, reason);
+    } finally {
+      if (revision !== undefined)
+        await this.kv.delete(leaseKey(p), { previousSeq: revision }).catch(() => undefined);
+      this.options.log.info({ partition: p, reason }, 'partition released');
+    }
+  }
+}

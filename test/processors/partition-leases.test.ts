@@ -1,0 +1,136 @@
+import type { NatsConnection } from '@nats-io/nats-core';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../../common/logger.js';
+import { PartitionLeases } from '../../processors/leases/partition-leases.js';
+import { natsClient } from '../kit/gateway.js';
+import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
+
+const TTL_MS = 10_000;
+const PARTITIONS = 16;
+const log = createLogger('test', 'silent');
+
+let nats: NatsServer;
+let nc: NatsConnection;
+let now = 1_800_000_000_000;
+const clock = () => now;
+
+interface Instance {
+  leases: PartitionLeases;
+  events: string[];
+}
+
+async function instance(id: string, onAcquire?: (p: number) => void): Promise<Instance> {
+  const events: string[] = [];
+  const leases = await PartitionLeases.open(nc, {
+    instanceId: id,
+    partitions: PARTITIONS,
+    ttlMs: TTL_MS,
+    clock,
+    log,
+    onAcquire: (p) => {
+      onAcquire?.(p);
+      events.push(`+${p}`);
+    },
+    onRelease: (p, reason) => {
+      events.push(`-${p}:${reason}`);
+    },
+  });
+  return { leases, events };
+}
+
+/** Every partition is held by exactly one of the instances. */
+function expectExclusive(...instances: Instance[]) {
+  const all = instances.flatMap((i) => i.leases.partitions).sort((a, b) => a - b);
+  expect(all).toEqual(Array.from({ length: PARTITIONS }, (_, p) => p));
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await natsClient(nats.url);
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await nats?.dispose();
+});
+
+beforeEach(async () => {
+  // A fresh bucket per test: purge whatever the previous test left.
+  const { Kvm } = await import('@nats-io/kv');
+  await (await new Kvm(nc).create('processor_leases')).destroy().catch(() => undefined);
+  now += 3_600_000;
+});
+
+describe('PartitionLeases', () => {
+  it('gives a lone instance every partition, each acquired once', async () => {
+    const a = await instance('a');
+    await a.leases.rebalance();
+    expect(a.leases.partitions).toHaveLength(PARTITIONS);
+    await a.leases.rebalance();
+    expect(a.events).toHaveLength(PARTITIONS);
+    await a.leases.stop();
+  });
+
+  it('shares the partitions with a second instance, each held by one', async () => {
+    const a = await instance('a');
+    await a.leases.rebalance();
+    const b = await instance('b');
+    await b.leases.rebalance(); // nothing free yet
+    expect(b.leases.partitions).toEqual([]);
+    now += 1_000;
+    await a.leases.rebalance(); // a sees two live instances and gives half back
+    expect(a.leases.partitions).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(a.events.filter((e) => e.endsWith(':rebalance'))).toHaveLength(8);
+    await b.leases.rebalance();
+    expect(b.leases.partitions).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
+    expectExclusive(a, b);
+    await Promise.all([a.leases.stop(), b.leases.stop()]);
+  });
+
+  it('lets the survivor take a killed instance’s partitions once its leases expire', async () => {
+    const a = await instance('a');
+    const b = await instance('b');
+    await a.leases.rebalance();
+    await b.leases.rebalance();
+    await a.leases.rebalance();
+    await b.leases.rebalance();
+    expectExclusive(a, b);
+    // a is SIGKILLed: it stops renewing. Within the ttl nothing moves.
+    now += TTL_MS - 1;
+    await b.leases.rebalance();
+    expect(b.leases.partitions).toHaveLength(8);
+    now += 2;
+    await b.leases.rebalance();
+    expect(b.leases.partitions).toHaveLength(PARTITIONS);
+    // If a was only paused and comes back, it finds its leases gone and stops on them.
+    await a.leases.rebalance();
+    expect(a.leases.partitions).toEqual([]);
+    expect(a.events.filter((e) => e.endsWith(':lost'))).toHaveLength(8);
+    await b.leases.stop();
+  });
+
+  it('hands everything over at once on a clean stop', async () => {
+    const a = await instance('a');
+    const b = await instance('b');
+    await a.leases.rebalance();
+    await b.leases.rebalance();
+    await a.leases.stop();
+    expect(a.events.filter((e) => e.endsWith(':shutdown'))).toHaveLength(PARTITIONS);
+    await b.leases.rebalance();
+    expect(b.leases.partitions).toHaveLength(PARTITIONS);
+    await b.leases.stop();
+  });
+
+  it('gives a partition back when starting on it fails, and retries it later', async () => {
+    let failOn: number | undefined = 3;
+    const a = await instance('a', (p) => {
+      if (p === failOn) throw new Error('consumer failed');
+    });
+    await a.leases.rebalance();
+    expect(a.leases.partitions).not.toContain(3);
+    failOn = undefined;
+    await a.leases.rebalance();
+    expect(a.leases.partitions).toContain(3);
+    await a.leases.stop();
+  });
+});
