@@ -1,0 +1,75 @@
+import { z } from 'zod';
+import { env } from '../common/config.js';
+import { formatDuration, parseDuration } from '../common/duration.js';
+
+export const DEFAULT_PROCESSOR_HTTP_PORT = 8081;
+export const DEFAULT_WINDOWS = '10s,1m';
+export const DEFAULT_ALLOWED_LATENESS = '5s';
+export const DEFAULT_IDLE_TIMEOUT = '30s';
+export const DEFAULT_LEASE_TTL = '10s';
+export const DEFAULT_CHECKPOINT_INTERVAL = '1s';
+/** The issue's bound: results must not wait longer than this in the writer. */
+export const MAX_FLUSH_INTERVAL_MS = 1_000;
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === undefined || ms <= 0) {
+        ctx.addIssue({ code: 'custom', message: 'expected a duration like 500ms, 10s, 1m' });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+/** `10s,1m`: ascending, each a multiple of the one before (windows must nest for exact replays). */
+const windowSizes = z
+  .string()
+  .default(DEFAULT_WINDOWS)
+  .transform((text, ctx) => {
+    const sizes = text.split(',').map((s) => parseDuration(s.trim()));
+    if (sizes.some((s) => s === undefined || s < 1_000)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'expected durations of at least 1s, comma-separated, e.g. 10s,1m',
+      });
+      return z.NEVER;
+    }
+    const sorted = [...new Set(sizes as number[])].sort((a, b) => a - b);
+    for (let i = 1; i < sorted.length; i++) {
+      if (sorted[i]! % sorted[i - 1]! !== 0) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${formatDuration(sorted[i]!)} is not a multiple of ${formatDuration(sorted[i - 1]!)}: windows must nest`,
+        });
+        return z.NEVER;
+      }
+    }
+    return sorted;
+  });
+
+export const ProcessorConfigSchema = z.object({
+  NATS_URL: env.natsUrl(),
+  HTTP_PORT: env.port(DEFAULT_PROCESSOR_HTTP_PORT),
+  BIND_HOST: z.string().default('0.0.0.0'),
+  INFLUX_URL: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:8086'),
+  INFLUX_TOKEN: z.string().default(''),
+  INFLUX_ORG: z.string().min(1).default('iot'),
+  INFLUX_BUCKET: z.string().min(1).default('telemetry'),
+  WINDOWS: windowSizes,
+  ALLOWED_LATENESS: duration(DEFAULT_ALLOWED_LATENESS),
+  IDLE_TIMEOUT: duration(DEFAULT_IDLE_TIMEOUT),
+  LEASE_TTL: duration(DEFAULT_LEASE_TTL),
+  CHECKPOINT_INTERVAL: duration(DEFAULT_CHECKPOINT_INTERVAL),
+  ALERT_RULES_FILE: z.string().optional(),
+  INSTANCE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,32}$/, 'letters, digits, _ and - only')
+    .optional(),
+  STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
+  LOG_LEVEL: env.logLevel(),
+});
+
+export type ProcessorConfig = z.output<typeof ProcessorConfigSchema>;

@@ -1,0 +1,262 @@
+import {
+  AckPolicy,
+  type ConsumerMessages,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream';
+import type { KV } from '@nats-io/kv';
+import { nanos } from '@nats-io/nats-core';
+import type { Logger } from '../../common/logger.js';
+import { type CanonicalEvent, CanonicalEvent as CanonicalEventSchema } from '../../contract/event.js';
+import { TELEMETRY_STREAM, telemetryPartitionFilter } from '../../contract/subjects.js';
+import type { WindowResult, WindowSettings } from '../windows/device-windows.js';
+import { type PartitionCheckpoint, PartitionWindows } from '../windows/partition-windows.js';
+
+/**
+ * Consumes one telemetry partition: raw events and window results go to `effects`; once they are
+ * durable, the partition's checkpoint (acknowledged sequence + device watermarks) is saved in KV
+ * and JetStream is acknowledged up to it (ack policy "all": one ack per checkpoint).
+ *
+ * The checkpoint is the source of truth. A new owner of the partition recreates the durable
+ * consumer to start right after the checkpointed sequence: messages a dead owner had received but
+ * not acknowledged would otherwise wait out the ack wait before redelivery.
+ */
+export interface PartitionEffects {
+  /** Resolves when every event and result handed over is durable in the TSDB. Never drops. */
+  write(events: CanonicalEvent[], results: WindowResult[]): Promise<void>;
+  /** True while the sink holds more than it should: stop pulling. */
+  readonly overloaded: boolean;
+}
+
+export interface PartitionObserver {
+  events?(count: number): void;
+  late?(count: number): void;
+  duplicates?(count: number): void;
+  invalid?(count: number): void;
+  windowsEmitted?(results: WindowResult[]): void;
+  checkpointed?(partition: number, ackSeq: number): void;
+}
+
+export interface PartitionConsumerOptions {
+  partition: number;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  checkpoints: KV;
+  effects: PartitionEffects;
+  windows: WindowSettings;
+  checkpointIntervalMs: number;
+  log: Logger;
+  observer?: PartitionObserver;
+  clock?: () => number;
+}
+
+/** How long JetStream waits before redelivering: longer than any window is held open. */
+const ACK_WAIT_MS = 10 * 60_000;
+const FETCH_BATCH = 1_000;
+const OVERLOAD_PAUSE_MS = 100;
+const ACK_SAMPLE = 64;
+
+export const consumerName = (partition: number) => `processors_p${partition}`;
+export const checkpointKey = (partition: number) => `partition.${partition}`;
+
+interface Batch {
+  written: Promise<void>;
+  checkpoint: PartitionCheckpoint;
+}
+
+export class PartitionConsumer {
+  private messages: ConsumerMessages | undefined;
+  private running: Promise<void> | undefined;
+  private stopping = false;
+  private readonly inFlight: Batch[] = [];
+  /**
+   * Messages kept for acknowledging: every ACK_SAMPLE-th and the last of each batch. Acking one
+   * acknowledges everything before it (ack policy all), so a sample is enough, and it keeps memory
+   * small while minute-long windows hold the checkpoint back.
+   */
+  private readonly ackables: JsMsg[] = [];
+  private lastCheckpointAt = 0;
+  private lastSavedSeq: number;
+  private readonly clock: () => number;
+  private settling: Promise<void> = Promise.resolve();
+  /** Newest durable checkpoint not saved yet (saving is rate-limited to one per interval). */
+  private pendingCheckpoint: PartitionCheckpoint | undefined;
+
+  private constructor(
+    private readonly o: PartitionConsumerOptions,
+    private readonly windows: PartitionWindows,
+    restoredSeq: number,
+  ) {
+    this.clock = o.clock ?? Date.now;
+    this.lastSavedSeq = restoredSeq;
+  }
+
+  static async start(o: PartitionConsumerOptions): Promise<PartitionConsumer> {
+    const saved = await o.checkpoints.get(checkpointKey(o.partition));
+    const checkpoint = saved?.operation === 'PUT' ? saved.json<PartitionCheckpoint>() : undefined;
+    const consumer = new PartitionConsumer(
+      o,
+      new PartitionWindows(o.windows, checkpoint),
+      checkpoint?.ackSeq ?? 0,
+    );
+    await consumer.attach(checkpoint?.ackSeq ?? 0);
+    o.log.info({ partition: o.partition, from: (checkpoint?.ackSeq ?? 0) + 1 }, 'partition consumer started');
+    return consumer;
+  }
+
+  get partition(): number {
+    return this.o.partition;
+  }
+
+  get ackSeq(): number {
+    return this.lastSavedSeq;
+  }
+
+  /** Stops pulling, waits for what is in flight to be durable, saves the checkpoint. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.messages?.close();
+    await this.running;
+    this.flushWindows();
+    await this.settling;
+    await this.settle(true);
+    this.o.log.info({ partition: this.o.partition, ackSeq: this.lastSavedSeq }, 'partition consumer stopped');
+  }
+
+  private async attach(afterSeq: number): Promise<void> {
+    const name = consumerName(this.o.partition);
+    await this.o.jsm.consumers.delete(TELEMETRY_STREAM, name).catch(() => undefined);
+    await this.o.jsm.consumers.add(TELEMETRY_STREAM, {
+      durable_name: name,
+      filter_subject: telemetryPartitionFilter(this.o.partition),
+      ack_policy: AckPolicy.All,
+      ack_wait: nanos(ACK_WAIT_MS),
+      max_ack_pending: -1,
+      ...(afterSeq > 0
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: afterSeq + 1 }
+        : { deliver_policy: DeliverPolicy.All }),
+    });
+    const consumer = await this.o.js.consumers.get(TELEMETRY_STREAM, name);
+    this.messages = await consumer.consume({ max_messages: FETCH_BATCH });
+    this.running = this.loop(this.messages);
+  }
+
+  private async loop(messages: ConsumerMessages): Promise<void> {
+    let events: CanonicalEvent[] = [];
+    let last: JsMsg | undefined;
+    let sinceSample = 0;
+    const flush = async () => {
+      if (last === undefined) return;
+      if (this.ackables.at(-1) !== last) this.ackables.push(last);
+      last = undefined;
+      this.submit(events, this.windows.collect(this.clock()));
+      events = [];
+      while (this.o.effects.overloaded && !this.stopping)
+        await new Promise((r) => setTimeout(r, OVERLOAD_PAUSE_MS));
+    };
+    try {
+      for await (const msg of messages) {
+        const event = this.parse(msg);
+        last = msg;
+        if (++sinceSample === ACK_SAMPLE) {
+          sinceSample = 0;
+          this.ackables.push(msg);
+        }
+        if (event) {
+          events.push(event);
+          const outcome = this.windows.add(
+            {
+              tenant: event.tenant,
+              deviceId: event.deviceId,
+              id: event.id,
+              tsMs: Date.parse(event.ts),
+              metrics: event.metrics,
+            },
+            msg.seq,
+            this.clock(),
+          );
+          if (outcome.duplicate) this.o.observer?.duplicates?.(1);
+          if (outcome.lateFor.length > 0) this.o.observer?.late?.(1);
+        }
+        // The iterator hands over what one pull brought; flush when it has no more buffered.
+        if (messages.getPending() === 0 || events.length >= FETCH_BATCH) await flush();
+      }
+      await flush();
+    } catch (err) {
+      if (!this.stopping) this.o.log.error({ partition: this.o.partition, err }, 'partition consumer failed');
+    }
+  }
+
+  /**
+   * Emits windows due on wall time (quiet devices) and lets a checkpoint through even when no
+   * message arrives; the processor calls it every checkpoint interval.
+   */
+  flushWindows(): void {
+    this.submit([], this.windows.collect(this.clock()));
+  }
+
+  private parse(msg: JsMsg): CanonicalEvent | undefined {
+    try {
+      const parsed = CanonicalEventSchema.safeParse(msg.json());
+      if (parsed.success) return parsed.data;
+    } catch {
+      // not JSON: fall through
+    }
+    // Only the gateway writes TELEMETRY; a bad event is a bug there. Skip it rather than stall the partition.
+    this.o.observer?.invalid?.(1);
+    this.o.log.error(
+      { partition: this.o.partition, seq: msg.seq },
+      'event does not match the contract: skipped',
+    );
+    return undefined;
+  }
+
+  private submit(events: CanonicalEvent[], results: WindowResult[]) {
+    if (events.length > 0) this.o.observer?.events?.(events.length);
+    if (results.length > 0) this.o.observer?.windowsEmitted?.(results);
+    const written = this.o.effects.write(events, results).catch((err: unknown) => {
+      // The sink retries availability problems forever; what reaches here is a permanent refusal
+      // (a point the TSDB rejects). Holding the partition on it would stop everything behind it.
+      this.o.log.error(
+        { partition: this.o.partition, err, events: events.length },
+        'points refused by the TSDB',
+      );
+      this.o.observer?.invalid?.(events.length);
+    });
+    // The checkpoint is taken now: it describes exactly what this batch and those before produced.
+    this.inFlight.push({ written, checkpoint: this.windows.checkpoint() });
+    this.settling = this.settling.then(() => this.settle(false));
+  }
+
+  /** Once the batches handed over so far are durable: checkpoint (at most once per interval) and ack. */
+  private async settle(force: boolean): Promise<void> {
+    let ready: Batch | undefined;
+    while (this.inFlight.length > 0) {
+      await this.inFlight[0]!.written;
+      ready = this.inFlight.shift();
+    }
+    if (ready) this.pendingCheckpoint = ready.checkpoint;
+    const checkpoint = this.pendingCheckpoint;
+    if (!checkpoint) return;
+    const now = this.clock();
+    if (!force && now - this.lastCheckpointAt < this.o.checkpointIntervalMs) return;
+    this.pendingCheckpoint = undefined;
+    try {
+      await this.o.checkpoints.put(checkpointKey(this.o.partition), JSON.stringify(checkpoint));
+    } catch (err) {
+      // Not saved: keep it for the next attempt; nothing is acknowledged past the last saved one.
+      this.pendingCheckpoint ??= checkpoint;
+      this.o.log.warn({ partition: this.o.partition, err }, 'checkpoint not saved; retrying');
+      return;
+    }
+    this.lastSavedSeq = checkpoint.ackSeq;
+    this.lastCheckpointAt = now;
+    this.o.observer?.checkpointed?.(this.o.partition, checkpoint.ackSeq);
+    let newest: JsMsg | undefined;
+    while (this.ackables.length > 0 && this.ackables[0]!.seq <= checkpoint.ackSeq)
+      newest = this.ackables.shift();
+    newest?.ack();
+  }
+}

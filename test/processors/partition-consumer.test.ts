@@ -1,0 +1,182 @@
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../common/logger.js';
+import { type CanonicalEvent, PROCESSOR_CHECKPOINTS_BUCKET, TELEMETRY_STREAM } from '../../contract/index.js';
+import {
+  consumerName,
+  PartitionConsumer,
+  type PartitionEffects,
+} from '../../processors/consume/partition-consumer.js';
+import type { WindowResult, WindowSettings } from '../../processors/windows/device-windows.js';
+import { natsClient } from '../kit/gateway.js';
+import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
+
+const S = 1_000;
+const windows: WindowSettings = {
+  sizesMs: [10 * S, 60 * S],
+  allowedLatenessMs: 5 * S,
+  idleTimeoutMs: 30 * S,
+};
+const T0 = Date.parse('2026-11-28T00:00:00.000Z');
+const log = createLogger('test', 'silent');
+
+let nats: NatsServer;
+let nc: NatsConnection;
+
+/**
+ * Records what the consumer hands to its sink, keeping the last write per series and time as
+ * InfluxDB does. `hold()` makes writes wait, as while a TSDB is down.
+ */
+class RecordingEffects implements PartitionEffects {
+  readonly raw: CanonicalEvent[] = [];
+  readonly windows = new Map<string, WindowResult>();
+  private held: (() => void)[] | undefined;
+  overloaded = false;
+  write(events: CanonicalEvent[], results: WindowResult[]): Promise<void> {
+    const apply = () => {
+      this.raw.push(...events);
+      for (const r of results) this.windows.set(`${r.deviceId}|${r.metric}|${r.windowMs}|${r.startMs}`, r);
+    };
+    if (!this.held) {
+      apply();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) =>
+      this.held!.push(() => {
+        apply();
+        resolve();
+      }),
+    );
+  }
+  hold() {
+    this.held = [];
+    this.overloaded = true;
+  }
+  release() {
+    const held = this.held ?? [];
+    this.held = undefined;
+    this.overloaded = false;
+    for (const done of held) done();
+  }
+  minuteOf(device: string) {
+    return this.windows.get(`${device}|temperature|${60 * S}|${T0}`)?.values;
+  }
+}
+
+function event(device: string, i: number, tsMs: number, value: number): CanonicalEvent {
+  return {
+    id: `acme.${device}.${i}.${tsMs}`,
+    tenant: 'acme',
+    deviceId: device,
+    ts: new Date(tsMs).toISOString(),
+    receivedAt: new Date(tsMs).toISOString(),
+    seq: i,
+    schemaVersion: 1,
+    metrics: { temperature: { value, unit: 'degC' } },
+    labels: {},
+  };
+}
+
+async function publish(partition: number, events: CanonicalEvent[]) {
+  const js = jetstream(nc);
+  for (const e of events) await js.publish(`telemetry.${partition}.acme.${e.deviceId}`, JSON.stringify(e));
+}
+
+async function until(check: () => boolean, what: string, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function start(partition: number, effects: PartitionEffects, clock: () => number) {
+  return PartitionConsumer.start({
+    partition,
+    js: jetstream(nc),
+    jsm: await jetstreamManager(nc),
+    checkpoints: await new Kvm(nc).create(PROCESSOR_CHECKPOINTS_BUCKET, { history: 1 }),
+    effects,
+    windows,
+    checkpointIntervalMs: 0,
+    log,
+    clock,
+  });
+}
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await natsClient(nats.url);
+  await (await jetstreamManager(nc)).streams.add({ name: TELEMETRY_STREAM, subjects: ['telemetry.>'] });
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await nats?.dispose();
+});
+
+describe('PartitionConsumer', () => {
+  it('writes raw events and exact windows, then checkpoints and acknowledges only what is durable', async () => {
+    const effects = new RecordingEffects();
+    const wall = T0 + 70 * S; // readings arrive in real time: the wall clock is at the last one
+    // One reading per second for 70 s from two devices: the first minute closes for both.
+    const events = Array.from({ length: 70 }, (_, i) => [
+      event('d1', i, T0 + i * S, i),
+      event('d2', i, T0 + i * S, 100 + i),
+    ]).flat();
+    await publish(1, events);
+    await publish(2, [event('other', 0, T0, 1)]); // another partition: not ours
+    const consumer = await start(1, effects, () => wall);
+    await until(() => effects.raw.length === 140, 'raw events');
+    expect(effects.minuteOf('d1')).toMatchObject({
+      count: 60,
+      sum: 1770,
+      min: 0,
+      max: 59,
+      mean: 29.5,
+      last: 59,
+    });
+    expect(effects.minuteOf('d2')).toMatchObject({ count: 60, sum: 7770, min: 100, max: 159 });
+    await consumer.stop();
+    // The second minute is still open: acknowledged up to just before its first reading.
+    const firstOfSecondMinute = 2 * 60 + 1;
+    expect(consumer.ackSeq).toBe(firstOfSecondMinute - 1);
+    const info = await (await jetstreamManager(nc)).consumers.info(TELEMETRY_STREAM, consumerName(1));
+    expect(info.ack_floor.stream_seq).toBeLessThanOrEqual(consumer.ackSeq);
+    expect(info.ack_floor.stream_seq).toBeGreaterThan(0);
+  });
+
+  it('resumes after the checkpoint on restart and completes open windows without counting twice', async () => {
+    const effects = new RecordingEffects();
+    let wall = T0 + 200 * S;
+    const again = await start(1, effects, () => wall);
+    // Replay starts after the checkpoint: only the open second minute comes back.
+    await until(() => effects.raw.length === 20, 'replayed events of the open window');
+    wall += 200 * S; // both devices idle long enough: every window final
+    again.flushWindows();
+    await until(() => effects.windows.has(`d1|temperature|${60 * S}|${T0 + 60 * S}`), 'second minute');
+    expect(effects.windows.get(`d1|temperature|${60 * S}|${T0 + 60 * S}`)!.values).toMatchObject({
+      count: 10,
+      sum: 645,
+    });
+    expect(effects.minuteOf('d1')).toBeUndefined(); // final before the checkpoint: not emitted again
+    await again.stop();
+  });
+
+  it('stops pulling while the sink is overloaded and loses nothing when it recovers', async () => {
+    const effects = new RecordingEffects();
+    effects.hold();
+    const events = Array.from({ length: 5_000 }, (_, i) => event(`dev${i % 10}`, i, T0 + 1_000 * S + i, i));
+    await publish(3, events);
+    const consumer = await start(3, effects, () => T0 + 1_000 * S);
+    await new Promise((r) => setTimeout(r, 300)); // bounded: lets it pull what it would
+    const info = await (await jetstreamManager(nc)).consumers.info(TELEMETRY_STREAM, consumerName(3));
+    expect(info.num_pending).toBeGreaterThan(2_000); // most of the partition is still on the server
+    effects.release();
+    await until(() => effects.raw.length === 5_000, 'all events after recovery');
+    expect(new Set(effects.raw.map((e) => e.id)).size).toBe(5_000);
+    await consumer.stop();
+  });
+});
