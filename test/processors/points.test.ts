@@ -1,0 +1,93 @@
+import { InfluxDB, type WriteApi } from '@influxdata/influxdb-client';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { CanonicalEvent } from '../../contract/event.js';
+import { PointInvalidError, telemetryPoint, WRITE_PRECISION } from '../../processors/sink/points.js';
+
+// The writer serialises points through a WriteApi at WRITE_PRECISION; build lines the same way. Nothing
+// is sent: the API is disposed unused.
+const api: WriteApi = new InfluxDB({ url: 'http://127.0.0.1:9' }).getWriteApi(
+  'iot',
+  'telemetry',
+  WRITE_PRECISION,
+);
+afterAll(() => {
+  api.dispose();
+});
+
+function event(overrides: Partial<CanonicalEvent> = {}): CanonicalEvent {
+  return {
+    id: 'evt-1',
+    tenant: 'acme',
+    deviceId: 'dev-1',
+    ts: '2024-05-01T12:00:00.123Z',
+    receivedAt: '2024-05-01T12:00:00.200Z',
+    schemaVersion: 1,
+    metrics: { temperature: { value: 21, unit: 'Cel' }, humidity: { value: 40.5, unit: '%' } },
+    labels: { type: 'thermo', site: 'plant-1' },
+    ...overrides,
+  };
+}
+
+const line = (e: CanonicalEvent, promoted?: readonly string[]) =>
+  telemetryPoint(e, promoted)?.toLineProtocol(api);
+
+describe('telemetryPoint', () => {
+  it('writes measurement telemetry, sorted tags, float fields and the event time in ms', () => {
+    expect(WRITE_PRECISION).toBe('ms');
+    expect(line(event())).toBe(
+      'telemetry,device=dev-1,site=plant-1,tenant=acme,type=thermo humidity=40.5,temperature=21 1714564800123',
+    );
+  });
+
+  it('escapes spaces, commas and equals signs in tag values and field names', () => {
+    const e = event({
+      tenant: 'acme corp',
+      deviceId: 'dev,1',
+      labels: { site: 'hall=b 2', type: 'a,b' },
+      metrics: { 'flow rate': { value: 1.25, unit: 'L/min' } },
+    });
+    expect(line(e)).toBe(
+      'telemetry,device=dev\\,1,site=hall\\=b\\ 2,tenant=acme\\ corp,type=a\\,b flow\\ rate=1.25 1714564800123',
+    );
+  });
+
+  it('writes every number as a float: no integer suffix, even for whole values', () => {
+    const e = event({ metrics: { count: { value: 3, unit: '1' }, big: { value: 1e21, unit: '1' } } });
+    const fields = line(e)!.split(' ')[1]!;
+    expect(fields).toBe('big=1e+21,count=3');
+    expect(fields).not.toMatch(/\d[iu](,|$)/);
+  });
+
+  it('promotes only the configured labels the event has, and leaves empty ones out', () => {
+    const e = event({ labels: { site: '', type: 'thermo', owner: 'bob' } });
+    expect(line(e)).toBe(
+      'telemetry,device=dev-1,tenant=acme,type=thermo humidity=40.5,temperature=21 1714564800123',
+    );
+    expect(line(e, ['owner'])).toMatch(/^telemetry,device=dev-1,owner=bob,tenant=acme /);
+  });
+
+  it('keeps millisecond precision and converts zoned times to UTC', () => {
+    expect(line(event({ ts: '2024-05-01T14:00:00.999+02:00' }))).toMatch(/ 1714564800999$/);
+  });
+
+  it('gives no point for an event without metrics', () => {
+    expect(telemetryPoint(event({ metrics: {} }))).toBeUndefined();
+  });
+
+  it('refuses what would corrupt a line, with a stable code', () => {
+    const bad = [
+      event({ deviceId: 'dev\\' }),
+      event({ metrics: { t: { value: Number.NaN, unit: 'Cel' } } }),
+      event({ ts: 'not a date' }),
+    ];
+    for (const e of bad) {
+      expect(() => telemetryPoint(e)).toThrow(PointInvalidError);
+      try {
+        telemetryPoint(e);
+      } catch (err) {
+        expect((err as PointInvalidError).code).toBe('POINT_INVALID');
+        expect((err as PointInvalidError).eventId).toBe('evt-1');
+      }
+    }
+  });
+});
