@@ -1,0 +1,95 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { formatDuration } from '../common/duration.js';
+import type { WindowResult } from './windows/device-windows.js';
+
+/** The processors' Prometheus metrics, on their own registry (several instances may share a process in tests). */
+export function createProcessorMetrics(sources: {
+  ownedPartitions: () => number;
+  pendingLines: () => number;
+  lag: () => Promise<Map<number, number>>;
+}) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'processor_' });
+  const counter = (name: string, help: string, labelNames: string[] = []) =>
+    new Counter({ name, help, labelNames, registers: [registry] });
+
+  const events = counter('processor_events_total', 'Canonical events consumed');
+  const late = counter(
+    'processor_late_events_total',
+    'Events too late for a window (kept in raw telemetry only)',
+  );
+  const duplicates = counter('processor_duplicate_events_total', 'Redelivered events not aggregated again');
+  const invalid = counter('processor_invalid_events_total', 'Events or points that could not be processed');
+  const windows = counter('processor_windows_emitted_total', 'Window results written', ['window', 'final']);
+  const checkpoints = counter('processor_checkpoints_total', 'Partition checkpoints saved');
+  const retries = counter('processor_tsdb_retries_total', 'TSDB writes retried');
+  const rejected = counter('processor_tsdb_rejected_lines_total', 'Lines the TSDB refused for good');
+  const writeSeconds = new Histogram({
+    name: 'processor_tsdb_write_seconds',
+    help: 'Duration of one accepted TSDB write request',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const waitSeconds = new Histogram({
+    name: 'processor_tsdb_latency_seconds',
+    help: 'Time from handing a point to the writer until the TSDB accepted it',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'processor_owned_partitions',
+    help: 'Partitions this instance holds a lease on',
+    registers: [registry],
+    collect() {
+      this.set(sources.ownedPartitions());
+    },
+  });
+  new Gauge({
+    name: 'processor_tsdb_pending_lines',
+    help: 'Lines waiting for the TSDB',
+    registers: [registry],
+    collect() {
+      this.set(sources.pendingLines());
+    },
+  });
+  const checkpointSeq = new Gauge({
+    name: 'processor_checkpoint_seq',
+    help: 'Last checkpointed stream sequence per owned partition',
+    labelNames: ['partition'],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'processor_partition_lag',
+    help: 'Messages in the partition not yet delivered to this instance',
+    labelNames: ['partition'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const [p, pending] of await sources.lag()) this.labels(String(p)).set(pending);
+    },
+  });
+
+  return {
+    registry,
+    events: (n: number) => events.inc(n),
+    late: (n: number) => late.inc(n),
+    duplicates: (n: number) => duplicates.inc(n),
+    invalid: (n: number) => invalid.inc(n),
+    windowsEmitted: (results: WindowResult[]) => {
+      for (const r of results) windows.labels(formatDuration(r.windowMs), String(r.final)).inc();
+    },
+    checkpointed: (partition: number, seq: number) => {
+      checkpoints.inc();
+      checkpointSeq.labels(String(partition)).set(seq);
+    },
+    released: (partition: number) => checkpointSeq.remove(String(partition)),
+    tsdbWritten: (requestMs: number, waitMs: number) => {
+      writeSeconds.observe(requestMs / 1000);
+      waitSeconds.observe(waitMs / 1000);
+    },
+    tsdbRetry: () => retries.inc(),
+    tsdbRejected: (lines: number) => rejected.inc(lines),
+  };
+}
+
+export type ProcessorMetrics = ReturnType<typeof createProcessorMetrics>;

@@ -1,0 +1,181 @@
+import { randomUUID } from 'node:crypto';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { connect } from '@nats-io/transport-node';
+import { createOpsServer } from '../common/http-server.js';
+import { closeServer, listen } from '../common/listen.js';
+import type { Logger } from '../common/logger.js';
+import {
+  PROCESSOR_CHECKPOINTS_BUCKET,
+  TELEMETRY_PARTITIONS,
+  TELEMETRY_STREAM,
+} from '../contract/subjects.js';
+import { AlertEngine } from './alerts/alert-engine.js';
+import { loadAlertRules } from './alerts/alert-rules.js';
+import type { ProcessorConfig } from './config.js';
+import { consumerName, PartitionConsumer } from './consume/partition-consumer.js';
+import { InfluxEffects } from './effects.js';
+import { PartitionLeases } from './leases/partition-leases.js';
+import { createProcessorMetrics, type ProcessorMetrics } from './metrics.js';
+import { InfluxWriter } from './sink/influx-writer.js';
+
+export interface Processor {
+  readonly instanceId: string;
+  readonly httpPort: number;
+  readonly metrics: ProcessorMetrics;
+  /** Partitions this instance consumes now. */
+  partitions(): number[];
+  notReady(): string[];
+  /** Stops consuming, writes and checkpoints what it has, gives its leases back. */
+  close(): Promise<void>;
+}
+
+const NATS_RECONNECT_WAIT_MS = 1_000;
+
+/**
+ * A processor instance: holds leases on some telemetry partitions and runs one PartitionConsumer
+ * per partition it holds. Start as many as you like; they share the partitions.
+ */
+export async function createProcessor(config: ProcessorConfig, log: Logger): Promise<Processor> {
+  const instanceId = config.INSTANCE_ID ?? `proc-${randomUUID().slice(0, 8)}`;
+  // Rules are read before anything connects: a bad file stops the start with every problem listed.
+  const rules = config.ALERT_RULES_FILE ? loadAlertRules(config.ALERT_RULES_FILE) : [];
+  const consumers = new Map<number, PartitionConsumer>();
+  let nc: NatsConnection | undefined;
+  let leases: PartitionLeases | undefined;
+  let writer: InfluxWriter | undefined;
+  let closing = false;
+  let timer: NodeJS.Timeout | undefined;
+
+  const metrics = createProcessorMetrics({
+    ownedPartitions: () => consumers.size,
+    pendingLines: () => writer?.pendingLines ?? 0,
+    lag: async () => {
+      const lag = new Map<number, number>();
+      if (!nc) return lag;
+      const jsm = await jetstreamManager(nc);
+      for (const p of consumers.keys()) {
+        const info = await jsm.consumers.info(TELEMETRY_STREAM, consumerName(p)).catch(() => undefined);
+        if (info) lag.set(p, info.num_pending);
+      }
+      return lag;
+    },
+  });
+  const notReady = () => {
+    const missing: string[] = [];
+    if (closing) missing.push('shutting down');
+    if (!nc || nc.isClosed()) missing.push('nats');
+    if (!leases) missing.push('leases');
+    if (writer?.overloaded) missing.push('tsdb');
+    return missing;
+  };
+  const http = createOpsServer({ metrics: metrics.registry, ready: notReady });
+  const httpPort = await listen(http, config.HTTP_PORT, config.BIND_HOST, 'HTTP_PORT');
+
+  try {
+    writer = new InfluxWriter({
+      url: config.INFLUX_URL,
+      token: config.INFLUX_TOKEN,
+      org: config.INFLUX_ORG,
+      bucket: config.INFLUX_BUCKET,
+      logger: log,
+      observer: {
+        batchWritten: (e) => metrics.tsdbWritten(e.requestMs, e.waitMs),
+        retry: () => metrics.tsdbRetry(),
+        writeRejected: (e) => metrics.tsdbRejected(e.lines),
+      },
+    });
+    log.info({ nats: config.NATS_URL, instance: instanceId }, 'connecting to NATS');
+    nc = await connect({
+      servers: config.NATS_URL.split(',').map((s) => s.trim()),
+      name: `processor ${instanceId}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: NATS_RECONNECT_WAIT_MS,
+      waitOnFirstConnect: true,
+    });
+    const js = jetstream(nc);
+    const jsm = await jetstreamManager(nc);
+    const checkpoints = await new Kvm(nc).create(PROCESSOR_CHECKPOINTS_BUCKET, {
+      history: 1,
+      replicas: config.STREAM_REPLICAS,
+    });
+    const alerts = rules.length > 0 ? new AlertEngine(rules) : undefined;
+    const effects = new InfluxEffects(writer, nc, alerts, log, metrics.invalid);
+    const windows = {
+      sizesMs: config.WINDOWS,
+      allowedLatenessMs: config.ALLOWED_LATENESS,
+      idleTimeoutMs: config.IDLE_TIMEOUT,
+    };
+
+    leases = await PartitionLeases.open(
+      nc,
+      {
+        instanceId,
+        partitions: TELEMETRY_PARTITIONS,
+        ttlMs: config.LEASE_TTL,
+        log,
+        onAcquire: async (partition) => {
+          const consumer = await PartitionConsumer.start({
+            partition,
+            js,
+            jsm,
+            checkpoints,
+            effects,
+            windows,
+            checkpointIntervalMs: config.CHECKPOINT_INTERVAL,
+            log,
+            observer: metrics,
+          });
+          consumers.set(partition, consumer);
+        },
+        onRelease: async (partition) => {
+          const consumer = consumers.get(partition);
+          consumers.delete(partition);
+          metrics.released(partition);
+          await consumer?.stop();
+        },
+      },
+      config.STREAM_REPLICAS,
+    );
+    leases.start();
+    timer = setInterval(() => {
+      for (const consumer of consumers.values()) consumer.flushWindows();
+      effects.tick(Date.now()).catch((err) => log.error({ err }, 'alert points not written'));
+    }, config.CHECKPOINT_INTERVAL);
+    log.info({ instance: instanceId, http: httpPort, rules: rules.length }, 'processor started');
+  } catch (err) {
+    await leases?.stop().catch(() => undefined);
+    await writer?.close().catch(() => undefined);
+    await nc?.close();
+    await closeServer(http);
+    throw err;
+  }
+
+  let closed: Promise<void> | undefined;
+  return {
+    instanceId,
+    httpPort,
+    metrics,
+    partitions: () => [...consumers.keys()].sort((a, b) => a - b),
+    notReady,
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        clearInterval(timer);
+        await leases?.stop();
+        const result = await writer?.close();
+        if (result && result.unwrittenLines > 0) {
+          log.warn(
+            { lines: result.unwrittenLines },
+            'TSDB unreachable at shutdown: unacknowledged events will be replayed',
+          );
+        }
+        await nc?.drain().catch(() => nc?.close());
+        await closeServer(http);
+        log.info('processor stopped');
+      })();
+      return closed;
+    },
+  };
+}

@@ -1,0 +1,158 @@
+import type { NatsConnection } from '@nats-io/nats-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../common/config.js';
+import { createLogger } from '../../common/logger.js';
+import { AGGREGATE_MEASUREMENT, TELEMETRY_MEASUREMENT, telemetryTopic } from '../../contract/index.js';
+import type { Gateway } from '../../gateway/gateway.js';
+import { ProcessorConfigSchema } from '../../processors/config.js';
+import { createProcessor, type Processor } from '../../processors/processor.js';
+import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
+import { connectDevice } from '../kit/mqtt.js';
+import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
+import { findDuplicates, startVictoriaMetrics, type Tsdb } from '../kit/victoria-metrics.js';
+
+const S = 1_000;
+const MIN = 60 * S;
+/** Two whole minutes ago: inside TS_MAX_AGE, and every window of it is in the past. */
+const T0 = Math.floor(Date.now() / MIN) * MIN - 2 * MIN;
+
+let nats: NatsServer;
+let tsdb: Tsdb;
+let nc: NatsConnection;
+let gateway: Gateway;
+let processor: Processor;
+const devices: ProvisionedDevice[] = [];
+
+beforeAll(async () => {
+  [nats, tsdb] = await Promise.all([startNatsServer(), startVictoriaMetrics()]);
+  nc = await natsClient(nats.url);
+  for (const id of ['pipe-a', 'pipe-b', 'pipe-c'])
+    devices.push(await provision(nc, id, 'acme', { type: 'thermometer' }));
+  ({ gateway } = await startGateway(nats.url));
+  const config = loadConfig(ProcessorConfigSchema, {
+    NATS_URL: nats.url,
+    INFLUX_URL: tsdb.url,
+    HTTP_PORT: '0',
+    BIND_HOST: '127.0.0.1',
+    WINDOWS: '10s,1m',
+    ALLOWED_LATENESS: '5s',
+    IDLE_TIMEOUT: '1s', // the scripted fleet goes quiet: let its windows close soon after
+    CHECKPOINT_INTERVAL: '200ms',
+    LEASE_TTL: '3s',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+  });
+  processor = await createProcessor(config, createLogger('processors', config.LOG_LEVEL));
+});
+
+afterAll(async () => {
+  await processor?.close();
+  await gateway?.close();
+  await nc?.close();
+  await Promise.all([nats?.dispose(), tsdb?.dispose()]);
+});
+
+describe('gateway → JetStream → processors → TSDB', () => {
+  it('writes raw readings and exact 10 s and 1 m aggregates for a scripted fleet', async () => {
+    // Device k sends 12 readings, one every 5 s across the first minute, value 10k + i (and a
+    // retransmission of one of them, which the gateway deduplicates).
+    for (const [k, device] of devices.entries()) {
+      const client = await connectDevice(gateway.ports.mqtt, device);
+      for (let i = 0; i < 12; i++) {
+        const reading = JSON.stringify({ seq: i, ts: T0 + i * 5 * S, metrics: { temperature: 10 * k + i } });
+        await client.publishAsync(telemetryTopic(device.id), reading, { qos: 1 });
+        if (i === 3) await client.publishAsync(telemetryTopic(device.id), reading, { qos: 1 });
+      }
+      await client.endAsync();
+    }
+    for (const [k, device] of devices.entries()) {
+      const tags = { device: device.id, metric: 'temperature' };
+      const minute = await tsdb.waitForSamples(
+        {
+          measurement: AGGREGATE_MEASUREMENT,
+          field: ['count', 'sum', 'min', 'max', 'mean'],
+          tags: { ...tags, window: '1m' },
+        },
+        (s) => s.length >= 5,
+        20_000,
+      );
+      const byField = Object.fromEntries(minute.map((s) => [s.field, s.value]));
+      const values = Array.from({ length: 12 }, (_, i) => 10 * k + i);
+      const sum = values.reduce((a, b) => a + b, 0);
+      expect(byField).toEqual({ count: 12, sum, min: 10 * k, max: 10 * k + 11, mean: sum / 12 });
+      expect(minute.every((s) => s.timestamp === T0)).toBe(true);
+
+      const tenSeconds = await tsdb.waitForSamples(
+        { measurement: AGGREGATE_MEASUREMENT, field: 'count', tags: { ...tags, window: '10s' } },
+        (s) => s.length >= 6,
+        20_000,
+      );
+      expect(tenSeconds.map((s) => [s.timestamp - T0, s.value])).toEqual(
+        [0, 10, 20, 30, 40, 50].map((start) => [start * S, 2]),
+      );
+    }
+    await tsdb.settle({ at: [T0] });
+    const raw = await tsdb.readSamples({ measurement: TELEMETRY_MEASUREMENT, field: 'temperature' });
+    expect(raw.filter((s) => s.tags.device === 'pipe-a')).toHaveLength(12);
+    expect(raw[0]!.tags).toMatchObject({ tenant: 'acme', type: 'thermometer' });
+    const aggregates = await tsdb.readSamples({ measurement: AGGREGATE_MEASUREMENT, field: 'count' });
+    expect(findDuplicates(aggregates)).toEqual([]); // in-order data: each window written once
+    expect(processor.partitions()).toHaveLength(16);
+  });
+
+  it('re-emits a window corrected by a late reading, and counts a reading beyond the lateness', async () => {
+    const device = await provision(nc, 'pipe-late', 'acme');
+    const client = await connectDevice(gateway.ports.mqtt, device);
+    const send = (seq: number, offsetS: number, value: number) =>
+      client.publishAsync(
+        telemetryTopic(device.id),
+        JSON.stringify({ seq, ts: T0 + offsetS * S, metrics: { x: value } }),
+        {
+          qos: 1,
+        },
+      );
+    await new Promise((r) => setTimeout(r, 300)); // the registry change reaches the gateway
+    const metric = async (name: string, labels: Record<string, string> = {}) =>
+      (await processor.metrics.registry.getSingleMetric(name)!.get()).values
+        .filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))
+        .reduce((n, v) => n + v.value, 0);
+    const until = async (check: () => Promise<boolean>) => {
+      while (!(await check())) await new Promise((r) => setTimeout(r, 20));
+    };
+    await send(1, 1, 1);
+    // The device's idle clock runs from its last reading: after 3 s of silence [0 s, 10 s) would
+    // be final. So wait on the processor, not on the TSDB's visibility delay: first for the window to
+    // be handed to the writer, then for the writer to have it accepted. VictoriaMetrics keeps one
+    // sample per series and time within one request, so the on-time result and its correction must
+    // travel in different requests to be seen as two writes.
+    const emittedBefore = await metric('processor_windows_emitted_total', { window: '10s' });
+    await send(2, 12, 2); // event time reaches 10 s: [0 s, 10 s) is emitted with count 1
+    await until(
+      async () => (await metric('processor_windows_emitted_total', { window: '10s' })) > emittedBefore,
+    );
+    await until(async () => (await metric('processor_tsdb_pending_lines')) === 0);
+    await send(3, 8, 3); // 4 s late: inside the 5 s lateness, corrects [0 s, 10 s) to count 2
+    await send(4, 20, 4); // watermark 15 s: [0 s, 10 s) is final
+    await send(5, 2, 5); // 18 s late: beyond the lateness; raw only
+    await client.endAsync();
+    const selector = {
+      measurement: AGGREGATE_MEASUREMENT,
+      field: 'count',
+      tags: { device: device.id, window: '10s' },
+    };
+    await tsdb.waitForSamples(selector, (s) => s.filter((x) => x.timestamp === T0).length >= 2);
+    await tsdb.settle({ at: [T0] });
+    const first = (await tsdb.readSamples(selector)).filter((x) => x.timestamp === T0);
+    // InfluxDB overwrites the same series and time; VictoriaMetrics keeps both writes. Both are
+    // checked: the on-time result and the correction, and nothing else.
+    expect(first.map((x) => x.value).sort()).toEqual([1, 2]);
+    const raw = await tsdb.readSamples({
+      measurement: TELEMETRY_MEASUREMENT,
+      field: 'x',
+      tags: { device: device.id },
+    });
+    expect(raw.map((s) => s.value).sort()).toEqual([1, 2, 3, 4, 5]);
+    const late = (await processor.metrics.registry.getSingleMetric('processor_late_events_total')!.get())
+      .values[0]?.value;
+    expect(late).toBe(1);
+  });
+});
