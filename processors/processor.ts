@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
@@ -32,6 +32,25 @@ export interface Processor {
 }
 
 const NATS_RECONNECT_WAIT_MS = 1_000;
+const STREAM_POLL_MS = 1_000;
+
+/**
+ * The gateway creates TELEMETRY (it owns the stream's settings). A processor started first waits
+ * for it instead of failing every partition it claims.
+ */
+async function waitForStream(jsm: JetStreamManager, log: Logger, cancelled: () => boolean): Promise<void> {
+  let logged = false;
+  while (!cancelled()) {
+    const exists = await jsm.streams.info(TELEMETRY_STREAM).then(
+      () => true,
+      () => false,
+    );
+    if (exists) return;
+    if (!logged) log.warn({ stream: TELEMETRY_STREAM }, 'waiting for the gateway to create the stream');
+    logged = true;
+    await new Promise((r) => setTimeout(r, STREAM_POLL_MS));
+  }
+}
 
 /**
  * A processor instance: holds leases on some telemetry partitions and runs one PartitionConsumer
@@ -100,6 +119,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       history: 1,
       replicas: config.STREAM_REPLICAS,
     });
+    await waitForStream(jsm, log, () => closing);
     const alerts = rules.length > 0 ? new AlertEngine(rules) : undefined;
     const effects = new InfluxEffects(writer, nc, alerts, log, metrics.invalid);
     const windows = {
@@ -132,8 +152,8 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         onRelease: async (partition) => {
           const consumer = consumers.get(partition);
           consumers.delete(partition);
+          await consumer?.stop(); // writes a last checkpoint: drop the partition's gauge after it
           metrics.released(partition);
-          await consumer?.stop();
         },
       },
       config.STREAM_REPLICAS,
