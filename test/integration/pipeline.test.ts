@@ -155,4 +155,55 @@ describe('gateway → JetStream → processors → TSDB', () => {
       .values[0]?.value;
     expect(late).toBe(1);
   });
+  it('holds while the TSDB is down and loses nothing when it comes back', async () => {
+    const device = await provision(nc, 'pipe-outage', 'acme');
+    await new Promise((r) => setTimeout(r, 300)); // the registry change reaches the gateway
+    const client = await connectDevice(gateway.ports.mqtt, device);
+    const base = T0 - 2 * MIN; // a minute of its own, away from the other tests' windows
+    const send = (i: number) =>
+      client.publishAsync(
+        telemetryTopic(device.id),
+        JSON.stringify({ seq: i, ts: base + i * S, metrics: { y: i } }),
+        {
+          qos: 1,
+        },
+      );
+    for (let i = 0; i < 20; i++) await send(i);
+    await tsdb.stop();
+    for (let i = 20; i < 60; i++) await send(i); // the gateway acknowledges: JetStream holds them
+    await send(66); // closes the minute [base, base + 1 m)
+    await client.endAsync();
+    const retries = async () =>
+      (await processor.metrics.registry.getSingleMetric('processor_tsdb_retries_total')!.get()).values[0]
+        ?.value ?? 0;
+    const before = await retries();
+    while ((await retries()) === before) await new Promise((r) => setTimeout(r, 50));
+    expect(processor.notReady()).toEqual([]); // retrying, not overloaded by 61 readings
+    await tsdb.restart();
+    const minute = await tsdb.waitForSamples(
+      {
+        measurement: AGGREGATE_MEASUREMENT,
+        field: ['count', 'sum'],
+        tags: { device: device.id, window: '1m' },
+      },
+      (s) => s.filter((x) => x.timestamp === base).length >= 2,
+      30_000,
+    );
+    expect(
+      Object.fromEntries(minute.filter((x) => x.timestamp === base).map((s) => [s.field, s.value])),
+    ).toEqual({
+      count: 60,
+      sum: (59 * 60) / 2,
+    });
+    await tsdb.settle({ at: [base] });
+    const raw = await tsdb.readSamples({
+      measurement: TELEMETRY_MEASUREMENT,
+      field: 'y',
+      tags: { device: device.id },
+    });
+    expect(raw.map((s) => s.value).sort((a, b) => a - b)).toEqual([
+      ...Array.from({ length: 60 }, (_, i) => i),
+      66,
+    ]);
+  });
 });
