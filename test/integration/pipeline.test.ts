@@ -1,8 +1,17 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../common/config.js';
 import { createLogger } from '../../common/logger.js';
-import { AGGREGATE_MEASUREMENT, TELEMETRY_MEASUREMENT, telemetryTopic } from '../../contract/index.js';
+import {
+  AGGREGATE_MEASUREMENT,
+  ALERTS_MEASUREMENT,
+  alertsSubject,
+  TELEMETRY_MEASUREMENT,
+  telemetryTopic,
+} from '../../contract/index.js';
 import type { Gateway } from '../../gateway/gateway.js';
 import { ProcessorConfigSchema } from '../../processors/config.js';
 import { createProcessor, type Processor } from '../../processors/processor.js';
@@ -21,6 +30,7 @@ let tsdb: Tsdb;
 let nc: NatsConnection;
 let gateway: Gateway;
 let processor: Processor;
+let rulesDir: string;
 const devices: ProvisionedDevice[] = [];
 
 beforeAll(async () => {
@@ -29,7 +39,17 @@ beforeAll(async () => {
   for (const id of ['pipe-a', 'pipe-b', 'pipe-c'])
     devices.push(await provision(nc, id, 'acme', { type: 'thermometer' }));
   ({ gateway } = await startGateway(nats.url));
+  rulesDir = await mkdtemp(join(tmpdir(), 'rules-'));
+  const rulesFile = join(rulesDir, 'rules.yaml');
+  await writeFile(
+    rulesFile,
+    [
+      'rules:',
+      '  - { name: boiler-hot, type: threshold, severity: critical, metric: boiler, op: ">", value: 80, clear: 75 }',
+    ].join('\n'),
+  );
   const config = loadConfig(ProcessorConfigSchema, {
+    ALERT_RULES_FILE: rulesFile,
     NATS_URL: nats.url,
     INFLUX_URL: tsdb.url,
     HTTP_PORT: '0',
@@ -49,6 +69,7 @@ afterAll(async () => {
   await gateway?.close();
   await nc?.close();
   await Promise.all([nats?.dispose(), tsdb?.dispose()]);
+  if (rulesDir) await rm(rulesDir, { recursive: true, force: true });
 });
 
 describe('gateway → JetStream → processors → TSDB', () => {
@@ -205,5 +226,40 @@ describe('gateway → JetStream → processors → TSDB', () => {
       ...Array.from({ length: 60 }, (_, i) => i),
       66,
     ]);
+  });
+  it('fires and resolves an alert: written to the alerts measurement and published on NATS', async () => {
+    const device = await provision(nc, 'pipe-boiler', 'acme');
+    await new Promise((r) => setTimeout(r, 300)); // the registry change reaches the gateway
+    const received: { state: string; value: number }[] = [];
+    const sub = nc.subscribe(alertsSubject('acme', device.id), {
+      callback: (_err, msg) => {
+        received.push(msg.json<{ state: string; value: number }>());
+      },
+    });
+    const client = await connectDevice(gateway.ports.mqtt, device);
+    const base = T0 - MIN;
+    for (const [i, value] of [70, 85, 90, 78, 74, 86].entries()) {
+      const reading = { seq: i, ts: base + i * S, metrics: { boiler: value } };
+      await client.publishAsync(telemetryTopic(device.id), JSON.stringify(reading), { qos: 1 });
+    }
+    await client.endAsync();
+    const states = await tsdb.waitForSamples(
+      { measurement: ALERTS_MEASUREMENT, field: 'value', tags: { device: device.id, rule: 'boiler-hot' } },
+      (x) => x.length >= 3,
+      15_000,
+    );
+    // 85 fires; 90 and 78 stay firing (78 is above the clear level 75); 74 resolves; 86 fires again.
+    expect(states.map((x) => [x.timestamp - base, x.value])).toEqual([
+      [1 * S, 85],
+      [4 * S, 74],
+      [5 * S, 86],
+    ]);
+    expect(states[0]!.tags).toMatchObject({ tenant: 'acme', severity: 'critical' });
+    expect(received.map((r) => [r.state, r.value])).toEqual([
+      ['firing', 85],
+      ['resolved', 74],
+      ['firing', 86],
+    ]);
+    sub.unsubscribe();
   });
 });
