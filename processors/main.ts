@@ -1,8 +1,8 @@
 import { ConfigError, loadConfig } from '../common/config.js';
 import { ListenError } from '../common/listen.js';
 import { createLogger } from '../common/logger.js';
-import { AlertRulesError } from './alerts/alert-rules.js';
 import { type ProcessorConfig, ProcessorConfigSchema } from './config.js';
+import { AlertRulesError } from './errors.js';
 import { createProcessor } from './processor.js';
 
 /** `npm run processors`: configuration from the environment (and CONFIG_FILE); SIGTERM drains. */

@@ -10,6 +10,7 @@ import {
   METRIC_NAME_PATTERN,
   TENANT_PATTERN,
 } from '../../contract/index.js';
+import { AlertRulesError } from '../errors.js';
 
 /**
  * Alert rules: one YAML or JSON file (path in ALERT_RULES_FILE) holding `rules`, a list of rules.
@@ -128,19 +129,6 @@ export interface AnomalyRule extends RuleBase {
 }
 
 export type AlertRule = ThresholdRule | RateOfChangeRule | AbsenceRule | AnomalyRule;
-
-export class AlertRulesError extends Error {
-  readonly code = 'ALERT_RULES_INVALID';
-  constructor(
-    /** The file path, or what the text was called when parsed directly. */
-    readonly source: string,
-    readonly problems: readonly string[],
-    options?: ErrorOptions,
-  ) {
-    super(`invalid alert rules in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`, options);
-    this.name = 'AlertRulesError';
-  }
-}
 
 /** Durations with a unit, as people write them: `500ms`, `30s`, `2m`, `1h`. */
 export function parseRuleDuration(text: string): number | undefined {

@@ -1,6 +1,12 @@
 import { HttpError, InfluxDB, type Point, type WriteApi } from '@influxdata/influxdb-client';
 import type { Logger } from '../../common/logger.js';
 import { MAX_FLUSH_INTERVAL_MS } from '../config.js';
+import {
+  InfluxPointInvalidError,
+  InfluxWriteRejectedError,
+  InfluxWriterClosedError,
+  InfluxWriterConfigError,
+} from '../errors.js';
 import { WRITE_PRECISION } from './points.js';
 
 /**
@@ -88,47 +94,6 @@ export interface InfluxWriterObserver {
 export interface CloseResult {
   /** Lines whose write() was rejected because the grace period ended first. */
   unwrittenLines: number;
-}
-
-/** InfluxDB refused these lines for good (bad line protocol, too large, out of retention): dead-letter them. */
-export class InfluxWriteRejectedError extends Error {
-  readonly code = 'INFLUX_WRITE_REJECTED';
-  constructor(
-    readonly statusCode: number,
-    /** InfluxDB's own explanation (the response body's message). */
-    readonly detail: string,
-    readonly lines: number,
-    options?: ErrorOptions,
-  ) {
-    super(`InfluxDB rejected ${lines} lines with HTTP ${statusCode}: ${detail}`, options);
-    this.name = 'InfluxWriteRejectedError';
-  }
-}
-
-/** The writer was closed before these points were written; they were not acknowledged, so they replay. */
-export class InfluxWriterClosedError extends Error {
-  readonly code = 'INFLUX_WRITER_CLOSED';
-  constructor(message: string) {
-    super(message);
-    this.name = 'InfluxWriterClosedError';
-  }
-}
-
-/** A point that serialises to no line (no measurement or no field): a bug in the point's builder. */
-export class InfluxPointInvalidError extends Error {
-  readonly code = 'INFLUX_POINT_INVALID';
-  constructor(readonly index: number) {
-    super(`point ${index} has no measurement or no field`);
-    this.name = 'InfluxPointInvalidError';
-  }
-}
-
-export class InfluxWriterConfigError extends Error {
-  readonly code = 'INFLUX_WRITER_CONFIG';
-  constructor(message: string) {
-    super(message);
-    this.name = 'InfluxWriterConfigError';
-  }
 }
 
 /** One write() call. */

@@ -6,6 +6,7 @@ import {
   TAG_TENANT,
   TELEMETRY_MEASUREMENT,
 } from '../../contract/measurements.js';
+import { PointInvalidError } from '../errors.js';
 
 /**
  * Builders from the contract to InfluxDB `Point`s. Pure: no I/O, the writer (influx-writer.ts) sends
@@ -15,19 +16,6 @@ import {
  * (InfluxDB rejects a field whose type changes within a shard).
  */
 export const WRITE_PRECISION: WritePrecisionType = 'ms';
-
-/** A reading that cannot become a line (a tag value ending in `\`, a non-finite value). */
-export class PointInvalidError extends Error {
-  readonly code = 'POINT_INVALID';
-  constructor(
-    message: string,
-    readonly eventId: string,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-    this.name = 'PointInvalidError';
-  }
-}
 
 function checkTag(event: CanonicalEvent, name: string, value: string): void {
   // The client escapes spaces, commas and `=`, but not a trailing backslash, which would escape the

@@ -4,11 +4,11 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   type AlertRule,
-  AlertRulesError,
   loadAlertRules,
   parseAlertRules,
   parseRuleDuration,
 } from '../../processors/alerts/alert-rules.js';
+import { AlertRulesError } from '../../processors/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'alert-rules-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

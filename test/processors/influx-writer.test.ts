@@ -7,12 +7,8 @@ import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import type { CanonicalEvent } from '../../contract/event.js';
-import {
-  InfluxWriteRejectedError,
-  InfluxWriter,
-  type InfluxWriterClosedError,
-  type InfluxWriterOptions,
-} from '../../processors/sink/influx-writer.js';
+import { InfluxWriteRejectedError, type InfluxWriterClosedError } from '../../processors/errors.js';
+import { InfluxWriter, type InfluxWriterOptions } from '../../processors/sink/influx-writer.js';
 import { telemetryPoint } from '../../processors/sink/points.js';
 import {
   findDuplicates,

@@ -1,7 +1,8 @@
 import { InfluxDB, type WriteApi } from '@influxdata/influxdb-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CanonicalEvent } from '../../contract/event.js';
-import { PointInvalidError, telemetryPoint, WRITE_PRECISION } from '../../processors/sink/points.js';
+import { PointInvalidError } from '../../processors/errors.js';
+import { telemetryPoint, WRITE_PRECISION } from '../../processors/sink/points.js';
 
 // The writer serialises points through a WriteApi at WRITE_PRECISION; build lines the same way. Nothing
 // is sent: the API is disposed unused.

@@ -1,0 +1,71 @@
+/**
+ * Errors of the processors stage, each with a stable `code`. Protocol data travels in fields, not
+ * only in the message.
+ */
+
+export class AlertRulesError extends Error {
+  readonly code = 'ALERT_RULES_INVALID';
+  constructor(
+    /** The file path, or what the text was called when parsed directly. */
+    readonly source: string,
+    readonly problems: readonly string[],
+    options?: ErrorOptions,
+  ) {
+    super(`invalid alert rules in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`, options);
+    this.name = 'AlertRulesError';
+  }
+}
+
+/** A reading that cannot become a line (a tag value ending in `\`, a non-finite value). */
+export class PointInvalidError extends Error {
+  readonly code = 'POINT_INVALID';
+  constructor(
+    message: string,
+    readonly eventId: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'PointInvalidError';
+  }
+}
+
+/** InfluxDB refused these lines for good (bad line protocol, too large, out of retention): dead-letter them. */
+export class InfluxWriteRejectedError extends Error {
+  readonly code = 'INFLUX_WRITE_REJECTED';
+  constructor(
+    readonly statusCode: number,
+    /** InfluxDB's own explanation (the response body's message). */
+    readonly detail: string,
+    readonly lines: number,
+    options?: ErrorOptions,
+  ) {
+    super(`InfluxDB rejected ${lines} lines with HTTP ${statusCode}: ${detail}`, options);
+    this.name = 'InfluxWriteRejectedError';
+  }
+}
+
+/** The writer was closed before these points were written; they were not acknowledged, so they replay. */
+export class InfluxWriterClosedError extends Error {
+  readonly code = 'INFLUX_WRITER_CLOSED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'InfluxWriterClosedError';
+  }
+}
+
+/** A point that serialises to no line (no measurement or no field): a bug in the point's builder. */
+export class InfluxPointInvalidError extends Error {
+  readonly code = 'INFLUX_POINT_INVALID';
+  constructor(readonly index: number) {
+    super(`point ${index} has no measurement or no field`);
+    this.name = 'InfluxPointInvalidError';
+  }
+}
+
+export class InfluxWriterConfigError extends Error {
+  readonly code = 'INFLUX_WRITER_CONFIG';
+  constructor(message: string) {
+    super(message);
+    this.name = 'InfluxWriterConfigError';
+  }
+}
