@@ -1,6 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from '../test/kit/processes.js';
+
+export { freePort };
 
 /** The gateway as production runs it: its own Node process, configured through the environment. */
 export interface GatewayProcess {
@@ -25,19 +27,6 @@ export interface GatewayProcessOptions {
 }
 
 const TAIL_LINES = 40;
-
-/** A port the OS just handed out; racy in principle, fine on a bench machine's loopback. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {

@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { connect } from '@nats-io/transport-node';
 import { createOpsServer } from '../common/http-server.js';
 import { closeServer, listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
+import { connectNats } from '../common/nats.js';
 import { DeviceBroker } from './broker.js';
 import type { GatewayConfig } from './config.js';
 import { startDownlink } from './downlink.js';
@@ -28,8 +28,6 @@ export interface Gateway {
   /** Stops accepting, drains in-flight publishes (up to SHUTDOWN_GRACE_MS), disconnects, closes. */
   close(): Promise<void>;
 }
-
-const NATS_RECONNECT_WAIT_MS = 1_000;
 
 /**
  * Starts the ops HTTP server first (so /readyz answers while dependencies come up), then waits for
@@ -63,13 +61,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
 
   try {
     log.info({ nats: config.NATS_URL }, 'connecting to NATS');
-    nc = await connect({
-      servers: config.NATS_URL.split(',').map((s) => s.trim()),
-      name: `gateway ${id}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: NATS_RECONNECT_WAIT_MS,
-      waitOnFirstConnect: true,
-    });
+    nc = await connectNats(config.NATS_URL, `gateway ${id}`);
     const jsm = await jetstreamManager(nc);
     await ensureStreams(
       jsm,

@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { connect } from '@nats-io/transport-node';
 import { createOpsServer } from '../common/http-server.js';
 import { closeServer, listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
+import { connectNats } from '../common/nats.js';
 import {
   PROCESSOR_CHECKPOINTS_BUCKET,
   TELEMETRY_PARTITIONS,
@@ -31,7 +31,6 @@ export interface Processor {
   close(): Promise<void>;
 }
 
-const NATS_RECONNECT_WAIT_MS = 1_000;
 const STREAM_POLL_MS = 1_000;
 
 /**
@@ -106,13 +105,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       },
     });
     log.info({ nats: config.NATS_URL, instance: instanceId }, 'connecting to NATS');
-    nc = await connect({
-      servers: config.NATS_URL.split(',').map((s) => s.trim()),
-      name: `processor ${instanceId}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: NATS_RECONNECT_WAIT_MS,
-      waitOnFirstConnect: true,
-    });
+    nc = await connectNats(config.NATS_URL, `processor ${instanceId}`);
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
     const checkpoints = await new Kvm(nc).create(PROCESSOR_CHECKPOINTS_BUCKET, {

@@ -1,9 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './processes.js';
 
 /**
  * A real VictoriaMetrics (the Debian package's `/usr/bin/victoria-metrics`, v1.79) standing in for
@@ -201,18 +201,6 @@ export function findDuplicates(samples: readonly Sample[]): DuplicateSample[] {
     duplicates.push({ name, tags, timestamp, values: group.map((s) => s.value) });
   }
   return duplicates;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function waitExit(child: ChildProcess): Promise<void> {
