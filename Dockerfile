@@ -1,4 +1,6 @@
-# Gateway image: compiled JavaScript on Node 20, production dependencies only, non-root.
+# One image for the gateway and the processors: compiled JavaScript on Node 20, production
+# dependencies only, non-root. The default command runs the gateway; compose runs the processors
+# with `node dist/processors/main.js`.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -7,6 +9,7 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY contract contract
 COPY common common
 COPY gateway gateway
+COPY processors processors
 RUN npx tsc -p tsconfig.build.json && npm prune --omit=dev --no-audit --no-fund
 
 FROM node:20-bookworm-slim
