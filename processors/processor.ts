@@ -32,6 +32,7 @@ export interface Processor {
 }
 
 const STREAM_POLL_MS = 1_000;
+const RESTART_MAX_DELAY_MS = 5_000;
 
 /**
  * The gateway creates TELEMETRY (it owns the stream's settings). A processor started first waits
@@ -121,6 +122,36 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       idleTimeoutMs: config.IDLE_TIMEOUT,
     };
 
+    const startPartition = (partition: number) =>
+      PartitionConsumer.start({
+        partition,
+        js,
+        jsm,
+        checkpoints,
+        effects,
+        windows,
+        checkpointIntervalMs: config.CHECKPOINT_INTERVAL,
+        log,
+        observer: metrics,
+        onFailure: (p) => void restartPartition(p),
+      });
+    // A failed consumer is replaced by a fresh one from the saved checkpoint, for as long as this
+    // instance still holds the partition.
+    const restartPartition = async (partition: number) => {
+      for (let attempt = 0; !closing && consumers.has(partition); attempt++) {
+        const failed = consumers.get(partition)!;
+        await failed.stop().catch(() => undefined);
+        await new Promise((r) => setTimeout(r, Math.min(RESTART_MAX_DELAY_MS, 100 * 2 ** attempt)));
+        if (closing || consumers.get(partition) !== failed) return;
+        try {
+          consumers.set(partition, await startPartition(partition));
+          log.warn({ partition }, 'partition consumer restarted from its checkpoint');
+          return;
+        } catch (err) {
+          log.error({ partition, err }, 'partition consumer could not restart; retrying');
+        }
+      }
+    };
     leases = await PartitionLeases.open(
       nc,
       {
@@ -129,18 +160,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         ttlMs: config.LEASE_TTL,
         log,
         onAcquire: async (partition) => {
-          const consumer = await PartitionConsumer.start({
-            partition,
-            js,
-            jsm,
-            checkpoints,
-            effects,
-            windows,
-            checkpointIntervalMs: config.CHECKPOINT_INTERVAL,
-            log,
-            observer: metrics,
-          });
-          consumers.set(partition, consumer);
+          consumers.set(partition, await startPartition(partition));
         },
         onRelease: async (partition) => {
           const consumer = consumers.get(partition);

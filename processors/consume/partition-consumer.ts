@@ -50,6 +50,12 @@ export interface PartitionConsumerOptions {
   log: Logger;
   observer?: PartitionObserver;
   clock?: () => number;
+  /**
+   * The consumer stopped on its own (its JetStream consumer vanished, an unexpected error). Its
+   * in-memory windows hold more than the saved checkpoint, so it must be restarted from that
+   * checkpoint, not resumed.
+   */
+  onFailure?: (partition: number, err: unknown) => void;
 }
 
 /** How long JetStream waits before redelivering: longer than any window is held open. */
@@ -83,6 +89,7 @@ export class PartitionConsumer {
   private settling: Promise<void> = Promise.resolve();
   /** Newest durable checkpoint not saved yet (saving is rate-limited to one per interval). */
   private pendingCheckpoint: PartitionCheckpoint | undefined;
+  private failed: Error | undefined;
 
   private constructor(
     private readonly o: PartitionConsumerOptions,
@@ -141,6 +148,26 @@ export class PartitionConsumer {
     const consumer = await this.o.js.consumers.get(TELEMETRY_STREAM, name);
     this.messages = await consumer.consume({ max_messages: FETCH_BATCH });
     this.running = this.loop(this.messages);
+    void this.watch(this.messages);
+  }
+
+  /**
+   * nats.js keeps the iterator open when the consumer or stream goes away and only reports it as a
+   * status; waiting there would stall the partition for good, so it ends the consumer as failed.
+   */
+  private async watch(messages: ConsumerMessages): Promise<void> {
+    for await (const status of messages.status()) {
+      if (
+        status.type === 'consumer_deleted' ||
+        status.type === 'consumer_not_found' ||
+        status.type === 'stream_not_found'
+      ) {
+        if (this.stopping) return;
+        this.failed = new Error(`JetStream reported ${status.type}`);
+        await messages.close();
+        return;
+      }
+    }
   }
 
   private async loop(messages: ConsumerMessages): Promise<void> {
@@ -185,7 +212,15 @@ export class PartitionConsumer {
       }
       await flush();
     } catch (err) {
-      if (!this.stopping) this.o.log.error({ partition: this.o.partition, err }, 'partition consumer failed');
+      if (this.stopping) return;
+      this.o.log.error({ partition: this.o.partition, err }, 'partition consumer failed');
+      this.o.onFailure?.(this.o.partition, err);
+      return;
+    }
+    if (!this.stopping) {
+      const err = this.failed ?? new Error('consumer ended unexpectedly');
+      this.o.log.error({ partition: this.o.partition, err }, 'partition consumer failed');
+      this.o.onFailure?.(this.o.partition, err);
     }
   }
 

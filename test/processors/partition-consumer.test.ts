@@ -92,7 +92,12 @@ async function until(check: () => boolean, what: string, timeoutMs = 10_000) {
   }
 }
 
-async function start(partition: number, effects: PartitionEffects, clock: () => number) {
+async function start(
+  partition: number,
+  effects: PartitionEffects,
+  clock: () => number,
+  onFailure?: (partition: number) => void,
+) {
   return PartitionConsumer.start({
     partition,
     js: jetstream(nc),
@@ -103,6 +108,7 @@ async function start(partition: number, effects: PartitionEffects, clock: () => 
     checkpointIntervalMs: 0,
     log,
     clock,
+    onFailure,
   });
 }
 
@@ -177,6 +183,20 @@ describe('PartitionConsumer', () => {
     effects.release();
     await until(() => effects.raw.length === 5_000, 'all events after recovery');
     expect(new Set(effects.raw.map((e) => e.id)).size).toBe(5_000);
+    await consumer.stop();
+  });
+
+  it('reports a failure when its JetStream consumer disappears, so it can be restarted from the checkpoint', async () => {
+    const failures: number[] = [];
+    const consumer = await start(
+      4,
+      new RecordingEffects(),
+      () => T0,
+      (p) => failures.push(p),
+    );
+    await (await jetstreamManager(nc)).consumers.delete(TELEMETRY_STREAM, consumerName(4));
+    await until(() => failures.length > 0, 'the failure to be reported');
+    expect(failures).toEqual([4]);
     await consumer.stop();
   });
 });
