@@ -184,20 +184,20 @@ export class DeviceBroker {
       throw new AuthError('bad_credentials', 4);
     }
     const record = registry.get(username);
-    // Unknown device and wrong secret answer alike, so ids cannot be probed.
+    // Unknown device and wrong secret answer alike, and nothing else about a device (disabled, its
+    // client id rule) is revealed before its secret checks out: ids cannot be probed.
     if (record === undefined) throw new AuthError('bad_credentials', 4);
-    if (record.disabled) throw new AuthError('disabled', 5);
+    if (!(await verified.verify(record.id, record.secretHash, password)))
+      throw new AuthError('bad_credentials', 4);
+    const now = registry.get(username);
+    if (now === undefined || now.secretHash !== record.secretHash) throw new AuthError('bad_credentials', 4);
+    if (now.disabled) throw new AuthError('disabled', 5);
     // A client id names a session; tying it to the device makes cross-device takeover impossible.
     if (client.id !== username && !client.id.startsWith(username + CLIENT_ID_SEPARATOR)) {
       throw new AuthError('client_id_rejected', 2);
     }
-    if (!(await verified.verify(record.id, record.secretHash, password)))
-      throw new AuthError('bad_credentials', 4);
-    const now = registry.get(username);
-    if (now === undefined || now.disabled || now.secretHash !== record.secretHash)
-      throw new AuthError('disabled', 5);
     this.sessions.set(client, {
-      identity: deviceIdentity(record.id, record.tenant, record.labels),
+      identity: deviceIdentity(now.id, now.tenant, now.labels),
       lostReason: undefined,
     });
     metrics.connects.labels('accepted').inc();

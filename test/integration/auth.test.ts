@@ -87,6 +87,15 @@ describe('CONNECT', () => {
     ).toBeGreaterThanOrEqual(3);
   });
 
+  it('reveals nothing about a known device to a wrong secret: not its client id rule, not that it is disabled', async () => {
+    expect(
+      await connectOutcome(gateway.ports.mqtt, { clientId: 'x-y', username: a.id, password: 'wrong' }),
+    ).toBe(BAD_USERNAME_OR_PASSWORD);
+    expect(
+      await connectOutcome(gateway.ports.mqtt, { clientId: off.id, username: off.id, password: 'wrong' }),
+    ).toBe(BAD_USERNAME_OR_PASSWORD);
+  });
+
   it('refuses a disabled device', async () => {
     expect(await connectOutcome(port(), { clientId: off.id, username: off.id, password: off.secret })).toBe(
       NOT_AUTHORIZED,
