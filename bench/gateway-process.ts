@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../test/kit/processes.js';
+import { keepTail } from './child-process.js';
 
 export { freePort };
 
@@ -52,14 +53,7 @@ export async function startGatewayProcess(o: GatewayProcessOptions): Promise<Gat
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const lines: string[] = [];
-  const keep = (chunk: Buffer) => {
-    lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-    if (lines.length > TAIL_LINES) lines.splice(0, lines.length - TAIL_LINES);
-  };
-  // Always read both pipes: a gateway blocked on a full pipe would look like a slow gateway.
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
+  const lines = keepTail(child, TAIL_LINES);
   const pid = child.pid;
   if (pid === undefined) throw new Error('could not spawn the gateway');
 

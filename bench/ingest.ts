@@ -12,6 +12,7 @@ import { DEADLETTER_STREAM, TELEMETRY_STREAM } from '../contract/subjects.js';
 import { telemetryTopic } from '../contract/topics.js';
 import { DeviceRegistry } from '../gateway/registry/device-registry.js';
 import { type NatsServer, startNatsServer } from '../test/kit/nats-server.js';
+import { killQuietly } from './child-process.js';
 import { CpuSampler } from './cpu.js';
 import { formatSummary } from './cpuprofile-top.js';
 import { startGatewayProcess } from './gateway-process.js';
@@ -144,15 +145,6 @@ async function cleanup(): Promise<void> {
     } catch (err) {
       console.error(`cleanup (${what}) failed: ${(err as Error).message}`);
     }
-  }
-}
-
-function killQuietly(pid: number | undefined): void {
-  if (pid === undefined) return;
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // already gone
   }
 }
 

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { keepTail } from './child-process.js';
 import { freePort } from './gateway-process.js';
 
 /**
@@ -54,14 +55,7 @@ export async function startProcessorProcess(o: ProcessorProcessOptions): Promise
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const lines: string[] = [];
-  const keep = (chunk: Buffer) => {
-    lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-    if (lines.length > TAIL_LINES) lines.splice(0, lines.length - TAIL_LINES);
-  };
-  // Always read both pipes: a processor blocked on a full pipe would look like a slow processor.
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
+  const lines = keepTail(child, TAIL_LINES);
   const pid = child.pid;
   if (pid === undefined) throw new Error('could not spawn the processor');
   const alive = () => child.exitCode === null && child.signalCode === null;

@@ -45,6 +45,7 @@ import { DEFAULT_ALLOWED_LATENESS, DEFAULT_LEASE_TTL } from '../processors/confi
 import { consumerName } from '../processors/consume/partition-consumer.js';
 import { type NatsServer, startNatsServer } from '../test/kit/nats-server.js';
 import { metricName, startVictoriaMetrics, type Tsdb } from '../test/kit/victoria-metrics.js';
+import { killQuietly } from './child-process.js';
 import { CpuSampler } from './cpu.js';
 import { formatSummary } from './cpuprofile-top.js';
 import { LeaseWatch } from './processors-leases.js';
@@ -223,15 +224,6 @@ async function cleanup(): Promise<void> {
     } catch (err) {
       console.error(`cleanup (${what}) failed: ${(err as Error).message}`);
     }
-  }
-}
-
-function killQuietly(pid: number | undefined): void {
-  if (pid === undefined) return;
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // already gone
   }
 }
 
