@@ -8,7 +8,7 @@ import { PROCESSOR_LEASES_BUCKET } from '../contract/subjects.js';
  * round, every LEASE_TTL/3; if the gap passes LEASE_TTL the others may take its partitions), and how
  * often a partition changed owner after it was first claimed (each time, the new owner replays it
  * from the last checkpoint). Keys and values as PartitionLeases writes them (partition-leases.ts):
- * `instance.{id}` and `lease.{p}` = `{ owner, expiresAt }`.
+ * `partitions.instance.{id}` and `partitions.lease.{p}` = `{ owner, expiresAt }`.
  */
 export interface LeaseReport {
   /** Instance id → longest gap between two of its heartbeats, ms (server time). */
@@ -41,16 +41,16 @@ export class LeaseWatch {
   private async run(): Promise<void> {
     for await (const e of this.watcher) {
       const at = e.created.getTime();
-      if (e.key.startsWith('instance.')) {
+      if (e.key.startsWith('partitions.instance.')) {
         if (e.operation !== 'PUT') continue;
-        const id = e.key.slice('instance.'.length);
+        const id = e.key.slice('partitions.instance.'.length);
         const last = this.lastBeat.get(id);
         if (last !== undefined) {
           const gap = at - last;
           this.report.heartbeatGapMs.set(id, Math.max(gap, this.report.heartbeatGapMs.get(id) ?? 0));
         }
         this.lastBeat.set(id, at);
-      } else if (e.key.startsWith('lease.')) {
+      } else if (e.key.startsWith('partitions.lease.')) {
         if (e.operation !== 'PUT') {
           this.report.releases++;
           this.owners.delete(e.key);

@@ -69,3 +69,66 @@ export const PresenceEvent = z.object({
   gateway: z.string(),
 });
 export type PresenceEvent = z.infer<typeof PresenceEvent>;
+
+/**
+ * A gateway's liveness, every `intervalMs` on `gateways.heartbeat.{gateway}` (core NATS). When a
+ * gateway's heartbeats stop for HEARTBEAT_MISSES intervals, the presence owner takes every connection
+ * it reported as lost: a killed gateway sends no `lost` events of its own.
+ */
+export const GatewayHeartbeat = z.object({
+  gateway: z.string(),
+  at: z.iso.datetime(),
+  intervalMs: z.int().positive(),
+  /** Device connections open on this gateway now. */
+  connections: z.int().nonnegative(),
+});
+export type GatewayHeartbeat = z.infer<typeof GatewayHeartbeat>;
+export const HEARTBEAT_MISSES = 3;
+
+/**
+ * What the presence owner keeps per device in KV `presence` (key `{tenant}.{deviceId}`): online while
+ * at least one connection is open. `reason` is the presence event type that last changed `online`
+ * (`connected`, `disconnected`, `lost`, or `gateway_lost` when its gateway's heartbeats stopped).
+ */
+export const PresenceState = z.object({
+  tenant: z.string(),
+  deviceId: z.string(),
+  online: z.boolean(),
+  reason: z.string(),
+  /** When `online` last changed. */
+  since: z.iso.datetime(),
+  connections: z.array(z.object({ gateway: z.string(), clientId: z.string(), since: z.iso.datetime() })),
+  /** Last payload the device published on its status topic (birth message or will), if any. */
+  status: z.unknown().optional(),
+  /**
+   * PRESENCE stream sequence of the last event that changed this state. The owner replays from its
+   * checkpoint after a crash, which may lie behind what this state already holds: events up to here
+   * are skipped, so a replay never flips a device back and forth.
+   */
+  seq: z.int().nonnegative().optional(),
+});
+export type PresenceState = z.infer<typeof PresenceState>;
+
+/**
+ * One emission of a device window (on time, corrected or final), on `windows.{tenant}.{window}`,
+ * stream WINDOWS. The fleet rollup merges these per tenant and label; a later emission of the same
+ * device window replaces the earlier one, so replays and corrections never double count.
+ */
+export const DeviceWindow = z.object({
+  tenant: z.string(),
+  deviceId: z.string(),
+  /** The device's promoted labels (PROMOTED_LABELS) when it has them: the rollup groups by them. */
+  labels: z.record(z.string(), z.string()),
+  metric: z.string(),
+  /** Formatted window size, as in the `window` tag. */
+  window: z.string(),
+  windowMs: z.int().positive(),
+  startMs: z.int(),
+  count: z.int().positive(),
+  sum: z.number(),
+  min: z.number(),
+  max: z.number(),
+  mean: z.number(),
+  final: z.boolean(),
+});
+export type DeviceWindow = z.infer<typeof DeviceWindow>;

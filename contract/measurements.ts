@@ -6,8 +6,10 @@
  *                   time: event time
  *   telemetry_agg   tags tenant, device, metric, window         fields: AGGREGATE_FIELDS
  *                   time: window start
- *   fleet_agg       tags tenant, metric, window, + group label  fields: devices, mean, min, max
- *                   time: window start
+ *   fleet_agg       tags tenant, metric, window, group, group_value
+ *                   fields: devices, count, mean, min, max
+ *                   time: window start. group is `all` (group_value `all`) or a promoted label
+ *                   (`type`, `site`) with its value; mean is the mean over every reading
  *   alerts          tags tenant, device, rule, severity         fields: value, state ("firing"|"resolved")
  *   device_status   tags tenant, device                         fields: online (1|0), reason
  */
@@ -23,6 +25,10 @@ export const TAG_METRIC = 'metric';
 export const TAG_WINDOW = 'window';
 export const TAG_RULE = 'rule';
 export const TAG_SEVERITY = 'severity';
+export const TAG_GROUP = 'group';
+export const TAG_GROUP_VALUE = 'group_value';
+/** The fleet_agg group covering every device of a tenant. */
+export const GROUP_ALL = 'all';
 
 /**
  * Registry labels copied onto raw telemetry as tags. Kept short on purpose: every tag multiplies
@@ -44,7 +50,8 @@ export const AGGREGATE_FIELDS = [
 ] as const;
 export type AggregateField = (typeof AGGREGATE_FIELDS)[number];
 
-export const FLEET_FIELDS = ['devices', 'mean', 'min', 'max'] as const;
+export const FLEET_FIELDS = ['devices', 'count', 'mean', 'min', 'max'] as const;
+export type FleetField = (typeof FLEET_FIELDS)[number];
 
 /** Alerts are also published on NATS for whoever reacts to them. */
 export const ALERTS_PREFIX = 'alerts';

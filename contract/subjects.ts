@@ -6,6 +6,8 @@
  *   deadletter.{tenant}.{reason}                rejected input, stream DEADLETTER
  *   presence.{tenant}.{deviceId}                connect / disconnect / status, stream PRESENCE
  *   commands.{tenant}.{deviceId}[.{path…}]      downlink, core NATS (request/reply supported)
+ *   windows.{tenant}.{window}                   device-window results for fleet rollups, stream WINDOWS
+ *   gateways.heartbeat.{gatewayId}              gateway liveness, core NATS (GatewayHeartbeat)
  *
  * The partition comes first so that a processor owning partition p filters `telemetry.p.>`; a device
  * always maps to one partition, and JetStream keeps the order of one publisher on one subject.
@@ -13,25 +15,38 @@
 export const TELEMETRY_STREAM = 'TELEMETRY';
 export const DEADLETTER_STREAM = 'DEADLETTER';
 export const PRESENCE_STREAM = 'PRESENCE';
+/** Written by the processors (they own it): every emission of a device window, read by the fleet rollup. */
+export const WINDOWS_STREAM = 'WINDOWS';
 
 export const TELEMETRY_PREFIX = 'telemetry';
 export const DEADLETTER_PREFIX = 'deadletter';
 export const PRESENCE_PREFIX = 'presence';
 export const COMMANDS_PREFIX = 'commands';
+export const WINDOWS_PREFIX = 'windows';
+export const GATEWAY_HEARTBEAT_PREFIX = 'gateways.heartbeat';
 
 export const TELEMETRY_SUBJECTS = `${TELEMETRY_PREFIX}.>`;
 export const DEADLETTER_SUBJECTS = `${DEADLETTER_PREFIX}.>`;
 export const PRESENCE_SUBJECTS = `${PRESENCE_PREFIX}.>`;
+export const WINDOWS_SUBJECTS = `${WINDOWS_PREFIX}.>`;
+export const GATEWAY_HEARTBEAT_SUBJECTS = `${GATEWAY_HEARTBEAT_PREFIX}.*`;
 /** The gateway subscribes to this; extra tokens after the device id become topic levels. */
 export const COMMANDS_SUBSCRIPTION = `${COMMANDS_PREFIX}.*.*.>`;
 export const COMMANDS_SUBSCRIPTION_BARE = `${COMMANDS_PREFIX}.*.*`;
 
 /** KV bucket holding the device registry, keyed by device id. */
 export const DEVICE_REGISTRY_BUCKET = 'devices';
-/** KV bucket where processor instances hold partition leases (`lease.{p}`) and heartbeats (`instance.{id}`). */
+/**
+ * KV bucket where processor instances hold leases and heartbeats, one group of each per kind of work:
+ * `partitions.lease.{p}` / `partitions.instance.{id}` for telemetry partitions, `roles.lease.{r}` /
+ * `roles.instance.{id}` for the single-owner roles (fleet rollup, presence).
+ */
 export const PROCESSOR_LEASES_BUCKET = 'processor_leases';
 /** KV bucket of per-partition checkpoints (`partition.{p}`): acknowledged sequence and device watermarks. */
 export const PROCESSOR_CHECKPOINTS_BUCKET = 'processor_checkpoints';
+
+/** KV bucket of device presence state, keyed `{tenant}.{deviceId}` (PresenceState), kept by the presence owner. */
+export const PRESENCE_STATE_BUCKET = 'presence';
 
 /**
  * Number of telemetry partitions. Part of the subject layout, so changing it is a data migration
@@ -77,4 +92,17 @@ export function parseCommandsSubject(
   const parts = subject.split('.');
   if (parts.length < 3 || parts[0] !== COMMANDS_PREFIX) return undefined;
   return { tenant: parts[1]!, deviceId: parts[2]!, path: parts.slice(3) };
+}
+
+/** `window` is the formatted window size (`10s`, `1m`), as in the `window` tag. */
+export function windowsSubject(tenant: string, window: string): string {
+  return `${WINDOWS_PREFIX}.${tenant}.${window}`;
+}
+
+export function gatewayHeartbeatSubject(gatewayId: string): string {
+  return `${GATEWAY_HEARTBEAT_PREFIX}.${gatewayId}`;
+}
+
+export function presenceStateKey(tenant: string, deviceId: string): string {
+  return `${tenant}.${deviceId}`;
 }

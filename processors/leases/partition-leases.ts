@@ -6,8 +6,8 @@ import { PROCESSOR_LEASES_BUCKET } from '../../contract/subjects.js';
 /**
  * Running processor instances share the partitions through leases in a KV bucket.
  *
- * Each round (every `ttlMs / 3`), an instance: refreshes its heartbeat `instance.{id}`; renews the
- * leases `lease.{p}` it holds (compare-and-set on the entry's revision, so a lease someone else has
+ * Each round (every `ttlMs / 3`), an instance: refreshes its heartbeat `{group}.instance.{id}`; renews
+ * the leases `{group}.lease.{p}` it holds (compare-and-set on the entry's revision, so a lease someone else has
  * taken cannot be renewed by mistake); releases leases above its fair share, ceil(partitions / live
  * instances), so a new instance gets work; and claims free or expired leases up to its share.
  * A killed instance stops renewing, its leases expire after `ttlMs` and are claimed by the others on
@@ -21,6 +21,11 @@ import { PROCESSOR_LEASES_BUCKET } from '../../contract/subjects.js';
  */
 export interface LeaseOptions {
   instanceId: string;
+  /**
+   * Which kind of work the leases are for (`partitions`, `roles`): each group has its own leases,
+   * heartbeats and fair share.
+   */
+  group: string;
   partitions: number;
   ttlMs: number;
   clock?: () => number;
@@ -33,9 +38,6 @@ interface LeaseValue {
   owner: string;
   expiresAt: number;
 }
-
-const leaseKey = (p: number) => `lease.${p}`;
-const instanceKey = (id: string) => `instance.${id}`;
 
 function decode(entry: KvEntry | null): (LeaseValue & { revision: number }) | undefined {
   if (entry?.operation !== 'PUT') return undefined;
@@ -55,12 +57,16 @@ export class PartitionLeases {
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> | undefined;
   private stopped = false;
+  private readonly leaseKey: (p: number) => string;
+  private readonly instanceKey: (id: string) => string;
 
   private constructor(
     private readonly kv: KV,
     private readonly options: LeaseOptions,
   ) {
     this.clock = options.clock ?? Date.now;
+    this.leaseKey = (p) => `${options.group}.lease.${p}`;
+    this.instanceKey = (id) => `${options.group}.instance.${id}`;
   }
 
   static async open(nc: NatsConnection, options: LeaseOptions, replicas = 1): Promise<PartitionLeases> {
@@ -99,7 +105,7 @@ export class PartitionLeases {
     clearTimeout(this.timer);
     await this.round;
     for (const p of this.partitions) await this.release(p, 'shutdown');
-    await this.kv.delete(instanceKey(this.options.instanceId)).catch(() => undefined);
+    await this.kv.delete(this.instanceKey(this.options.instanceId)).catch(() => undefined);
   }
 
   private async doRound(): Promise<void> {
@@ -107,12 +113,12 @@ export class PartitionLeases {
     const { instanceId, partitions, ttlMs, log } = this.options;
     try {
       const now = this.clock();
-      await this.kv.put(instanceKey(instanceId), JSON.stringify({ expiresAt: now + ttlMs }));
+      await this.kv.put(this.instanceKey(instanceId), JSON.stringify({ expiresAt: now + ttlMs }));
       const live = await this.liveInstances(now);
       const share = Math.ceil(partitions / Math.max(1, live));
 
       for (const p of this.partitions) {
-        const current = decode(await this.kv.get(leaseKey(p)));
+        const current = decode(await this.kv.get(this.leaseKey(p)));
         const mine = current?.owner === instanceId && current.revision === this.owned.get(p);
         const renewed = mine ? await this.write(p, now, current.revision) : undefined;
         if (renewed === undefined) {
@@ -130,7 +136,7 @@ export class PartitionLeases {
 
       for (let p = 0; p < partitions && this.owned.size < share && !this.stopped; p++) {
         if (this.owned.has(p)) continue;
-        const current = decode(await this.kv.get(leaseKey(p)));
+        const current = decode(await this.kv.get(this.leaseKey(p)));
         if (current && current.expiresAt > now) continue;
         const revision = await this.write(p, now, current?.revision);
         if (revision === undefined) continue; // someone else was quicker
@@ -140,7 +146,7 @@ export class PartitionLeases {
           log.info({ partition: p, from: current?.owner }, 'partition acquired');
         } catch (err) {
           log.error({ partition: p, err }, 'could not start on an acquired partition: giving it back');
-          await this.kv.delete(leaseKey(p), { previousSeq: revision }).catch(() => undefined);
+          await this.kv.delete(this.leaseKey(p), { previousSeq: revision }).catch(() => undefined);
         }
       }
     } catch (err) {
@@ -150,7 +156,7 @@ export class PartitionLeases {
 
   private async liveInstances(now: number): Promise<number> {
     let live = 0;
-    for await (const key of await this.kv.keys('instance.*')) {
+    for await (const key of await this.kv.keys(`${this.options.group}.instance.*`)) {
       const entry = await this.kv.get(key);
       const value =
         entry?.operation === 'PUT' ? (entry.json<{ expiresAt: number }>() ?? undefined) : undefined;
@@ -164,8 +170,8 @@ export class PartitionLeases {
     const value = JSON.stringify({ owner: this.options.instanceId, expiresAt: now + this.options.ttlMs });
     try {
       return revision === undefined
-        ? await this.kv.create(leaseKey(p), value)
-        : await this.kv.update(leaseKey(p), value, revision);
+        ? await this.kv.create(this.leaseKey(p), value)
+        : await this.kv.update(this.leaseKey(p), value, revision);
     } catch {
       return undefined;
     }
@@ -178,7 +184,7 @@ export class PartitionLeases {
       await this.options.onRelease(p, reason);
     } finally {
       if (revision !== undefined)
-        await this.kv.delete(leaseKey(p), { previousSeq: revision }).catch(() => undefined);
+        await this.kv.delete(this.leaseKey(p), { previousSeq: revision }).catch(() => undefined);
       this.options.log.info({ partition: p, reason }, 'partition released');
     }
   }

@@ -23,6 +23,7 @@ async function instance(id: string, onAcquire?: (p: number) => void): Promise<In
   const events: string[] = [];
   const leases = await PartitionLeases.open(nc, {
     instanceId: id,
+    group: 'partitions',
     partitions: PARTITIONS,
     ttlMs: TTL_MS,
     clock,
