@@ -1,61 +1,129 @@
-import type { Point } from '@influxdata/influxdb-client';
+import type { JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { formatDuration } from '../common/duration.js';
 import type { Logger } from '../common/logger.js';
-import type { CanonicalEvent } from '../contract/event.js';
-import { alertsSubject } from '../contract/measurements.js';
+import type { CanonicalEvent, DeviceWindow } from '../contract/event.js';
+import { alertsSubject, PROMOTED_LABELS } from '../contract/measurements.js';
+import { windowsSubject } from '../contract/subjects.js';
 import type { AlertEngine, AlertTransition } from './alerts/alert-engine.js';
 import type { PartitionEffects } from './consume/partition-consumer.js';
+import { InfluxWriteRejectedError } from './errors.js';
 import type { InfluxWriter } from './sink/influx-writer.js';
-import { telemetryPoint } from './sink/points.js';
-import { aggregatePoint, alertPoint } from './sink/result-points.js';
+import { aggregateLine, alertLine, telemetryLine } from './sink/lines.js';
 import type { WindowResult } from './windows/device-windows.js';
 
+export interface EffectsOptions {
+  writer: InfluxWriter;
+  nc: NatsConnection;
+  js: JetStreamClient;
+  alerts: AlertEngine | undefined;
+  log: Logger;
+  onInvalid: (count: number) => void;
+  /** Publish every device-window emission to WINDOWS for the fleet rollup. */
+  publishWindows: boolean;
+}
+
+const PUBLISH_RETRY_MIN_MS = 100;
+const PUBLISH_RETRY_MAX_MS = 5_000;
+
 /**
- * What a partition's events cause: raw points, window points, and alerts (points and a NATS
- * message each). Everything goes through one writer, so one durable write covers a batch.
+ * What a partition's events cause: raw lines, window lines, alerts (a line and a NATS message each),
+ * and each window emission on WINDOWS for the fleet rollup. A batch counts as written once the TSDB
+ * accepted its lines and JetStream stored its window messages.
  */
 export class InfluxEffects implements PartitionEffects {
-  constructor(
-    private readonly writer: InfluxWriter,
-    private readonly nc: NatsConnection,
-    private readonly alerts: AlertEngine | undefined,
-    private readonly log: Logger,
-    private readonly onInvalid: (count: number) => void,
-  ) {}
+  private closed = false;
+
+  constructor(private readonly o: EffectsOptions) {}
 
   get overloaded(): boolean {
-    return this.writer.overloaded;
+    return this.o.writer.overloaded;
+  }
+
+  whenAccepting(): Promise<void> {
+    return this.o.writer.whenAccepting();
+  }
+
+  /** Stops retrying window publications: their batches then count as not written, and replay. */
+  close(): void {
+    this.closed = true;
   }
 
   write(events: CanonicalEvent[], results: WindowResult[]): Promise<void> {
-    const points: Point[] = [];
+    const lines: string[] = [];
     for (const event of events) {
       try {
-        const point = telemetryPoint(event);
-        if (point) points.push(point);
+        const line = telemetryLine(event);
+        if (line !== undefined) lines.push(line);
       } catch (err) {
-        this.onInvalid(1);
-        this.log.error({ err, event: event.id }, 'event cannot be written as a point: skipped');
+        this.o.onInvalid(1);
+        this.o.log.error({ err, event: event.id }, 'event cannot be written as a line: skipped');
       }
-      if (this.alerts) this.publishAlerts(this.alerts.onEvent(event, Date.now()), points);
+      if (this.o.alerts) this.publishAlerts(this.o.alerts.onEvent(event, Date.now()), lines);
     }
-    for (const result of results) points.push(aggregatePoint(result));
-    return this.writer.write(points);
+    for (const result of results) lines.push(aggregateLine(result));
+    const written = this.o.writer.write(lines).catch((err: unknown) => {
+      // Refused for good (a line the TSDB rejects): retrying cannot help, and holding the partition
+      // on it would stop everything behind it. Anything else means not written: the caller replays.
+      if (!(err instanceof InfluxWriteRejectedError)) throw err;
+      this.o.log.error({ err, events: events.length }, 'lines refused by the TSDB');
+      this.o.onInvalid(events.length);
+    });
+    if (!this.o.publishWindows || results.length === 0) return written;
+    return Promise.all([written, ...results.map((r) => this.publishWindow(r))]).then(() => undefined);
   }
 
   /** Time-based alert transitions (absence, durations elapsed on quiet devices). */
   tick(wallNowMs: number): Promise<void> {
-    if (!this.alerts) return Promise.resolve();
-    const points: Point[] = [];
-    this.publishAlerts(this.alerts.tick(wallNowMs), points);
-    return points.length > 0 ? this.writer.write(points) : Promise.resolve();
+    if (!this.o.alerts) return Promise.resolve();
+    const lines: string[] = [];
+    this.publishAlerts(this.o.alerts.tick(wallNowMs), lines);
+    return lines.length > 0 ? this.o.writer.write(lines) : Promise.resolve();
   }
 
-  private publishAlerts(transitions: AlertTransition[], points: Point[]): void {
+  private publishAlerts(transitions: AlertTransition[], lines: string[]): void {
     for (const t of transitions) {
-      points.push(alertPoint(t));
-      this.nc.publish(alertsSubject(t.tenant, t.deviceId), JSON.stringify(t));
-      this.log.info({ alert: t.rule, device: t.deviceId, state: t.state, value: t.value }, 'alert');
+      lines.push(alertLine(t));
+      this.o.nc.publish(alertsSubject(t.tenant, t.deviceId), JSON.stringify(t));
+      this.o.log.info({ alert: t.rule, device: t.deviceId, state: t.state, value: t.value }, 'alert');
+    }
+  }
+
+  /** Until JetStream stored it: NATS being away is waited out, like the TSDB. */
+  private async publishWindow(r: WindowResult): Promise<void> {
+    const labels: Record<string, string> = {};
+    for (const label of PROMOTED_LABELS) {
+      const value = r.labels?.[label];
+      if (value) labels[label] = value;
+    }
+    const window = formatDuration(r.windowMs);
+    const message: DeviceWindow = {
+      tenant: r.tenant,
+      deviceId: r.deviceId,
+      labels,
+      metric: r.metric,
+      window,
+      windowMs: r.windowMs,
+      startMs: r.startMs,
+      count: r.values.count,
+      sum: r.values.sum,
+      min: r.values.min,
+      max: r.values.max,
+      mean: r.values.mean,
+      final: r.final,
+    };
+    const subject = windowsSubject(r.tenant, window);
+    const body = JSON.stringify(message);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.o.js.publish(subject, body);
+        return;
+      } catch (err) {
+        if (this.closed) throw err;
+        if (attempt === 0) this.o.log.warn({ err, subject }, 'window not stored in WINDOWS; retrying');
+        const delay = Math.min(PUBLISH_RETRY_MAX_MS, PUBLISH_RETRY_MIN_MS * 2 ** Math.min(attempt, 10));
+        await new Promise((r) => setTimeout(r, delay));
+      }
     }
   }
 }

@@ -53,15 +53,6 @@ export class InfluxWriterClosedError extends Error {
   }
 }
 
-/** A point that serialises to no line (no measurement or no field): a bug in the point's builder. */
-export class InfluxPointInvalidError extends Error {
-  readonly code = 'INFLUX_POINT_INVALID';
-  constructor(readonly index: number) {
-    super(`point ${index} has no measurement or no field`);
-    this.name = 'InfluxPointInvalidError';
-  }
-}
-
 export class InfluxWriterConfigError extends Error {
   readonly code = 'INFLUX_WRITER_CONFIG';
   constructor(message: string) {

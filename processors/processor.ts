@@ -33,6 +33,8 @@ export interface Processor {
 
 const STREAM_POLL_MS = 1_000;
 const RESTART_MAX_DELAY_MS = 5_000;
+/** How long close() waits for in-flight batches to become durable before giving up on them. */
+const SHUTDOWN_GRACE_MS = 5_000;
 
 /**
  * The gateway creates TELEMETRY (it owns the stream's settings). A processor started first waits
@@ -64,6 +66,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
   let nc: NatsConnection | undefined;
   let leases: PartitionLeases | undefined;
   let writer: InfluxWriter | undefined;
+  let effects: InfluxEffects | undefined;
   let closing = false;
   let timer: NodeJS.Timeout | undefined;
 
@@ -115,7 +118,16 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     });
     await waitForStream(jsm, log, () => closing);
     const alerts = rules.length > 0 ? new AlertEngine(rules) : undefined;
-    const effects = new InfluxEffects(writer, nc, alerts, log, metrics.invalid);
+    const partitionEffects = new InfluxEffects({
+      writer,
+      nc,
+      js,
+      alerts,
+      log,
+      onInvalid: metrics.invalid,
+      publishWindows: false,
+    });
+    effects = partitionEffects;
     const windows = {
       sizesMs: config.WINDOWS,
       allowedLatenessMs: config.ALLOWED_LATENESS,
@@ -128,7 +140,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         js,
         jsm,
         checkpoints,
-        effects,
+        effects: partitionEffects,
         windows,
         checkpointIntervalMs: config.CHECKPOINT_INTERVAL,
         log,
@@ -156,6 +168,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       nc,
       {
         instanceId,
+        group: 'partitions',
         partitions: TELEMETRY_PARTITIONS,
         ttlMs: config.LEASE_TTL,
         log,
@@ -174,7 +187,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     leases.start();
     timer = setInterval(() => {
       for (const consumer of consumers.values()) consumer.flushWindows();
-      effects.tick(Date.now()).catch((err) => log.error({ err }, 'alert points not written'));
+      partitionEffects.tick(Date.now()).catch((err) => log.error({ err }, 'alert points not written'));
     }, config.CHECKPOINT_INTERVAL);
     log.info({ instance: instanceId, http: httpPort, rules: rules.length }, 'processor started');
   } catch (err) {
@@ -196,7 +209,15 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       closed ??= (async () => {
         closing = true;
         clearInterval(timer);
+        // Stopping a partition waits until its batches are durable. If the TSDB (or NATS) is away that
+        // never happens: after the grace period the writer gives up, those batches count as not
+        // written, the partitions checkpoint what was, and their leases are released.
+        const giveUp = setTimeout(() => {
+          effects?.close();
+          void writer?.close(0);
+        }, SHUTDOWN_GRACE_MS);
         await leases?.stop();
+        clearTimeout(giveUp);
         const result = await writer?.close();
         if (result && result.unwrittenLines > 0) {
           log.warn(

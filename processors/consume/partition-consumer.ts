@@ -24,10 +24,17 @@ import { type PartitionCheckpoint, PartitionWindows } from '../windows/partition
  * not acknowledged would otherwise wait out the ack wait before redelivery.
  */
 export interface PartitionEffects {
-  /** Resolves when every event and result handed over is durable in the TSDB. Never drops. */
+  /**
+   * Resolves when every event and result handed over is durable (or refused for good by the TSDB,
+   * which the effects report themselves: holding the partition on a bad point would stop everything
+   * behind it). Rejects only when they were NOT written (the sink closed first): nothing from that
+   * batch on is checkpointed, so it replays. Never drops.
+   */
   write(events: CanonicalEvent[], results: WindowResult[]): Promise<void>;
   /** True while the sink holds more than it should: stop pulling. */
   readonly overloaded: boolean;
+  /** Resolves once the sink takes work again (or is closing). */
+  whenAccepting(): Promise<void>;
 }
 
 export interface PartitionObserver {
@@ -61,14 +68,14 @@ export interface PartitionConsumerOptions {
 /** How long JetStream waits before redelivering: longer than any window is held open. */
 const ACK_WAIT_MS = 10 * 60_000;
 const FETCH_BATCH = 1_000;
-const OVERLOAD_PAUSE_MS = 100;
 const ACK_SAMPLE = 64;
 
 export const consumerName = (partition: number) => `processors_p${partition}`;
 export const checkpointKey = (partition: number) => `partition.${partition}`;
 
 interface Batch {
-  written: Promise<void>;
+  /** False when the batch was not written: nothing from it on may be checkpointed. */
+  written: Promise<boolean>;
   checkpoint: PartitionCheckpoint;
 }
 
@@ -90,6 +97,15 @@ export class PartitionConsumer {
   /** Newest durable checkpoint not saved yet (saving is rate-limited to one per interval). */
   private pendingCheckpoint: PartitionCheckpoint | undefined;
   private failed: Error | undefined;
+  /** A batch was not written (sink closed): from then on nothing is checkpointed or acknowledged. */
+  private broken = false;
+  /** Messages received and not handed over yet. */
+  private events: CanonicalEvent[] = [];
+  private last: JsMsg | undefined;
+  private handOverScheduled = false;
+  /** Set while the sink is overloaded: the loop waits on it before taking the next message. */
+  private gate: Promise<void> | undefined;
+  private wakeGate: (() => void) | undefined;
 
   private constructor(
     private readonly o: PartitionConsumerOptions,
@@ -124,6 +140,7 @@ export class PartitionConsumer {
   /** Stops pulling, waits for what is in flight to be durable, saves the checkpoint. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.wakeGate?.();
     await this.messages?.close();
     await this.running;
     this.flushWindows();
@@ -171,28 +188,18 @@ export class PartitionConsumer {
   }
 
   private async loop(messages: ConsumerMessages): Promise<void> {
-    let events: CanonicalEvent[] = [];
-    let last: JsMsg | undefined;
     let sinceSample = 0;
-    const flush = async () => {
-      if (last === undefined) return;
-      if (this.ackables.at(-1) !== last) this.ackables.push(last);
-      last = undefined;
-      this.submit(events, this.windows.collect(this.clock()));
-      events = [];
-      while (this.o.effects.overloaded && !this.stopping)
-        await new Promise((r) => setTimeout(r, OVERLOAD_PAUSE_MS));
-    };
     try {
       for await (const msg of messages) {
+        if (this.gate) await this.gate;
         const event = this.parse(msg);
-        last = msg;
+        this.last = msg;
         if (++sinceSample === ACK_SAMPLE) {
           sinceSample = 0;
           this.ackables.push(msg);
         }
         if (event) {
-          events.push(event);
+          this.events.push(event);
           const outcome = this.windows.add(
             {
               tenant: event.tenant,
@@ -200,6 +207,7 @@ export class PartitionConsumer {
               id: event.id,
               tsMs: Date.parse(event.ts),
               metrics: event.metrics,
+              labels: event.labels,
             },
             msg.seq,
             this.clock(),
@@ -207,10 +215,22 @@ export class PartitionConsumer {
           if (outcome.duplicate) this.o.observer?.duplicates?.(1);
           if (outcome.lateFor.length > 0) this.o.observer?.late?.(1);
         }
-        // The iterator hands over what one pull brought; flush when it has no more buffered.
-        if (messages.getPending() === 0 || events.length >= FETCH_BATCH) await flush();
+        // Messages already received arrive through microtasks; setImmediate runs once none is ready,
+        // so a batch is handed over as soon as the pull that brought it is used up. A full batch is
+        // handed over at once, and the loop then yields so that I/O (the writer's responses, lease
+        // rounds) is not starved while a backlog is consumed.
+        if (this.events.length >= FETCH_BATCH) {
+          this.handOver();
+          await new Promise((r) => setImmediate(r));
+        } else if (!this.handOverScheduled) {
+          this.handOverScheduled = true;
+          setImmediate(() => {
+            this.handOverScheduled = false;
+            this.handOver();
+          });
+        }
       }
-      await flush();
+      this.handOver();
     } catch (err) {
       if (this.stopping) return;
       this.o.log.error({ partition: this.o.partition, err }, 'partition consumer failed');
@@ -221,6 +241,26 @@ export class PartitionConsumer {
       const err = this.failed ?? new Error('consumer ended unexpectedly');
       this.o.log.error({ partition: this.o.partition, err }, 'partition consumer failed');
       this.o.onFailure?.(this.o.partition, err);
+    }
+  }
+
+  /** Hands what was received since the last hand-over to the effects; closes the gate when they are full. */
+  private handOver(): void {
+    const last = this.last;
+    if (last === undefined) return;
+    if (this.ackables.at(-1) !== last) this.ackables.push(last);
+    this.last = undefined;
+    const events = this.events;
+    this.events = [];
+    this.submit(events, this.windows.collect(this.clock()));
+    if (this.o.effects.overloaded && !this.gate && !this.stopping) {
+      this.gate = new Promise<void>((resolve) => {
+        this.wakeGate = resolve;
+        void this.o.effects.whenAccepting().then(resolve);
+      }).then(() => {
+        this.gate = undefined;
+        this.wakeGate = undefined;
+      });
     }
   }
 
@@ -251,15 +291,14 @@ export class PartitionConsumer {
   private submit(events: CanonicalEvent[], results: WindowResult[]) {
     if (events.length > 0) this.o.observer?.events?.(events.length);
     if (results.length > 0) this.o.observer?.windowsEmitted?.(results);
-    const written = this.o.effects.write(events, results).catch((err: unknown) => {
-      // The sink retries availability problems forever; what reaches here is a permanent refusal
-      // (a point the TSDB rejects). Holding the partition on it would stop everything behind it.
-      this.o.log.error(
-        { partition: this.o.partition, err, events: events.length },
-        'points refused by the TSDB',
-      );
-      this.o.observer?.invalid?.(events.length);
-    });
+    const written = this.o.effects.write(events, results).then(
+      () => true,
+      (err: unknown) => {
+        if (!this.stopping)
+          this.o.log.error({ partition: this.o.partition, err }, 'a batch was not written; it will replay');
+        return false;
+      },
+    );
     // The checkpoint is taken now: it describes exactly what this batch and those before produced.
     this.inFlight.push({ written, checkpoint: this.windows.checkpoint() });
     this.settling = this.settling.then(() => this.settle(false));
@@ -268,8 +307,13 @@ export class PartitionConsumer {
   /** Once the batches handed over so far are durable: checkpoint (at most once per interval) and ack. */
   private async settle(force: boolean): Promise<void> {
     let ready: Batch | undefined;
-    while (this.inFlight.length > 0) {
-      await this.inFlight[0]!.written;
+    while (this.inFlight.length > 0 && !this.broken) {
+      if (!(await this.inFlight[0]!.written)) {
+        // Batches are written in order: once one is not, none after it may count either.
+        this.broken = true;
+        this.inFlight.length = 0;
+        break;
+      }
       ready = this.inFlight.shift();
     }
     if (ready) this.pendingCheckpoint = ready.checkpoint;

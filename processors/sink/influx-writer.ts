@@ -1,23 +1,19 @@
-import { HttpError, InfluxDB, type Point, type WriteApi } from '@influxdata/influxdb-client';
+import { HttpError, InfluxDB, type WriteApi } from '@influxdata/influxdb-client';
 import type { Logger } from '../../common/logger.js';
 import { MAX_FLUSH_INTERVAL_MS } from '../config.js';
-import {
-  InfluxPointInvalidError,
-  InfluxWriteRejectedError,
-  InfluxWriterClosedError,
-  InfluxWriterConfigError,
-} from '../errors.js';
-import { WRITE_PRECISION } from './points.js';
+import { InfluxWriteRejectedError, InfluxWriterClosedError, InfluxWriterConfigError } from '../errors.js';
+import { WRITE_PRECISION } from './lines.js';
 
 /**
- * The InfluxDB sink. Its one promise: `write(points)` resolves only once InfluxDB has answered 2xx for
- * every one of those points, and never drops a point. The caller acknowledges the JetStream messages
- * behind the points only then, so a point that is not written stays unacknowledged and is redelivered.
+ * The InfluxDB sink. Its one promise: `write(lines)` resolves only once InfluxDB has answered 2xx for
+ * every one of those lines (built by lines.ts), and never drops a line. The caller acknowledges the
+ * JetStream messages behind the lines only then, so a line that is not written stays unacknowledged
+ * and is redelivered.
  *
  * Why not the library's WriteApi as is: it retries `maxRetries` times within `maxRetryTime`, then logs
  * and drops the lines (writeFailed is told, nobody waits), and its retry buffer sheds the oldest lines
  * past `maxBufferLines`. Its flush interval defaults to 60 s. So the batching, the waiting and the
- * retrying live here, and the library does what it is good at: escaping (`Point`), gzip and the HTTP
+ * retrying live here, and the library does what it is good at: escaping, gzip and the HTTP
  * call, through a WriteApi configured never to batch, flush or retry on its own (maxRetries 0, and
  * writeFailed hands the error back to us instead of logging it).
  *
@@ -109,7 +105,7 @@ interface Owner {
 /** A write()'s lines in the queue; `next` is the first not yet taken into a batch. */
 interface Segment {
   readonly owner: Owner;
-  readonly lines: string[];
+  readonly lines: readonly string[];
   next: number;
   readonly enqueuedAt: number;
 }
@@ -117,7 +113,7 @@ interface Segment {
 /** The lines of one write() inside a batch. */
 interface Part {
   readonly owner: Owner;
-  readonly lines: string[];
+  readonly lines: readonly string[];
 }
 
 type PostOutcome = 'ok' | 'aborted' | HttpError;
@@ -234,20 +230,14 @@ export class InfluxWriter {
   }
 
   /**
-   * Queues the points; resolves when InfluxDB has accepted all of them. Rejects with
+   * Queues the lines; resolves when InfluxDB has accepted all of them. Rejects with
    * InfluxWriteRejectedError when InfluxDB refuses them for good, InfluxWriterClosedError when the
-   * writer is closed (or closes before they are written), InfluxPointInvalidError for a point without
-   * fields (nothing of that call is queued). While InfluxDB is unreachable it stays pending.
+   * writer is closed (or closes before they are written). While InfluxDB is unreachable it stays
+   * pending. The array is kept until written: do not change it afterwards.
    */
-  write(points: readonly Point[]): Promise<void> {
+  write(lines: readonly string[]): Promise<void> {
     if (this.state !== 'open')
       return Promise.reject(new InfluxWriterClosedError('the InfluxDB writer is closed'));
-    const lines: string[] = [];
-    for (let i = 0; i < points.length; i++) {
-      const line = points[i]!.toLineProtocol(this.api);
-      if (line === undefined) return Promise.reject(new InfluxPointInvalidError(i));
-      lines.push(line);
-    }
     if (lines.length === 0) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       const owner: Owner = {
@@ -455,7 +445,7 @@ export class InfluxWriter {
 
   /** One request, re-sent until it is accepted, rejected for good, or the writer is aborted. */
   private async post(parts: Part[], oldestAt: number): Promise<PostOutcome> {
-    const lines = parts.length === 1 ? parts[0]!.lines : parts.flatMap((part) => part.lines);
+    const lines = parts.length === 1 ? [...parts[0]!.lines] : parts.flatMap((part) => part.lines);
     for (let attempt = 1; ; attempt++) {
       if (this.aborted) return 'aborted';
       const started = performance.now();

@@ -36,12 +36,15 @@ export interface WindowResult {
   values: AggregateValues;
   /** True for the last emission of this window. */
   final: boolean;
+  /** The device's labels as of its latest reading (fleet rollups group by them). */
+  labels?: Readonly<Record<string, string>>;
 }
 
 export interface ReadingInput {
   id: string;
   tsMs: number;
   metrics: Readonly<Record<string, { value: number }>>;
+  labels?: Readonly<Record<string, string>>;
 }
 
 export interface AddOutcome {
@@ -70,6 +73,7 @@ export class DeviceWindows {
   private lastWallMs = 0;
   /** Ids aggregated into the open windows of the largest size, to drop redelivered readings. */
   private readonly seenIds = new Map<number, Set<string>>();
+  private labels: Readonly<Record<string, string>> | undefined;
 
   constructor(
     readonly tenant: string,
@@ -96,6 +100,7 @@ export class DeviceWindows {
 
   add(reading: ReadingInput, seq: number, wallNowMs: number): AddOutcome {
     this.lastWallMs = wallNowMs;
+    if (reading.labels) this.labels = reading.labels;
     const sizes = this.settings.sizesMs;
     const largest = sizes.length - 1;
     const largestStart = alignDown(reading.tsMs, sizes[largest]!);
@@ -166,6 +171,7 @@ export class DeviceWindows {
               startMs,
               values: agg.values(),
               final,
+              ...(this.labels ? { labels: this.labels } : {}),
             });
           }
           w.emitted = true;

@@ -13,7 +13,7 @@ import {
   telemetryTopic,
 } from '../../contract/index.js';
 import type { Gateway } from '../../gateway/gateway.js';
-import { ProcessorConfigSchema } from '../../processors/config.js';
+import { type ProcessorConfig, ProcessorConfigSchema } from '../../processors/config.js';
 import { createProcessor, type Processor } from '../../processors/processor.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
 import { connectDevice } from '../kit/mqtt.js';
@@ -30,6 +30,7 @@ let tsdb: Tsdb;
 let nc: NatsConnection;
 let gateway: Gateway;
 let processor: Processor;
+let processorConfig: ProcessorConfig;
 let rulesDir: string;
 const devices: ProvisionedDevice[] = [];
 
@@ -48,7 +49,7 @@ beforeAll(async () => {
       '  - { name: boiler-hot, type: threshold, severity: critical, metric: boiler, op: ">", value: 80, clear: 75 }',
     ].join('\n'),
   );
-  const config = loadConfig(ProcessorConfigSchema, {
+  processorConfig = loadConfig(ProcessorConfigSchema, {
     ALERT_RULES_FILE: rulesFile,
     NATS_URL: nats.url,
     INFLUX_URL: tsdb.url,
@@ -61,7 +62,7 @@ beforeAll(async () => {
     LEASE_TTL: '3s',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
   });
-  processor = await createProcessor(config, createLogger('processors', config.LOG_LEVEL));
+  processor = await createProcessor(processorConfig, createLogger('processors', processorConfig.LOG_LEVEL));
 });
 
 afterAll(async () => {
@@ -227,6 +228,57 @@ describe('gateway → JetStream → processors → TSDB', () => {
       66,
     ]);
   });
+  it('shuts down within its grace period while the TSDB is down; the next instance writes what was not', async () => {
+    const device = await provision(nc, 'pipe-shutdown', 'acme');
+    await new Promise((r) => setTimeout(r, 300)); // the registry change reaches the gateway
+    const client = await connectDevice(gateway.ports.mqtt, device);
+    const base = T0 - 4 * MIN; // a minute of its own
+    await tsdb.stop();
+    for (let i = 0; i < 30; i++) {
+      const reading = { seq: i, ts: base + i * S, metrics: { z: i } };
+      await client.publishAsync(telemetryTopic(device.id), JSON.stringify(reading), { qos: 1 });
+    }
+    await client.publishAsync(
+      telemetryTopic(device.id),
+      JSON.stringify({ seq: 99, ts: base + 66 * S, metrics: { z: 99 } }),
+      { qos: 1 },
+    );
+    await client.endAsync();
+    const retries = async () =>
+      (await processor.metrics.registry.getSingleMetric('processor_tsdb_retries_total')!.get()).values[0]
+        ?.value ?? 0;
+    const before = await retries();
+    while ((await retries()) === before) await new Promise((r) => setTimeout(r, 50));
+    // Bounded, not timed: before the fix close() waited on the TSDB for ever.
+    const closing = Date.now();
+    await processor.close();
+    expect(Date.now() - closing).toBeLessThan(15_000);
+    await tsdb.restart();
+    processor = await createProcessor(processorConfig, createLogger('processors', processorConfig.LOG_LEVEL));
+    const minute = await tsdb.waitForSamples(
+      {
+        measurement: AGGREGATE_MEASUREMENT,
+        field: ['count', 'sum'],
+        tags: { device: device.id, window: '1m' },
+      },
+      (s) => s.filter((x) => x.timestamp === base).length >= 2,
+      30_000,
+    );
+    expect(
+      Object.fromEntries(minute.filter((x) => x.timestamp === base).map((s) => [s.field, s.value])),
+    ).toEqual({ count: 30, sum: (29 * 30) / 2 });
+    await tsdb.settle({ at: [base] });
+    const raw = await tsdb.readSamples({
+      measurement: TELEMETRY_MEASUREMENT,
+      field: 'z',
+      tags: { device: device.id },
+    });
+    expect(raw.map((s) => s.value).sort((a, b) => a - b)).toEqual([
+      ...Array.from({ length: 30 }, (_, i) => i),
+      99,
+    ]);
+  });
+
   it('fires and resolves an alert: written to the alerts measurement and published on NATS', async () => {
     const device = await provision(nc, 'pipe-boiler', 'acme');
     await new Promise((r) => setTimeout(r, 300)); // the registry change reaches the gateway

@@ -2,14 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, request, type Server } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { gunzipSync } from 'node:zlib';
-import { Point } from '@influxdata/influxdb-client';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import type { CanonicalEvent } from '../../contract/event.js';
 import { InfluxWriteRejectedError, type InfluxWriterClosedError } from '../../processors/errors.js';
 import { InfluxWriter, type InfluxWriterOptions } from '../../processors/sink/influx-writer.js';
-import { telemetryPoint } from '../../processors/sink/points.js';
+import { telemetryLine } from '../../processors/sink/lines.js';
 import {
   findDuplicates,
   type Sample,
@@ -72,7 +71,7 @@ function makeWriter(options: Partial<InfluxWriterOptions> = {}): { writer: Influ
   return { writer, seen };
 }
 
-/** Test points: measurement `wt`, one series per device, value = index, time = base + index ms. */
+/** Test lines: measurement `wt`, one series per device, value = index, time = base + index ms. */
 function points(
   run: string,
   count: number,
@@ -80,15 +79,11 @@ function points(
   devices = 10,
   offset = 0,
   extraTag?: string,
-): Point[] {
+): string[] {
   return Array.from({ length: count }, (_, k) => {
     const i = offset + k;
-    const p = new Point('wt')
-      .tag('run', run)
-      .tag('device', `d${i % devices}`)
-      .floatField('v', i)
-      .timestamp(new Date(base + i));
-    return extraTag ? p.tag('kind', extraTag) : p;
+    const kind = extraTag ? `,kind=${extraTag}` : '';
+    return `wt,device=d${i % devices}${kind},run=${run} v=${i} ${base + i}`;
   });
 }
 
@@ -209,7 +204,7 @@ describe('InfluxWriter against VictoriaMetrics', () => {
       },
       labels: { site: i % 2 ? 'hall=b 2' : 'north,1', type: 'thermo', secret: 'not promoted' },
     }));
-    await writer.write(events.map((e) => telemetryPoint(e)!));
+    await writer.write(events.map((e) => telemetryLine(e)!));
     expect(writer.pendingLines).toBe(0);
 
     const samples = await tsdb.waitForSamples(

@@ -1,11 +1,14 @@
-import { InfluxDB, type WriteApi } from '@influxdata/influxdb-client';
+import { InfluxDB, Point, type WriteApi } from '@influxdata/influxdb-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CanonicalEvent } from '../../contract/event.js';
+import { AGGREGATE_FIELDS } from '../../contract/measurements.js';
+import type { AlertTransition } from '../../processors/alerts/alert-engine.js';
 import { PointInvalidError } from '../../processors/errors.js';
-import { telemetryPoint, WRITE_PRECISION } from '../../processors/sink/points.js';
+import { aggregateLine, alertLine, telemetryLine, WRITE_PRECISION } from '../../processors/sink/lines.js';
+import type { WindowResult } from '../../processors/windows/device-windows.js';
 
-// The writer serialises points through a WriteApi at WRITE_PRECISION; build lines the same way. Nothing
-// is sent: the API is disposed unused.
+// The client's own Point serialisation, as the reference the hand-built lines must equal. Nothing is
+// sent: the API is disposed unused.
 const api: WriteApi = new InfluxDB({ url: 'http://127.0.0.1:9' }).getWriteApi(
   'iot',
   'telemetry',
@@ -29,10 +32,9 @@ function event(overrides: Partial<CanonicalEvent> = {}): CanonicalEvent {
   };
 }
 
-const line = (e: CanonicalEvent, promoted?: readonly string[]) =>
-  telemetryPoint(e, promoted)?.toLineProtocol(api);
+const line = (e: CanonicalEvent, promoted?: readonly string[]) => telemetryLine(e, promoted);
 
-describe('telemetryPoint', () => {
+describe('telemetryLine', () => {
   it('writes measurement telemetry, sorted tags, float fields and the event time in ms', () => {
     expect(WRITE_PRECISION).toBe('ms');
     expect(line(event())).toBe(
@@ -72,7 +74,7 @@ describe('telemetryPoint', () => {
   });
 
   it('gives no point for an event without metrics', () => {
-    expect(telemetryPoint(event({ metrics: {} }))).toBeUndefined();
+    expect(telemetryLine(event({ metrics: {} }))).toBeUndefined();
   });
 
   it('refuses what would corrupt a line, with a stable code', () => {
@@ -82,13 +84,77 @@ describe('telemetryPoint', () => {
       event({ ts: 'not a date' }),
     ];
     for (const e of bad) {
-      expect(() => telemetryPoint(e)).toThrow(PointInvalidError);
+      expect(() => telemetryLine(e)).toThrow(PointInvalidError);
       try {
-        telemetryPoint(e);
+        telemetryLine(e);
       } catch (err) {
         expect((err as PointInvalidError).code).toBe('POINT_INVALID');
         expect((err as PointInvalidError).eventId).toBe('evt-1');
       }
     }
+  });
+});
+
+describe('lines equal what the client Point would write', () => {
+  it('telemetry, with characters that need escaping', () => {
+    const e = event({
+      tenant: 'acme corp',
+      deviceId: 'dev,1',
+      labels: { site: 'hall=b 2', type: 'a,b' },
+      metrics: { 'flow rate': { value: 1.25, unit: 'L/min' }, a: { value: -3e-7, unit: '1' } },
+    });
+    const point = new Point('telemetry')
+      .tag('tenant', e.tenant)
+      .tag('device', e.deviceId)
+      .tag('site', 'hall=b 2')
+      .tag('type', 'a,b')
+      .floatField('flow rate', 1.25)
+      .floatField('a', -3e-7)
+      .timestamp(new Date(e.ts));
+    expect(telemetryLine(e)).toBe(point.toLineProtocol(api));
+  });
+
+  it('telemetry_agg', () => {
+    const values = Object.fromEntries(
+      AGGREGATE_FIELDS.map((f, i) => [f, i * 1.5 - 2]),
+    ) as WindowResult['values'];
+    const r: WindowResult = {
+      tenant: 'acme',
+      deviceId: 'd 1',
+      metric: 'temperature',
+      windowMs: 60_000,
+      startMs: 1_714_564_800_000,
+      values,
+      final: true,
+    };
+    const point = new Point('telemetry_agg')
+      .tag('tenant', 'acme')
+      .tag('device', 'd 1')
+      .tag('metric', 'temperature')
+      .tag('window', '1m')
+      .timestamp(new Date(r.startMs));
+    for (const f of AGGREGATE_FIELDS) point.floatField(f, values[f]);
+    expect(aggregateLine(r)).toBe(point.toLineProtocol(api));
+  });
+
+  it('alerts, with a quoted state and a non-finite value written as 0', () => {
+    const t = {
+      tenant: 'acme',
+      deviceId: 'd1',
+      rule: 'too hot',
+      severity: 'critical',
+      state: 'firing',
+      value: Number.POSITIVE_INFINITY,
+      atMs: 1_714_564_800_123,
+    } as AlertTransition;
+    const point = new Point('alerts')
+      .tag('tenant', 'acme')
+      .tag('device', 'd1')
+      .tag('rule', 'too hot')
+      .tag('severity', 'critical')
+      .floatField('value', 0)
+      .stringField('state', 'firing')
+      .timestamp(new Date(t.atMs));
+    expect(alertLine(t)).toBe(point.toLineProtocol(api));
   });
 });

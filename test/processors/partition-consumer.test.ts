@@ -33,7 +33,11 @@ class RecordingEffects implements PartitionEffects {
   readonly raw: CanonicalEvent[] = [];
   readonly windows = new Map<string, WindowResult>();
   private held: (() => void)[] | undefined;
+  private accepting: (() => void)[] = [];
   overloaded = false;
+  whenAccepting(): Promise<void> {
+    return this.overloaded ? new Promise((resolve) => this.accepting.push(resolve)) : Promise.resolve();
+  }
   write(events: CanonicalEvent[], results: WindowResult[]): Promise<void> {
     const apply = () => {
       this.raw.push(...events);
@@ -59,6 +63,7 @@ class RecordingEffects implements PartitionEffects {
     this.held = undefined;
     this.overloaded = false;
     for (const done of held) done();
+    for (const resume of this.accepting.splice(0)) resume();
   }
   minuteOf(device: string) {
     return this.windows.get(`${device}|temperature|${60 * S}|${T0}`)?.values;
@@ -184,6 +189,38 @@ describe('PartitionConsumer', () => {
     await until(() => effects.raw.length === 5_000, 'all events after recovery');
     expect(new Set(effects.raw.map((e) => e.id)).size).toBe(5_000);
     await consumer.stop();
+  });
+
+  it('hands over the tail of a burst at once, without waiting for another message', async () => {
+    const effects = new RecordingEffects();
+    // Not a multiple of the pull size: the last pull is partly filled and nothing follows it.
+    const events = Array.from({ length: 2_345 }, (_, i) => event(`dev${i % 7}`, i, T0 + 2_000 * S + i, i));
+    await publish(5, events);
+    const consumer = await start(5, effects, () => T0 + 2_000 * S);
+    await until(() => effects.raw.length === 2_345, 'the whole burst, tail included', 5_000);
+    await consumer.stop();
+  });
+
+  it('checkpoints nothing past a batch the sink could not write, so it replays', async () => {
+    let offered = 0;
+    const refusing: PartitionEffects = {
+      overloaded: false,
+      whenAccepting: () => Promise.resolve(),
+      write: (events) => {
+        offered += events.length;
+        return Promise.reject(new Error('sink closed'));
+      },
+    };
+    const events = Array.from({ length: 30 }, (_, i) => event('dev1', i, T0 + 3_000 * S + i * S, i));
+    await publish(6, events);
+    const first = await start(6, refusing, () => T0 + 3_000 * S);
+    await until(() => offered === 30, 'every event offered to the refusing sink');
+    await first.stop();
+    expect(first.ackSeq).toBe(0);
+    const effects = new RecordingEffects();
+    const second = await start(6, effects, () => T0 + 3_000 * S);
+    await until(() => effects.raw.length === 30, 'every event again');
+    await second.stop();
   });
 
   it('reports a failure when its JetStream consumer disappears, so it can be restarted from the checkpoint', async () => {
