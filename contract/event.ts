@@ -110,9 +110,9 @@ export const PresenceState = z.object({
 export type PresenceState = z.infer<typeof PresenceState>;
 
 /**
- * One emission of a device window (on time, corrected or final), on `windows.{tenant}.{window}`,
- * stream WINDOWS. The fleet rollup merges these per tenant and label; a later emission of the same
- * device window replaces the earlier one, so replays and corrections never double count.
+ * One emission of a device window (on time, corrected or final). The fleet rollup merges these per
+ * tenant and label; a later emission of the same device window replaces the earlier one, so replays
+ * and corrections never double count. They travel in batches (DeviceWindowBatch).
  */
 export const DeviceWindow = z.object({
   tenant: z.string(),
@@ -132,3 +132,13 @@ export const DeviceWindow = z.object({
   final: z.boolean(),
 });
 export type DeviceWindow = z.infer<typeof DeviceWindow>;
+
+/**
+ * The device windows one partition emitted at once for one tenant, in emission order, as a JSON array
+ * on `windows.{tenant}`, stream WINDOWS. Batched because a busy partition emits thousands per second
+ * and one stored message each would cost more than the windows themselves.
+ */
+export const DeviceWindowBatch = z.array(DeviceWindow).min(1);
+export type DeviceWindowBatch = z.infer<typeof DeviceWindowBatch>;
+/** Emissions per WINDOWS message at most (~250 bytes each: well under NATS' 1 MB payload limit). */
+export const DEVICE_WINDOW_BATCH_MAX = 1_000;

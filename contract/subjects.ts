@@ -6,7 +6,7 @@
  *   deadletter.{tenant}.{reason}                rejected input, stream DEADLETTER
  *   presence.{tenant}.{deviceId}                connect / disconnect / status, stream PRESENCE
  *   commands.{tenant}.{deviceId}[.{path…}]      downlink, core NATS (request/reply supported)
- *   windows.{tenant}.{window}                   device-window results for fleet rollups, stream WINDOWS
+ *   windows.{tenant}                            device-window results for fleet rollups, stream WINDOWS
  *   gateways.heartbeat.{gatewayId}              gateway liveness, core NATS (GatewayHeartbeat)
  *
  * The partition comes first so that a processor owning partition p filters `telemetry.p.>`; a device
@@ -94,9 +94,8 @@ export function parseCommandsSubject(
   return { tenant: parts[1]!, deviceId: parts[2]!, path: parts.slice(3) };
 }
 
-/** `window` is the formatted window size (`10s`, `1m`), as in the `window` tag. */
-export function windowsSubject(tenant: string, window: string): string {
-  return `${WINDOWS_PREFIX}.${tenant}.${window}`;
+export function windowsSubject(tenant: string): string {
+  return `${WINDOWS_PREFIX}.${tenant}`;
 }
 
 export function gatewayHeartbeatSubject(gatewayId: string): string {

@@ -2,7 +2,7 @@ import type { JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { formatDuration } from '../common/duration.js';
 import type { Logger } from '../common/logger.js';
-import type { CanonicalEvent, DeviceWindow } from '../contract/event.js';
+import { type CanonicalEvent, DEVICE_WINDOW_BATCH_MAX, type DeviceWindow } from '../contract/event.js';
 import { alertsSubject, PROMOTED_LABELS } from '../contract/measurements.js';
 import { windowsSubject } from '../contract/subjects.js';
 import type { AlertEngine, AlertTransition } from './alerts/alert-engine.js';
@@ -70,7 +70,7 @@ export class InfluxEffects implements PartitionEffects {
       this.o.onInvalid(events.length);
     });
     if (!this.o.publishWindows || results.length === 0) return written;
-    return Promise.all([written, ...results.map((r) => this.publishWindow(r))]).then(() => undefined);
+    return Promise.all([written, this.publishWindows(results)]).then(() => undefined);
   }
 
   /** Time-based alert transitions (absence, durations elapsed on quiet devices). */
@@ -89,41 +89,58 @@ export class InfluxEffects implements PartitionEffects {
     }
   }
 
-  /** Until JetStream stored it: NATS being away is waited out, like the TSDB. */
-  private async publishWindow(r: WindowResult): Promise<void> {
-    const labels: Record<string, string> = {};
-    for (const label of PROMOTED_LABELS) {
-      const value = r.labels?.[label];
-      if (value) labels[label] = value;
+  /** One WINDOWS message per tenant (and per DEVICE_WINDOW_BATCH_MAX), in emission order. */
+  private publishWindows(results: WindowResult[]): Promise<unknown> {
+    const byTenant = new Map<string, DeviceWindow[]>();
+    for (const r of results) {
+      const batch = byTenant.get(r.tenant);
+      if (batch) batch.push(deviceWindow(r));
+      else byTenant.set(r.tenant, [deviceWindow(r)]);
     }
-    const window = formatDuration(r.windowMs);
-    const message: DeviceWindow = {
-      tenant: r.tenant,
-      deviceId: r.deviceId,
-      labels,
-      metric: r.metric,
-      window,
-      windowMs: r.windowMs,
-      startMs: r.startMs,
-      count: r.values.count,
-      sum: r.values.sum,
-      min: r.values.min,
-      max: r.values.max,
-      mean: r.values.mean,
-      final: r.final,
-    };
-    const subject = windowsSubject(r.tenant, window);
-    const body = JSON.stringify(message);
+    const stored: Promise<void>[] = [];
+    for (const [tenant, windows] of byTenant) {
+      for (let i = 0; i < windows.length; i += DEVICE_WINDOW_BATCH_MAX)
+        stored.push(this.store(windowsSubject(tenant), windows.slice(i, i + DEVICE_WINDOW_BATCH_MAX)));
+    }
+    return Promise.all(stored);
+  }
+
+  /** Until JetStream stored it: NATS being away is waited out, like the TSDB. */
+  private async store(subject: string, windows: DeviceWindow[]): Promise<void> {
+    const body = JSON.stringify(windows);
     for (let attempt = 0; ; attempt++) {
       try {
         await this.o.js.publish(subject, body);
         return;
       } catch (err) {
         if (this.closed) throw err;
-        if (attempt === 0) this.o.log.warn({ err, subject }, 'window not stored in WINDOWS; retrying');
+        if (attempt === 0) this.o.log.warn({ err, subject }, 'windows not stored in WINDOWS; retrying');
         const delay = Math.min(PUBLISH_RETRY_MAX_MS, PUBLISH_RETRY_MIN_MS * 2 ** Math.min(attempt, 10));
         await new Promise((r) => setTimeout(r, delay));
       }
     }
   }
+}
+
+function deviceWindow(r: WindowResult): DeviceWindow {
+  const labels: Record<string, string> = {};
+  for (const label of PROMOTED_LABELS) {
+    const value = r.labels?.[label];
+    if (value) labels[label] = value;
+  }
+  return {
+    tenant: r.tenant,
+    deviceId: r.deviceId,
+    labels,
+    metric: r.metric,
+    window: formatDuration(r.windowMs),
+    windowMs: r.windowMs,
+    startMs: r.startMs,
+    count: r.values.count,
+    sum: r.values.sum,
+    min: r.values.min,
+    max: r.values.max,
+    mean: r.values.mean,
+    final: r.final,
+  };
 }

@@ -21,6 +21,17 @@ export function createProcessorMetrics(sources: {
   const duplicates = counter('processor_duplicate_events_total', 'Redelivered events not aggregated again');
   const invalid = counter('processor_invalid_events_total', 'Events or points that could not be processed');
   const windows = counter('processor_windows_emitted_total', 'Window results written', ['window', 'final']);
+  const fleetRows = counter('processor_fleet_rows_total', 'Fleet rollup rows written');
+  const fleetSkipped = counter(
+    'processor_fleet_skipped_total',
+    'Device windows left out of fleet rollups (emitted outside the rollup horizon)',
+  );
+  const roles = new Gauge({
+    name: 'processor_role',
+    help: '1 while this instance holds the role (fleet rollup, presence)',
+    labelNames: ['role'],
+    registers: [registry],
+  });
   const checkpoints = counter('processor_checkpoints_total', 'Partition checkpoints saved');
   const retries = counter('processor_tsdb_retries_total', 'TSDB writes retried');
   const rejected = counter('processor_tsdb_rejected_lines_total', 'Lines the TSDB refused for good');
@@ -87,6 +98,9 @@ export function createProcessorMetrics(sources: {
       writeSeconds.observe(requestMs / 1000);
       waitSeconds.observe(waitMs / 1000);
     },
+    fleetRows: (n: number) => fleetRows.inc(n),
+    fleetSkipped: (n: number) => fleetSkipped.inc(n),
+    role: (name: string, held: boolean) => roles.labels(name).set(held ? 1 : 0),
     tsdbRetry: () => retries.inc(),
     tsdbRejected: (lines: number) => rejected.inc(lines),
   };

@@ -18,7 +18,12 @@ import { consumerName, PartitionConsumer } from './consume/partition-consumer.js
 import { InfluxEffects } from './effects.js';
 import { PartitionLeases } from './leases/partition-leases.js';
 import { createProcessorMetrics, type ProcessorMetrics } from './metrics.js';
+import { openRoles, type Role } from './roles.js';
+import { DEFAULT_ROLLUP_HORIZON_MS } from './rollups/fleet-rollup.js';
+import { RollupOwner } from './rollups/rollup-owner.js';
+import { ensureWindowsStream } from './rollups/windows-stream.js';
 import { InfluxWriter } from './sink/influx-writer.js';
+import { fleetLine } from './sink/lines.js';
 
 export interface Processor {
   readonly instanceId: string;
@@ -65,6 +70,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
   const consumers = new Map<number, PartitionConsumer>();
   let nc: NatsConnection | undefined;
   let leases: PartitionLeases | undefined;
+  let roles: PartitionLeases | undefined;
   let writer: InfluxWriter | undefined;
   let effects: InfluxEffects | undefined;
   let closing = false;
@@ -117,6 +123,13 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       replicas: config.STREAM_REPLICAS,
     });
     await waitForStream(jsm, log, () => closing);
+    // A window is emitted between its end and its final emission, lateness + idle timeout later:
+    // the rollup horizon covers that twice over, and at least the default.
+    const horizonMs = Math.max(
+      DEFAULT_ROLLUP_HORIZON_MS,
+      2 * (config.WINDOWS.at(-1)! + config.ALLOWED_LATENESS + config.IDLE_TIMEOUT),
+    );
+    await ensureWindowsStream(jsm, { replicas: config.STREAM_REPLICAS, horizonMs }, log);
     const alerts = rules.length > 0 ? new AlertEngine(rules) : undefined;
     const partitionEffects = new InfluxEffects({
       writer,
@@ -125,7 +138,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       alerts,
       log,
       onInvalid: metrics.invalid,
-      publishWindows: false,
+      publishWindows: true,
     });
     effects = partitionEffects;
     const windows = {
@@ -185,12 +198,32 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       config.STREAM_REPLICAS,
     );
     leases.start();
+    const rollupRole: Role = {
+      name: 'fleet-rollup',
+      start: () =>
+        RollupOwner.start({
+          nc: nc!,
+          horizonMs,
+          write: (rows) => writer!.write(rows.map(fleetLine)),
+          log,
+          observer: { rows: metrics.fleetRows, skipped: metrics.fleetSkipped, invalid: metrics.invalid },
+        }),
+    };
+    roles = await openRoles(nc, [rollupRole], {
+      instanceId,
+      ttlMs: config.LEASE_TTL,
+      replicas: config.STREAM_REPLICAS,
+      log,
+      onChange: metrics.role,
+    });
+    roles.start();
     timer = setInterval(() => {
       for (const consumer of consumers.values()) consumer.flushWindows();
       partitionEffects.tick(Date.now()).catch((err) => log.error({ err }, 'alert points not written'));
     }, config.CHECKPOINT_INTERVAL);
     log.info({ instance: instanceId, http: httpPort, rules: rules.length }, 'processor started');
   } catch (err) {
+    await roles?.stop().catch(() => undefined);
     await leases?.stop().catch(() => undefined);
     await writer?.close().catch(() => undefined);
     await nc?.close();
@@ -216,7 +249,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
           effects?.close();
           void writer?.close(0);
         }, SHUTDOWN_GRACE_MS);
-        await leases?.stop();
+        await Promise.all([leases?.stop(), roles?.stop()]);
         clearTimeout(giveUp);
         const result = await writer?.close();
         if (result && result.unwrittenLines > 0) {

@@ -1,12 +1,15 @@
-import { escape, type WritePrecisionType } from '@influxdata/influxdb-client';
+import { escape as lineEscape, type WritePrecisionType } from '@influxdata/influxdb-client';
 import { formatDuration } from '../../common/duration.js';
 import type { CanonicalEvent } from '../../contract/event.js';
 import {
   AGGREGATE_FIELDS,
   AGGREGATE_MEASUREMENT,
   ALERTS_MEASUREMENT,
+  FLEET_MEASUREMENT,
   PROMOTED_LABELS,
   TAG_DEVICE,
+  TAG_GROUP,
+  TAG_GROUP_VALUE,
   TAG_METRIC,
   TAG_RULE,
   TAG_SEVERITY,
@@ -16,6 +19,7 @@ import {
 } from '../../contract/measurements.js';
 import type { AlertTransition } from '../alerts/alert-engine.js';
 import { PointInvalidError } from '../errors.js';
+import type { FleetRow } from '../rollups/fleet-rollup.js';
 import type { WindowResult } from '../windows/device-windows.js';
 
 /**
@@ -45,10 +49,10 @@ function byKey(a: readonly [string, string], b: readonly [string, string]): numb
 
 /** `measurement,k=v,…` with tags sorted by key and empty values left out (InfluxDB has no empty tags). */
 function seriesKey(measurement: string, tags: Tags): string {
-  let key = escape.measurement(measurement);
+  let key = lineEscape.measurement(measurement);
   for (const [name, value] of [...tags].sort(byKey)) {
     if (value === '') continue;
-    key += `,${escape.tag(name)}=${escape.tag(value)}`;
+    key += `,${lineEscape.tag(name)}=${lineEscape.tag(value)}`;
   }
   return key;
 }
@@ -99,7 +103,7 @@ export function telemetryLine(
     } catch (err) {
       throw new PointInvalidError(`metric ${name} is not a finite number`, event.id, { cause: err });
     }
-    fields += `${fields === '' ? '' : ','}${escape.tag(name)}=${value}`;
+    fields += `${fields === '' ? '' : ','}${lineEscape.tag(name)}=${value}`;
   }
   return `${seriesKey(TELEMETRY_MEASUREMENT, tags)} ${fields} ${time}`;
 }
@@ -127,5 +131,18 @@ export function alertLine(t: AlertTransition): string {
     [TAG_SEVERITY, t.severity],
   ];
   const value = Number.isFinite(t.value) ? t.value : 0;
-  return `${seriesKey(ALERTS_MEASUREMENT, tags)} state=${escape.quoted(t.state)},value=${float(value)} ${Math.floor(t.atMs)}`;
+  return `${seriesKey(ALERTS_MEASUREMENT, tags)} state=${lineEscape.quoted(t.state)},value=${float(value)} ${Math.floor(t.atMs)}`;
+}
+
+/** One `fleet_agg` line per fleet window and group; time = window start. */
+export function fleetLine(row: FleetRow): string {
+  const tags: Tags = [
+    [TAG_TENANT, row.tenant],
+    [TAG_METRIC, row.metric],
+    [TAG_WINDOW, row.window],
+    [TAG_GROUP, row.group],
+    [TAG_GROUP_VALUE, row.groupValue],
+  ];
+  const fields = `count=${float(row.count)},devices=${float(row.devices)},max=${float(row.max)},mean=${float(row.mean)},min=${float(row.min)}`;
+  return `${seriesKey(FLEET_MEASUREMENT, tags)} ${fields} ${row.startMs}`;
 }

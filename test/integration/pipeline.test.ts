@@ -9,6 +9,7 @@ import {
   AGGREGATE_MEASUREMENT,
   ALERTS_MEASUREMENT,
   alertsSubject,
+  FLEET_MEASUREMENT,
   TELEMETRY_MEASUREMENT,
   telemetryTopic,
 } from '../../contract/index.js';
@@ -119,6 +120,41 @@ describe('gateway → JetStream → processors → TSDB', () => {
     const aggregates = await tsdb.readSamples({ measurement: AGGREGATE_MEASUREMENT, field: 'count' });
     expect(findDuplicates(aggregates)).toEqual([]); // in-order data: each window written once
     expect(processor.partitions()).toHaveLength(16);
+
+    // Fleet rollup of the same minute, over all devices and per type. The row is rewritten as each
+    // device's window arrives; VictoriaMetrics keeps every write, so each field's values at T0 are
+    // checked together: the complete row (3 devices) is there, every partial row is consistent (12
+    // readings per device), and nothing else was written.
+    const all = Array.from({ length: 36 }, (_, j) => 10 * Math.floor(j / 12) + (j % 12));
+    const total = all.reduce((a, b) => a + b, 0);
+    for (const group of [
+      { group: 'all', group_value: 'all' },
+      { group: 'type', group_value: 'thermometer' },
+    ]) {
+      const selector = {
+        measurement: FLEET_MEASUREMENT,
+        field: ['devices', 'count', 'mean', 'min', 'max'],
+        tags: { tenant: 'acme', metric: 'temperature', window: '1m', ...group },
+      };
+      await tsdb.waitForSamples(
+        selector,
+        (s) => s.some((x) => x.field === 'devices' && x.timestamp === T0 && x.value === 3),
+        20_000,
+      );
+      await tsdb.settle({ at: [T0] });
+      const fleet = (await tsdb.readSamples(selector)).filter((x) => x.timestamp === T0);
+      const values = (field: string) =>
+        fleet
+          .filter((x) => x.field === field)
+          .map((x) => x.value)
+          .sort((a, b) => a - b);
+      expect(values('devices').at(-1)).toBe(3);
+      expect(values('count')).toEqual(values('devices').map((d) => 12 * d));
+      expect(values('count').at(-1)).toBe(36);
+      expect(values('mean')).toContain(total / 36);
+      expect(values('min')[0]).toBe(0);
+      expect(values('max').at(-1)).toBe(31);
+    }
   });
 
   it('re-emits a window corrected by a late reading, and counts a reading beyond the lateness', async () => {

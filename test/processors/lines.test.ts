@@ -4,7 +4,13 @@ import type { CanonicalEvent } from '../../contract/event.js';
 import { AGGREGATE_FIELDS } from '../../contract/measurements.js';
 import type { AlertTransition } from '../../processors/alerts/alert-engine.js';
 import { PointInvalidError } from '../../processors/errors.js';
-import { aggregateLine, alertLine, telemetryLine, WRITE_PRECISION } from '../../processors/sink/lines.js';
+import {
+  aggregateLine,
+  alertLine,
+  fleetLine,
+  telemetryLine,
+  WRITE_PRECISION,
+} from '../../processors/sink/lines.js';
 import type { WindowResult } from '../../processors/windows/device-windows.js';
 
 // The client's own Point serialisation, as the reference the hand-built lines must equal. Nothing is
@@ -156,5 +162,34 @@ describe('lines equal what the client Point would write', () => {
       .stringField('state', 'firing')
       .timestamp(new Date(t.atMs));
     expect(alertLine(t)).toBe(point.toLineProtocol(api));
+  });
+
+  it('fleet_agg', () => {
+    const row = {
+      tenant: 'acme',
+      metric: 'temperature',
+      window: '10s',
+      startMs: 1_714_564_800_000,
+      group: 'site',
+      groupValue: 'hall b',
+      devices: 3,
+      count: 36,
+      mean: 15.5,
+      min: -1,
+      max: 31,
+    };
+    const point = new Point('fleet_agg')
+      .tag('tenant', 'acme')
+      .tag('metric', 'temperature')
+      .tag('window', '10s')
+      .tag('group', 'site')
+      .tag('group_value', 'hall b')
+      .floatField('devices', 3)
+      .floatField('count', 36)
+      .floatField('mean', 15.5)
+      .floatField('min', -1)
+      .floatField('max', 31)
+      .timestamp(new Date(row.startMs));
+    expect(fleetLine(row)).toBe(point.toLineProtocol(api));
   });
 });
