@@ -18,8 +18,11 @@ import { WRITE_PRECISION } from './lines.js';
  * writeFailed hands the error back to us instead of logging it).
  *
  * - Batches of at most `batchLines` lines, sent as soon as a batch is full, and no line waits longer
- *   than `flushIntervalMs` (≤ 1 s) before it is sent. One request in flight at a time: a 5000-line
- *   gzipped batch is a few ms on loopback, and order is kept.
+ *   than `flushIntervalMs` (≤ 1 s) before it is sent. By default one request is in flight at a time,
+ *   which keeps the order of the lines: a window written again with corrected values must land after
+ *   its first version, or InfluxDB would keep the stale one. `maxInFlight` > 1 overlaps requests (a
+ *   request's round trip, not the TSDB, was the limit under load) for lines whose order does not
+ *   matter: each (series, time) written once, or always with the same values, as raw telemetry is.
  * - Transient failures (connection refused or reset, timeout, 5xx, 429, and also 401/403/404: a wrong
  *   token or a missing bucket is a configuration fault that dead-lettering every message would turn
  *   into data loss) are retried for as long as the writer is open, with exponential backoff from
@@ -59,6 +62,8 @@ export interface InfluxWriterOptions {
   bucket: string;
   /** Lines per HTTP request, at most. Default 5000. */
   batchLines?: number;
+  /** Requests on their way at once; above 1 only for lines whose order does not matter. Default 1. */
+  maxInFlight?: number;
   /** Longest a line waits before it is sent when no batch fills up; 1–1000 ms. Default 1000. */
   flushIntervalMs?: number;
   /** First retry delay, doubled on each further failure. Default 100 ms. */
@@ -141,6 +146,7 @@ export class InfluxWriter {
   readonly batchLines: number;
   readonly flushIntervalMs: number;
   readonly highWaterLines: number;
+  readonly maxInFlight: number;
   private readonly minRetryDelayMs: number;
   private readonly maxRetryDelayMs: number;
   private readonly closeGraceMs: number;
@@ -163,9 +169,10 @@ export class InfluxWriter {
   private capacityWaiters: Array<() => void> = [];
   private state: 'open' | 'closing' | 'closed' = 'open';
   private aborted = false;
-  private running = false;
+  /** Requests on their way (each with its retries). */
+  private inFlight = 0;
   private flushTimer: NodeJS.Timeout | undefined;
-  private wakeRetry: (() => void) | undefined;
+  private readonly wakeRetries = new Set<() => void>();
   private closing: Promise<CloseResult> | undefined;
 
   constructor(options: InfluxWriterOptions) {
@@ -186,6 +193,7 @@ export class InfluxWriter {
     if (this.maxRetryDelayMs < this.minRetryDelayMs) {
       throw new InfluxWriterConfigError('maxRetryDelayMs must not be below minRetryDelayMs');
     }
+    this.maxInFlight = positiveInt('maxInFlight', options.maxInFlight ?? 1, 16);
     this.highWaterLines = positiveInt('highWaterLines', options.highWaterLines ?? DEFAULT_HIGH_WATER_LINES);
     this.closeGraceMs = positiveInt('closeGraceMs', options.closeGraceMs ?? DEFAULT_CLOSE_GRACE_MS);
     const timeout = positiveInt('requestTimeoutMs', options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
@@ -311,7 +319,7 @@ export class InfluxWriter {
   private abort(error: Error): void {
     this.aborted = true;
     this.clearFlushTimer();
-    this.wakeRetry?.();
+    for (const wake of [...this.wakeRetries]) wake();
     for (const owner of [...this.unsettled]) this.fail(owner, error);
     this.queue.length = 0;
     this.head = 0;
@@ -330,7 +338,7 @@ export class InfluxWriter {
 
   /** Wakes the send loop when the oldest queued line has waited the flush interval. */
   private armFlushTimer(): void {
-    if (this.running || this.aborted || this.flushTimer !== undefined) return;
+    if (this.inFlight >= this.maxInFlight || this.aborted || this.flushTimer !== undefined) return;
     const head = this.peek();
     if (!head) return;
     const delay = Math.max(0, head.enqueuedAt + this.flushIntervalMs - Date.now());
@@ -340,26 +348,21 @@ export class InfluxWriter {
     }, delay);
   }
 
+  /** Starts requests while batches are due and fewer than maxInFlight are on their way. */
   private kick(): void {
-    if (this.running || this.aborted) return;
+    if (this.aborted) return;
     this.clearFlushTimer();
-    this.running = true;
-    this.drain()
-      .catch((err) => this.logger?.error({ err }, 'InfluxDB writer send loop failed'))
-      .finally(() => {
-        this.running = false;
-        if (this.aborted) return;
-        // Writes made while the last request was in flight may have filled a batch already.
-        if (this.isDue(Date.now())) this.kick();
-        else this.armFlushTimer();
-      });
-  }
-
-  private async drain(): Promise<void> {
-    for (;;) {
-      if (this.aborted || !this.isDue(Date.now())) return;
-      await this.send(this.takeBatch());
+    while (this.inFlight < this.maxInFlight && this.isDue(Date.now())) {
+      this.inFlight++;
+      this.send(this.takeBatch())
+        .catch((err) => this.logger?.error({ err }, 'InfluxDB writer send loop failed'))
+        .finally(() => {
+          this.inFlight--;
+          // Writes made while this request was in flight may have filled a batch already.
+          if (!this.aborted) this.kick();
+        });
     }
+    this.armFlushTimer();
   }
 
   /** The first segment with lines left to send, dropping spent ones and those of settled writes. */
@@ -494,11 +497,11 @@ export class InfluxWriter {
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
-        this.wakeRetry = undefined;
+        this.wakeRetries.delete(done);
         resolve();
       };
       const timer = setTimeout(done, ms);
-      this.wakeRetry = done;
+      this.wakeRetries.add(done);
     });
   }
 

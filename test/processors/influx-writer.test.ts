@@ -120,10 +120,15 @@ async function startProxy(
     lines: string[],
     index: number,
   ) => { status: number; body: string; headers?: Record<string, string> } | undefined,
-): Promise<{ url: string; requests: Recorded[] }> {
+  forwardDelayMs = 0,
+): Promise<{ url: string; requests: Recorded[]; maxOpen: (reset?: boolean) => number }> {
   const requests: Recorded[] = [];
+  let open = 0;
+  let maxOpen = 0;
   const server = createServer((req, res) => {
     const at = Date.now();
+    maxOpen = Math.max(maxOpen, ++open);
+    res.on('close', () => open--);
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -149,14 +154,19 @@ async function startProxy(
         recorded.status = 502;
         res.writeHead(502).end();
       });
-      upstream.end(raw);
+      setTimeout(() => upstream.end(raw), forwardDelayMs);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   proxies.push(server);
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
-  return { url: `http://127.0.0.1:${port}`, requests };
+  const readMax = (reset = false) => {
+    const seenMax = maxOpen;
+    if (reset) maxOpen = open;
+    return seenMax;
+  };
+  return { url: `http://127.0.0.1:${port}`, requests, maxOpen: readMax };
 }
 
 function deadPort(): Promise<number> {
@@ -253,6 +263,33 @@ describe('InfluxWriter against VictoriaMetrics', () => {
     expect(samples).toHaveLength(12_000);
     expect(findDuplicates(samples)).toEqual([]);
     expect(new Set(samples.map((s) => s.value)).size).toBe(12_000);
+  });
+
+  it('overlaps requests up to maxInFlight when the TSDB is slow, and loses nothing', async () => {
+    const slow = await startProxy(() => undefined, 150);
+    const { writer, seen } = makeWriter({ url: slow.url, batchLines: 1_000, maxInFlight: 3 });
+    const run = randomUUID();
+    await Promise.all(
+      Array.from({ length: 9 }, (_, k) => writer.write(points(run, 1_000, recentBase(), 10, k * 1_000))),
+    );
+    expect(slow.maxOpen()).toBe(3);
+    expect(seen.batches).toEqual(Array(9).fill(1_000));
+    const samples = await tsdb.waitForSamples(
+      { measurement: 'wt', field: 'v', tags: { run } },
+      (s) => s.length >= 9_000,
+    );
+    expect(new Set(samples.map((s) => s.value)).size).toBe(9_000);
+    expect(findDuplicates(samples)).toEqual([]);
+
+    // The default keeps one request in flight, so lines of one series stay in order.
+    expect(slow.maxOpen(true)).toBe(3);
+    const ordered = makeWriter({ url: slow.url, batchLines: 1_000 }).writer;
+    await Promise.all(
+      Array.from({ length: 3 }, (_, k) =>
+        ordered.write(points(run, 1_000, recentBase(), 10, 20_000 + k * 1_000)),
+      ),
+    );
+    expect(slow.maxOpen()).toBe(1);
   });
 
   it('sends a batch that is not full once its oldest line has waited the flush interval', async () => {
