@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { formatDuration, parseDuration } from './duration.js';
 
 /**
  * Configuration: one zod schema per process whose keys are the environment variable names. An
@@ -27,6 +28,22 @@ export const env = {
       .union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])])
       .default(fallback)
       .transform((v) => v === true || v === 'true' || v === '1' || v === 'yes'),
+  /** `500ms`, `10s`, `1m` → milliseconds, at least `minMs`. */
+  duration: (fallback: string, minMs = 1) =>
+    z
+      .string()
+      .default(fallback)
+      .transform((text, ctx) => {
+        const ms = parseDuration(text);
+        if (ms === undefined || ms < minMs) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `expected a duration of at least ${formatDuration(minMs)}, like 500ms, 10s, 1m`,
+          });
+          return z.NEVER;
+        }
+        return ms;
+      }),
   logLevel: () => z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   natsUrl: () =>
     z

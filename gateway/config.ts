@@ -16,6 +16,10 @@ export const DEFAULT_TELEMETRY_MAX_AGE_MS = 7 * 24 * 3_600_000;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 /** QoS 0 is best effort: past this many unacknowledged QoS 0 events, new ones are dropped and counted. */
 export const DEFAULT_QOS0_MAX_IN_FLIGHT = 10_000;
+/** The presence owner takes a gateway's connections as lost after HEARTBEAT_MISSES silent intervals. */
+export const DEFAULT_HEARTBEAT_INTERVAL = '5s';
+/** Below this, heartbeats cost the NATS cluster more than they tell. */
+const MIN_HEARTBEAT_INTERVAL_MS = 100;
 
 export const GatewayConfigSchema = z
   .object({
@@ -39,6 +43,7 @@ export const GatewayConfigSchema = z
     /** Stream replicas; 3 on a three-node cluster. Applied when the gateway creates the streams. */
     STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
     SHUTDOWN_GRACE_MS: env.positiveInt(DEFAULT_SHUTDOWN_GRACE_MS),
+    HEARTBEAT_INTERVAL: env.duration(DEFAULT_HEARTBEAT_INTERVAL, MIN_HEARTBEAT_INTERVAL_MS),
     GATEWAY_ID: z
       .string()
       .regex(/^[A-Za-z0-9_-]{1,32}$/, 'letters, digits, _ and - only')

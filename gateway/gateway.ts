@@ -9,6 +9,7 @@ import { connectNats } from '../common/nats.js';
 import { DeviceBroker } from './broker.js';
 import type { GatewayConfig } from './config.js';
 import { startDownlink } from './downlink.js';
+import { type Heartbeat, startHeartbeat } from './heartbeat.js';
 import { TelemetryHandler } from './ingest/telemetry-handler.js';
 import { JetStreamPublisher } from './jetstream-publisher.js';
 import { type MqttListeners, startListeners } from './listeners.js';
@@ -41,6 +42,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
   let registry: RegistryCache | undefined;
   let listeners: MqttListeners | undefined;
   let broker: DeviceBroker | undefined;
+  let heartbeat: Heartbeat | undefined;
   let closing = false;
 
   const metrics = createGatewayMetrics({
@@ -120,6 +122,14 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     startDownlink(nc, broker, cache, metrics, log);
     listeners = await startListeners(config, broker);
     registry = cache;
+    const devices = broker;
+    heartbeat = startHeartbeat({
+      nc,
+      gatewayId: id,
+      intervalMs: config.HEARTBEAT_INTERVAL,
+      connections: () => devices.connectedClients,
+      log,
+    });
   } catch (err) {
     listeners && (await listeners.close());
     broker && (await broker.close());
@@ -149,6 +159,8 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
             'shutdown grace over: unacknowledged publishes stay with their devices',
           );
         await broker?.close();
+        // Beats until the clients are closed: during the shutdown grace they are still connected.
+        heartbeat?.close();
         publisher?.close();
         registry?.stop();
         await nc?.drain().catch(() => nc?.close());

@@ -11,19 +11,6 @@ export const DEFAULT_CHECKPOINT_INTERVAL = '1s';
 /** The issue's bound: results must not wait longer than this in the writer. */
 export const MAX_FLUSH_INTERVAL_MS = 1_000;
 
-const duration = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined || ms <= 0) {
-        ctx.addIssue({ code: 'custom', message: 'expected a duration like 500ms, 10s, 1m' });
-        return z.NEVER;
-      }
-      return ms;
-    });
-
 /** `10s,1m`: ascending, each a multiple of the one before (windows must nest for exact replays). */
 const windowSizes = z
   .string()
@@ -59,10 +46,10 @@ export const ProcessorConfigSchema = z.object({
   INFLUX_ORG: z.string().min(1).default('iot'),
   INFLUX_BUCKET: z.string().min(1).default('telemetry'),
   WINDOWS: windowSizes,
-  ALLOWED_LATENESS: duration(DEFAULT_ALLOWED_LATENESS),
-  IDLE_TIMEOUT: duration(DEFAULT_IDLE_TIMEOUT),
-  LEASE_TTL: duration(DEFAULT_LEASE_TTL),
-  CHECKPOINT_INTERVAL: duration(DEFAULT_CHECKPOINT_INTERVAL),
+  ALLOWED_LATENESS: env.duration(DEFAULT_ALLOWED_LATENESS),
+  IDLE_TIMEOUT: env.duration(DEFAULT_IDLE_TIMEOUT),
+  LEASE_TTL: env.duration(DEFAULT_LEASE_TTL),
+  CHECKPOINT_INTERVAL: env.duration(DEFAULT_CHECKPOINT_INTERVAL),
   ALERT_RULES_FILE: z.string().optional(),
   INSTANCE_ID: z
     .string()

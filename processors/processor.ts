@@ -16,14 +16,16 @@ import { loadAlertRules } from './alerts/alert-rules.js';
 import type { ProcessorConfig } from './config.js';
 import { consumerName, PartitionConsumer } from './consume/partition-consumer.js';
 import { InfluxEffects } from './effects.js';
+import { InfluxWriteRejectedError } from './errors.js';
 import { PartitionLeases } from './leases/partition-leases.js';
 import { createProcessorMetrics, type ProcessorMetrics } from './metrics.js';
+import { PresenceOwner } from './presence/presence-owner.js';
 import { openRoles, type Role } from './roles.js';
 import { DEFAULT_ROLLUP_HORIZON_MS } from './rollups/fleet-rollup.js';
 import { RollupOwner } from './rollups/rollup-owner.js';
 import { ensureWindowsStream } from './rollups/windows-stream.js';
 import { InfluxWriter } from './sink/influx-writer.js';
-import { fleetLine } from './sink/lines.js';
+import { deviceStatusLine, fleetLine } from './sink/lines.js';
 
 export interface Processor {
   readonly instanceId: string;
@@ -38,6 +40,8 @@ export interface Processor {
 
 const STREAM_POLL_MS = 1_000;
 const RESTART_MAX_DELAY_MS = 5_000;
+/** For gateways known from saved presence state but not heard yet: the gateway's default interval. */
+const DEFAULT_GATEWAY_HEARTBEAT_MS = 5_000;
 /** How long close() waits for in-flight batches to become durable before giving up on them. */
 const SHUTDOWN_GRACE_MS = 5_000;
 
@@ -209,7 +213,26 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
           observer: { rows: metrics.fleetRows, skipped: metrics.fleetSkipped, invalid: metrics.invalid },
         }),
     };
-    roles = await openRoles(nc, [rollupRole], {
+    const presenceRole: Role = {
+      name: 'presence',
+      start: () =>
+        PresenceOwner.start({
+          nc: nc!,
+          checkpoints,
+          replicas: config.STREAM_REPLICAS,
+          defaultHeartbeatIntervalMs: DEFAULT_GATEWAY_HEARTBEAT_MS,
+          tickIntervalMs: config.CHECKPOINT_INTERVAL,
+          write: (rows) =>
+            writer!.write(rows.map(deviceStatusLine)).catch((err: unknown) => {
+              // A row the TSDB refuses for good would otherwise stall presence for ever.
+              if (!(err instanceof InfluxWriteRejectedError)) throw err;
+              log.error({ err, rows: rows.length }, 'device status refused by the TSDB');
+              metrics.invalid(rows.length);
+            }),
+          log,
+        }),
+    };
+    roles = await openRoles(nc, [rollupRole, presenceRole], {
       instanceId,
       ttlMs: config.LEASE_TTL,
       replicas: config.STREAM_REPLICAS,

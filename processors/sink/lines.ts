@@ -5,6 +5,7 @@ import {
   AGGREGATE_FIELDS,
   AGGREGATE_MEASUREMENT,
   ALERTS_MEASUREMENT,
+  DEVICE_STATUS_MEASUREMENT,
   FLEET_MEASUREMENT,
   PROMOTED_LABELS,
   TAG_DEVICE,
@@ -19,6 +20,7 @@ import {
 } from '../../contract/measurements.js';
 import type { AlertTransition } from '../alerts/alert-engine.js';
 import { PointInvalidError } from '../errors.js';
+import type { DeviceStatusRow } from '../presence/presence-tracker.js';
 import type { FleetRow } from '../rollups/fleet-rollup.js';
 import type { WindowResult } from '../windows/device-windows.js';
 
@@ -145,4 +147,14 @@ export function fleetLine(row: FleetRow): string {
   ];
   const fields = `count=${float(row.count)},devices=${float(row.devices)},max=${float(row.max)},mean=${float(row.mean)},min=${float(row.min)}`;
   return `${seriesKey(FLEET_MEASUREMENT, tags)} ${fields} ${row.startMs}`;
+}
+
+/** One `device_status` line each time a device goes online or offline: `online` 1|0 and the reason. */
+export function deviceStatusLine(row: DeviceStatusRow): string {
+  const tags: Tags = [
+    [TAG_TENANT, row.tenant],
+    [TAG_DEVICE, row.deviceId],
+  ];
+  const fields = `online=${row.online ? 1 : 0},reason=${lineEscape.quoted(row.reason)}`;
+  return `${seriesKey(DEVICE_STATUS_MEASUREMENT, tags)} ${fields} ${Math.floor(row.atMs)}`;
 }

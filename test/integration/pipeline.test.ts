@@ -1,6 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../common/config.js';
@@ -9,7 +10,11 @@ import {
   AGGREGATE_MEASUREMENT,
   ALERTS_MEASUREMENT,
   alertsSubject,
+  DEVICE_STATUS_MEASUREMENT,
   FLEET_MEASUREMENT,
+  PRESENCE_STATE_BUCKET,
+  type PresenceState,
+  presenceStateKey,
   TELEMETRY_MEASUREMENT,
   telemetryTopic,
 } from '../../contract/index.js';
@@ -313,6 +318,24 @@ describe('gateway → JetStream → processors → TSDB', () => {
       ...Array.from({ length: 30 }, (_, i) => i),
       99,
     ]);
+  });
+
+  it('writes device presence: online on connect, offline with the reason on disconnect', async () => {
+    const device = await provision(nc, 'pipe-presence', 'acme');
+    await new Promise((r) => setTimeout(r, 300)); // the registry change reaches the gateway
+    const client = await connectDevice(gateway.ports.mqtt, device);
+    const selector = {
+      measurement: DEVICE_STATUS_MEASUREMENT,
+      field: 'online',
+      tags: { tenant: 'acme', device: device.id },
+    };
+    await tsdb.waitForSamples(selector, (s) => s.some((x) => x.value === 1), 20_000);
+    await client.endAsync();
+    const status = await tsdb.waitForSamples(selector, (s) => s.length >= 2, 20_000);
+    expect(status.sort((a, b) => a.timestamp - b.timestamp).map((s) => s.value)).toEqual([1, 0]);
+    const kv = await new Kvm(nc).open(PRESENCE_STATE_BUCKET);
+    const state = (await kv.get(presenceStateKey('acme', device.id)))?.json<PresenceState>();
+    expect(state).toMatchObject({ online: false, reason: 'disconnected', connections: [] });
   });
 
   it('fires and resolves an alert: written to the alerts measurement and published on NATS', async () => {

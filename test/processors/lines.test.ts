@@ -7,6 +7,7 @@ import { PointInvalidError } from '../../processors/errors.js';
 import {
   aggregateLine,
   alertLine,
+  deviceStatusLine,
   fleetLine,
   telemetryLine,
   WRITE_PRECISION,
@@ -191,5 +192,22 @@ describe('lines equal what the client Point would write', () => {
       .floatField('max', 31)
       .timestamp(new Date(row.startMs));
     expect(fleetLine(row)).toBe(point.toLineProtocol(api));
+  });
+
+  it('device_status', () => {
+    const row = {
+      tenant: 'acme',
+      deviceId: 'd1',
+      online: false,
+      reason: 'gateway_lost',
+      atMs: 1_714_564_800_5,
+    };
+    const point = new Point('device_status')
+      .tag('tenant', 'acme')
+      .tag('device', 'd1')
+      .floatField('online', 0)
+      .stringField('reason', 'gateway_lost')
+      .timestamp(new Date(row.atMs));
+    expect(deviceStatusLine(row)).toBe(point.toLineProtocol(api));
   });
 });

@@ -1,0 +1,228 @@
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { type KV, Kvm } from '@nats-io/kv';
+import type { NatsConnection } from '@nats-io/nats-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../common/logger.js';
+import {
+  type GatewayHeartbeat,
+  gatewayHeartbeatSubject,
+  HEARTBEAT_MISSES,
+  PRESENCE_STATE_BUCKET,
+  PROCESSOR_CHECKPOINTS_BUCKET,
+  type PresenceEvent,
+  type PresenceState,
+  presenceStateKey,
+  presenceSubject,
+} from '../../contract/index.js';
+import { ensureStreams } from '../../gateway/streams.js';
+import {
+  PRESENCE_CHECKPOINT_KEY,
+  PresenceOwner,
+  type PresenceOwnerOptions,
+} from '../../processors/presence/presence-owner.js';
+import type { DeviceStatusRow } from '../../processors/presence/presence-tracker.js';
+import { natsClient } from '../kit/gateway.js';
+import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
+
+const HEARTBEAT_MS = 100;
+const log = createLogger('test', process.env.TEST_LOG_LEVEL ?? 'silent');
+
+let nats: NatsServer;
+let nc: NatsConnection;
+let checkpoints: KV;
+const beating = new Set<() => void>();
+
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Heartbeats of one gateway every HEARTBEAT_MS until the returned function is called. */
+function beat(gateway: string): () => void {
+  const send = () => {
+    const hb: GatewayHeartbeat = {
+      gateway,
+      at: new Date().toISOString(),
+      intervalMs: HEARTBEAT_MS,
+      connections: 0,
+    };
+    nc.publish(gatewayHeartbeatSubject(gateway), JSON.stringify(hb));
+  };
+  send();
+  const timer = setInterval(send, HEARTBEAT_MS);
+  const stop = () => {
+    clearInterval(timer);
+    beating.delete(stop);
+  };
+  beating.add(stop);
+  return stop;
+}
+
+/** Publishes one event to PRESENCE, as the gateway does; returns its stream sequence. */
+async function publish(
+  type: PresenceEvent['type'],
+  deviceId: string,
+  over: Partial<PresenceEvent> = {},
+): Promise<number> {
+  const event: PresenceEvent = {
+    tenant: 'acme',
+    deviceId,
+    clientId: deviceId,
+    gateway: 'gw-1',
+    type,
+    at: new Date().toISOString(),
+    ...over,
+  };
+  return (await jetstream(nc).publish(presenceSubject('acme', deviceId), JSON.stringify(event))).seq;
+}
+
+async function stateOf(deviceId: string): Promise<PresenceState | undefined> {
+  const kv = await new Kvm(nc).open(PRESENCE_STATE_BUCKET);
+  const entry = await kv.get(presenceStateKey('acme', deviceId));
+  return entry?.operation === 'PUT' ? entry.json<PresenceState>() : undefined;
+}
+
+async function savedCheckpoint(): Promise<number | undefined> {
+  const entry = await checkpoints.get(PRESENCE_CHECKPOINT_KEY);
+  return entry?.operation === 'PUT' ? entry.json<{ seq: number }>().seq : undefined;
+}
+
+function start(rows: DeviceStatusRow[], over: Partial<PresenceOwnerOptions> = {}) {
+  return PresenceOwner.start({
+    nc,
+    checkpoints,
+    replicas: 1,
+    defaultHeartbeatIntervalMs: HEARTBEAT_MS,
+    tickIntervalMs: 50,
+    write: async (batch) => {
+      rows.push(...batch);
+    },
+    log,
+    ...over,
+  });
+}
+
+const flips = (rows: DeviceStatusRow[]) => rows.map((r) => `${r.deviceId}:${r.online}:${r.reason}`);
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  nc = await natsClient(nats.url);
+  checkpoints = await new Kvm(nc).create(PROCESSOR_CHECKPOINTS_BUCKET, { history: 1 });
+});
+
+afterAll(async () => {
+  for (const stop of [...beating]) stop();
+  await nc?.close();
+  await nats?.dispose();
+});
+
+describe('PresenceOwner', () => {
+  it('waits for PRESENCE, then turns its events into status rows and KV states, and checkpoints', async () => {
+    beat('gw-1');
+    const rows: DeviceStatusRow[] = [];
+    const owner = await start(rows); // before the gateway has created the stream
+    await ensureStreams(
+      await jetstreamManager(nc),
+      { telemetryMaxAgeMs: 3_600_000, dedupWindowMs: 60_000, replicas: 1 },
+      log,
+    );
+    await publish('connected', 'd1');
+    await publish('status', 'd1', { status: { fw: '1.4.2' } });
+    await jetstream(nc).publish(presenceSubject('acme', 'bad'), 'not json'); // skipped, not fatal
+    await publish('connected', 'd2');
+    const last = await publish('disconnected', 'd1');
+
+    await until(() => rows.length >= 3, 'three status rows');
+    expect(flips(rows)).toEqual(['d1:true:connected', 'd2:true:connected', 'd1:false:disconnected']);
+    await until(async () => (await stateOf('d1'))?.online === false, 'the state of d1 in KV');
+    expect(await stateOf('d1')).toMatchObject({
+      online: false,
+      reason: 'disconnected',
+      connections: [],
+      status: { fw: '1.4.2' },
+      seq: last,
+    });
+    expect(await stateOf('d2')).toMatchObject({
+      online: true,
+      connections: [{ gateway: 'gw-1', clientId: 'd2' }],
+    });
+    expect(await stateOf('bad')).toBeUndefined();
+    await owner.stop();
+    expect(owner.checkpointSeq).toBe(last);
+    expect(await savedCheckpoint()).toBe(last);
+  });
+
+  it('resumes after its checkpoint, and retries a write that failed before checkpointing past it', async () => {
+    const rows: DeviceStatusRow[] = [];
+    let calls = 0;
+    const owner = await start(rows, {
+      write: async (batch) => {
+        if (++calls === 1) throw new Error('TSDB unavailable');
+        rows.push(...batch);
+      },
+    });
+    const seq = await publish('disconnected', 'd2');
+    await until(() => rows.length >= 1, 'the row of the new event');
+    await until(() => owner.checkpointSeq === seq, 'the checkpoint');
+    expect(calls).toBe(2);
+    expect(flips(rows)).toEqual(['d2:false:disconnected']); // nothing from before the checkpoint
+    await owner.stop();
+  });
+
+  it('replays after a crash without flipping a device again', async () => {
+    const crashing = await natsClient(nats.url);
+    const rows: DeviceStatusRow[] = [];
+    // A clock that stands still: after its first checkpoint the owner saves no other (at most one per second).
+    const frozen = Date.now();
+    const owner = await start(rows, {
+      nc: crashing,
+      checkpoints: await new Kvm(crashing).open(PROCESSOR_CHECKPOINTS_BUCKET),
+      clock: () => frozen,
+    });
+    const first = await publish('status', 'd9', { status: 'hello' });
+    await until(async () => (await savedCheckpoint()) === first, 'the first checkpoint');
+    await publish('connected', 'd3');
+    const last = await publish('disconnected', 'd3');
+    await until(async () => (await stateOf('d3'))?.seq === last, 'the state of d3 in KV');
+    expect(flips(rows)).toEqual(['d3:true:connected', 'd3:false:disconnected']);
+
+    await crashing.close(); // the owner's process dies: nothing more reaches NATS
+    await owner.stop(); // only to end its timers: it cannot save anything any more
+    expect(await savedCheckpoint()).toBe(first);
+
+    const replayed: DeviceStatusRow[] = [];
+    const next = await start(replayed);
+    await until(() => next.checkpointSeq === last, 'the replay to be checkpointed');
+    expect(replayed).toEqual([]);
+    expect(await stateOf('d3')).toMatchObject({ online: false, reason: 'disconnected' });
+    await next.stop();
+  });
+
+  it("takes the devices of a gateway whose heartbeats stop offline, and leaves other gateways' alone", async () => {
+    const stopX = beat('gw-x');
+    beat('gw-y');
+    const rows: DeviceStatusRow[] = [];
+    const owner = await start(rows);
+    await publish('connected', 'dx', { gateway: 'gw-x' });
+    await publish('connected', 'dy', { gateway: 'gw-y' });
+    await until(() => rows.length >= 2, 'both devices online');
+
+    stopX();
+    const silentFrom = Date.now();
+    await until(() => rows.length >= 3, 'the timeout of gw-x');
+    const elapsed = Date.now() - silentFrom;
+    expect(elapsed).toBeGreaterThanOrEqual((HEARTBEAT_MISSES - 1) * HEARTBEAT_MS);
+    expect(flips(rows)).toEqual(['dx:true:connected', 'dy:true:connected', 'dx:false:gateway_lost']);
+    await until(async () => (await stateOf('dx'))?.online === false, 'the state of dx in KV');
+    expect(await stateOf('dx')).toMatchObject({ reason: 'gateway_lost', connections: [] });
+
+    // gw-y keeps beating: its device stays online over several timeouts.
+    await new Promise((r) => setTimeout(r, 2 * HEARTBEAT_MISSES * HEARTBEAT_MS));
+    expect(rows).toHaveLength(3);
+    expect((await stateOf('dy'))?.online).toBe(true);
+    await owner.stop();
+  });
+});
