@@ -8,12 +8,12 @@ import { windowsSubject } from '../contract/subjects.js';
 import type { AlertEngine, AlertTransition } from './alerts/alert-engine.js';
 import type { PartitionEffects } from './consume/partition-consumer.js';
 import { InfluxWriteRejectedError } from './errors.js';
-import type { InfluxWriter } from './sink/influx-writer.js';
 import { aggregateLine, alertLine, telemetryLine } from './sink/lines.js';
+import type { TsdbSink } from './sink/tsdb-sink.js';
 import type { WindowResult } from './windows/device-windows.js';
 
 export interface EffectsOptions {
-  writer: InfluxWriter;
+  sink: TsdbSink;
   nc: NatsConnection;
   js: JetStreamClient;
   alerts: AlertEngine | undefined;
@@ -37,11 +37,11 @@ export class InfluxEffects implements PartitionEffects {
   constructor(private readonly o: EffectsOptions) {}
 
   get overloaded(): boolean {
-    return this.o.writer.overloaded;
+    return this.o.sink.overloaded;
   }
 
   whenAccepting(): Promise<void> {
-    return this.o.writer.whenAccepting();
+    return this.o.sink.whenAccepting();
   }
 
   /** Stops retrying window publications: their batches then count as not written, and replay. */
@@ -50,27 +50,38 @@ export class InfluxEffects implements PartitionEffects {
   }
 
   write(events: CanonicalEvent[], results: WindowResult[]): Promise<void> {
-    const lines: string[] = [];
+    const raw: string[] = [];
+    const derived: string[] = [];
     for (const event of events) {
       try {
         const line = telemetryLine(event);
-        if (line !== undefined) lines.push(line);
+        if (line !== undefined) raw.push(line);
       } catch (err) {
         this.o.onInvalid(1);
         this.o.log.error({ err, event: event.id }, 'event cannot be written as a line: skipped');
       }
-      if (this.o.alerts) this.publishAlerts(this.o.alerts.onEvent(event, Date.now()), lines);
+      if (this.o.alerts) this.publishAlerts(this.o.alerts.onEvent(event, Date.now()), derived);
     }
-    for (const result of results) lines.push(aggregateLine(result));
-    const written = this.o.writer.write(lines).catch((err: unknown) => {
-      // Refused for good (a line the TSDB rejects): retrying cannot help, and holding the partition
-      // on it would stop everything behind it. Anything else means not written: the caller replays.
+    for (const result of results) derived.push(aggregateLine(result));
+    const written: Promise<unknown>[] = [
+      this.written(this.o.sink.raw.write(raw), events.length),
+      this.written(this.o.sink.ordered.write(derived), 0),
+    ];
+    if (this.o.publishWindows && results.length > 0) written.push(this.publishWindows(results));
+    return Promise.all(written).then(() => undefined);
+  }
+
+  /**
+   * Lines refused for good (the TSDB rejects them) count as done: retrying cannot help, and holding
+   * the partition on them would stop everything behind it. Any other failure means not written, and
+   * the caller replays.
+   */
+  private written(write: Promise<void>, events: number): Promise<void> {
+    return write.catch((err: unknown) => {
       if (!(err instanceof InfluxWriteRejectedError)) throw err;
-      this.o.log.error({ err, events: events.length }, 'lines refused by the TSDB');
-      this.o.onInvalid(events.length);
+      this.o.log.error({ err, events }, 'lines refused by the TSDB');
+      this.o.onInvalid(events);
     });
-    if (!this.o.publishWindows || results.length === 0) return written;
-    return Promise.all([written, this.publishWindows(results)]).then(() => undefined);
   }
 
   /** Time-based alert transitions (absence, durations elapsed on quiet devices). */
@@ -78,7 +89,7 @@ export class InfluxEffects implements PartitionEffects {
     if (!this.o.alerts) return Promise.resolve();
     const lines: string[] = [];
     this.publishAlerts(this.o.alerts.tick(wallNowMs), lines);
-    return lines.length > 0 ? this.o.writer.write(lines) : Promise.resolve();
+    return lines.length > 0 ? this.o.sink.ordered.write(lines) : Promise.resolve();
   }
 
   private publishAlerts(transitions: AlertTransition[], lines: string[]): void {

@@ -24,8 +24,8 @@ import { openRoles, type Role } from './roles.js';
 import { DEFAULT_ROLLUP_HORIZON_MS } from './rollups/fleet-rollup.js';
 import { RollupOwner } from './rollups/rollup-owner.js';
 import { ensureWindowsStream } from './rollups/windows-stream.js';
-import { InfluxWriter } from './sink/influx-writer.js';
 import { deviceStatusLine, fleetLine } from './sink/lines.js';
+import { TsdbSink } from './sink/tsdb-sink.js';
 
 export interface Processor {
   readonly instanceId: string;
@@ -73,20 +73,25 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
   const rules = config.ALERT_RULES_FILE ? loadAlertRules(config.ALERT_RULES_FILE) : [];
   const consumers = new Map<number, PartitionConsumer>();
   let nc: NatsConnection | undefined;
+  /**
+   * Leases, roles and lag queries on a connection of their own: on the data connection their replies
+   * queue behind thousands of delivered messages, and a lease round slowed to seconds risks the TTL.
+   */
+  let control: NatsConnection | undefined;
   let leases: PartitionLeases | undefined;
   let roles: PartitionLeases | undefined;
-  let writer: InfluxWriter | undefined;
+  let sink: TsdbSink | undefined;
   let effects: InfluxEffects | undefined;
   let closing = false;
   let timer: NodeJS.Timeout | undefined;
 
   const metrics = createProcessorMetrics({
     ownedPartitions: () => consumers.size,
-    pendingLines: () => writer?.pendingLines ?? 0,
+    pendingLines: () => sink?.pendingLines ?? 0,
     lag: async () => {
       const lag = new Map<number, number>();
-      if (!nc) return lag;
-      const jsm = await jetstreamManager(nc);
+      if (!control) return lag;
+      const jsm = await jetstreamManager(control);
       for (const p of consumers.keys()) {
         const info = await jsm.consumers.info(TELEMETRY_STREAM, consumerName(p)).catch(() => undefined);
         if (info) lag.set(p, info.num_pending);
@@ -97,16 +102,16 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
   const notReady = () => {
     const missing: string[] = [];
     if (closing) missing.push('shutting down');
-    if (!nc || nc.isClosed()) missing.push('nats');
+    if (!nc || nc.isClosed() || !control || control.isClosed()) missing.push('nats');
     if (!leases) missing.push('leases');
-    if (writer?.overloaded) missing.push('tsdb');
+    if (sink?.overloaded) missing.push('tsdb');
     return missing;
   };
   const http = createOpsServer({ metrics: metrics.registry, ready: notReady });
   const httpPort = await listen(http, config.HTTP_PORT, config.BIND_HOST, 'HTTP_PORT');
 
   try {
-    writer = new InfluxWriter({
+    sink = new TsdbSink({
       url: config.INFLUX_URL,
       token: config.INFLUX_TOKEN,
       org: config.INFLUX_ORG,
@@ -120,6 +125,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     });
     log.info({ nats: config.NATS_URL, instance: instanceId }, 'connecting to NATS');
     nc = await connectNats(config.NATS_URL, `processor ${instanceId}`);
+    control = await connectNats(config.NATS_URL, `processor ${instanceId} control`);
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
     const checkpoints = await new Kvm(nc).create(PROCESSOR_CHECKPOINTS_BUCKET, {
@@ -136,7 +142,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     await ensureWindowsStream(jsm, { replicas: config.STREAM_REPLICAS, horizonMs }, log);
     const alerts = rules.length > 0 ? new AlertEngine(rules) : undefined;
     const partitionEffects = new InfluxEffects({
-      writer,
+      sink,
       nc,
       js,
       alerts,
@@ -182,7 +188,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       }
     };
     leases = await PartitionLeases.open(
-      nc,
+      control,
       {
         instanceId,
         group: 'partitions',
@@ -208,7 +214,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         RollupOwner.start({
           nc: nc!,
           horizonMs,
-          write: (rows) => writer!.write(rows.map(fleetLine)),
+          write: (rows) => sink!.ordered.write(rows.map(fleetLine)),
           log,
           observer: { rows: metrics.fleetRows, skipped: metrics.fleetSkipped, invalid: metrics.invalid },
         }),
@@ -223,7 +229,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
           defaultHeartbeatIntervalMs: DEFAULT_GATEWAY_HEARTBEAT_MS,
           tickIntervalMs: config.CHECKPOINT_INTERVAL,
           write: (rows) =>
-            writer!.write(rows.map(deviceStatusLine)).catch((err: unknown) => {
+            sink!.ordered.write(rows.map(deviceStatusLine)).catch((err: unknown) => {
               // A row the TSDB refuses for good would otherwise stall presence for ever.
               if (!(err instanceof InfluxWriteRejectedError)) throw err;
               log.error({ err, rows: rows.length }, 'device status refused by the TSDB');
@@ -232,7 +238,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
           log,
         }),
     };
-    roles = await openRoles(nc, [rollupRole, presenceRole], {
+    roles = await openRoles(control, [rollupRole, presenceRole], {
       instanceId,
       ttlMs: config.LEASE_TTL,
       replicas: config.STREAM_REPLICAS,
@@ -248,8 +254,9 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
   } catch (err) {
     await roles?.stop().catch(() => undefined);
     await leases?.stop().catch(() => undefined);
-    await writer?.close().catch(() => undefined);
+    await sink?.close().catch(() => undefined);
     await nc?.close();
+    await control?.close();
     await closeServer(http);
     throw err;
   }
@@ -266,15 +273,15 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         closing = true;
         clearInterval(timer);
         // Stopping a partition waits until its batches are durable. If the TSDB (or NATS) is away that
-        // never happens: after the grace period the writer gives up, those batches count as not
+        // never happens: after the grace period the writers give up, those batches count as not
         // written, the partitions checkpoint what was, and their leases are released.
         const giveUp = setTimeout(() => {
           effects?.close();
-          void writer?.close(0);
+          void sink?.close(0);
         }, SHUTDOWN_GRACE_MS);
         await Promise.all([leases?.stop(), roles?.stop()]);
         clearTimeout(giveUp);
-        const result = await writer?.close();
+        const result = await sink?.close();
         if (result && result.unwrittenLines > 0) {
           log.warn(
             { lines: result.unwrittenLines },
@@ -282,6 +289,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
           );
         }
         await nc?.drain().catch(() => nc?.close());
+        await control?.drain().catch(() => control?.close());
         await closeServer(http);
         log.info('processor stopped');
       })();

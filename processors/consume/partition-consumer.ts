@@ -69,6 +69,13 @@ export interface PartitionConsumerOptions {
 const ACK_WAIT_MS = 10 * 60_000;
 const FETCH_BATCH = 1_000;
 const ACK_SAMPLE = 64;
+/**
+ * Messages a partition handles before yielding to the event loop. Received messages are handed out
+ * through microtasks, and every partition's run in the same microtask queue: without yielding, 16
+ * partitions' buffers (up to ~1,500 messages each) made one task of over a second, during which no
+ * TSDB reply or lease renewal could be handled.
+ */
+const YIELD_EVERY = 100;
 
 export const consumerName = (partition: number) => `processors_p${partition}`;
 export const checkpointKey = (partition: number) => `partition.${partition}`;
@@ -76,7 +83,8 @@ export const checkpointKey = (partition: number) => `partition.${partition}`;
 interface Batch {
   /** False when the batch was not written: nothing from it on may be checkpointed. */
   written: Promise<boolean>;
-  checkpoint: PartitionCheckpoint;
+  /** Taken for some batches only (see submit): building one visits every device of the partition. */
+  checkpoint: PartitionCheckpoint | undefined;
 }
 
 export class PartitionConsumer {
@@ -103,6 +111,9 @@ export class PartitionConsumer {
   private events: CanonicalEvent[] = [];
   private last: JsMsg | undefined;
   private handOverScheduled = false;
+  /** True while the loop has yielded to the event loop with messages maybe still ready. */
+  private yielding = false;
+  private lastCheckpointTakenAt = Number.NEGATIVE_INFINITY;
   /** Set while the sink is overloaded: the loop waits on it before taking the next message. */
   private gate: Promise<void> | undefined;
   private wakeGate: (() => void) | undefined;
@@ -143,7 +154,7 @@ export class PartitionConsumer {
     this.wakeGate?.();
     await this.messages?.close();
     await this.running;
-    this.flushWindows();
+    this.flushWindows(true);
     await this.settling;
     await this.settle(true);
     this.o.log.info({ partition: this.o.partition, ackSeq: this.lastSavedSeq }, 'partition consumer stopped');
@@ -189,6 +200,7 @@ export class PartitionConsumer {
 
   private async loop(messages: ConsumerMessages): Promise<void> {
     let sinceSample = 0;
+    let sinceYield = 0;
     try {
       for await (const msg of messages) {
         if (this.gate) await this.gate;
@@ -215,20 +227,14 @@ export class PartitionConsumer {
           if (outcome.duplicate) this.o.observer?.duplicates?.(1);
           if (outcome.lateFor.length > 0) this.o.observer?.late?.(1);
         }
-        // Messages already received arrive through microtasks; setImmediate runs once none is ready,
-        // so a batch is handed over as soon as the pull that brought it is used up. A full batch is
-        // handed over at once, and the loop then yields so that I/O (the writer's responses, lease
-        // rounds) is not starved while a backlog is consumed.
-        if (this.events.length >= FETCH_BATCH) {
-          this.handOver();
+        if (this.events.length >= FETCH_BATCH) this.handOver();
+        if (++sinceYield >= YIELD_EVERY) {
+          sinceYield = 0;
+          this.yielding = true;
           await new Promise((r) => setImmediate(r));
-        } else if (!this.handOverScheduled) {
-          this.handOverScheduled = true;
-          setImmediate(() => {
-            this.handOverScheduled = false;
-            this.handOver();
-          });
+          this.yielding = false;
         }
+        this.scheduleHandOver();
       }
       this.handOver();
     } catch (err) {
@@ -244,6 +250,21 @@ export class PartitionConsumer {
     }
   }
 
+  /**
+   * Messages already received arrive through microtasks; setImmediate runs once none is ready, so a
+   * batch is handed over as soon as the pull that brought it is used up (not when nats.js says
+   * nothing is pending: it overstates that, and the tail of a burst would wait for the next message).
+   * A hand-over that comes due while the loop itself is yielding is left to the loop's next turn.
+   */
+  private scheduleHandOver(): void {
+    if (this.handOverScheduled || this.last === undefined) return;
+    this.handOverScheduled = true;
+    setImmediate(() => {
+      this.handOverScheduled = false;
+      if (!this.yielding) this.handOver();
+    });
+  }
+
   /** Hands what was received since the last hand-over to the effects; closes the gate when they are full. */
   private handOver(): void {
     const last = this.last;
@@ -252,7 +273,8 @@ export class PartitionConsumer {
     this.last = undefined;
     const events = this.events;
     this.events = [];
-    this.submit(events, this.windows.collect(this.clock()));
+    // Only devices with new readings can have windows due on event time; the rest are for flushWindows.
+    this.submit(events, this.windows.collect(this.clock(), true), false);
     if (this.o.effects.overloaded && !this.gate && !this.stopping) {
       this.gate = new Promise<void>((resolve) => {
         this.wakeGate = resolve;
@@ -268,8 +290,8 @@ export class PartitionConsumer {
    * Emits windows due on wall time (quiet devices) and lets a checkpoint through even when no
    * message arrives; the processor calls it every checkpoint interval.
    */
-  flushWindows(): void {
-    this.submit([], this.windows.collect(this.clock()));
+  flushWindows(forceCheckpoint = false): void {
+    this.submit([], this.windows.collect(this.clock()), forceCheckpoint);
   }
 
   private parse(msg: JsMsg): CanonicalEvent | undefined {
@@ -288,7 +310,7 @@ export class PartitionConsumer {
     return undefined;
   }
 
-  private submit(events: CanonicalEvent[], results: WindowResult[]) {
+  private submit(events: CanonicalEvent[], results: WindowResult[], forceCheckpoint: boolean) {
     if (events.length > 0) this.o.observer?.events?.(events.length);
     if (results.length > 0) this.o.observer?.windowsEmitted?.(results);
     const written = this.o.effects.write(events, results).then(
@@ -300,13 +322,16 @@ export class PartitionConsumer {
       },
     );
     // The checkpoint is taken now: it describes exactly what this batch and those before produced.
-    this.inFlight.push({ written, checkpoint: this.windows.checkpoint() });
+    // Saving is rate-limited to one per interval anyway, so taking one twice per interval is enough.
+    const now = this.clock();
+    const take = forceCheckpoint || now - this.lastCheckpointTakenAt >= this.o.checkpointIntervalMs / 2;
+    if (take) this.lastCheckpointTakenAt = now;
+    this.inFlight.push({ written, checkpoint: take ? this.windows.checkpoint() : undefined });
     this.settling = this.settling.then(() => this.settle(false));
   }
 
   /** Once the batches handed over so far are durable: checkpoint (at most once per interval) and ack. */
   private async settle(force: boolean): Promise<void> {
-    let ready: Batch | undefined;
     while (this.inFlight.length > 0 && !this.broken) {
       if (!(await this.inFlight[0]!.written)) {
         // Batches are written in order: once one is not, none after it may count either.
@@ -314,9 +339,9 @@ export class PartitionConsumer {
         this.inFlight.length = 0;
         break;
       }
-      ready = this.inFlight.shift();
+      const ready = this.inFlight.shift()!;
+      if (ready.checkpoint) this.pendingCheckpoint = ready.checkpoint;
     }
-    if (ready) this.pendingCheckpoint = ready.checkpoint;
     const checkpoint = this.pendingCheckpoint;
     if (!checkpoint) return;
     const now = this.clock();

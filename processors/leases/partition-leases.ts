@@ -117,10 +117,13 @@ export class PartitionLeases {
       const live = await this.liveInstances(now);
       const share = Math.ceil(partitions / Math.max(1, live));
 
-      for (const p of this.partitions) {
-        const current = decode(await this.kv.get(this.leaseKey(p)));
-        const mine = current?.owner === instanceId && current.revision === this.owned.get(p);
-        const renewed = mine ? await this.write(p, now, current.revision) : undefined;
+      // A compare-and-set on the revision we wrote last succeeds only if nobody wrote the lease since:
+      // no read needed, and every renewal goes out at once (a round must stay well inside the TTL
+      // even when NATS and this process are busy).
+      const held = this.partitions;
+      const renewals = await Promise.all(held.map((p) => this.write(p, now, this.owned.get(p))));
+      for (const [i, p] of held.entries()) {
+        const renewed = renewals[i];
         if (renewed === undefined) {
           log.warn({ partition: p }, 'lease lost to another instance');
           this.owned.delete(p);
@@ -134,9 +137,12 @@ export class PartitionLeases {
         await this.release(p, 'rebalance');
       }
 
-      for (let p = 0; p < partitions && this.owned.size < share && !this.stopped; p++) {
-        if (this.owned.has(p)) continue;
-        const current = decode(await this.kv.get(this.leaseKey(p)));
+      if (this.owned.size >= share) return;
+      const others = Array.from({ length: partitions }, (_, p) => p).filter((p) => !this.owned.has(p));
+      const leases = await Promise.all(others.map(async (p) => decode(await this.kv.get(this.leaseKey(p)))));
+      for (const [i, p] of others.entries()) {
+        if (this.owned.size >= share || this.stopped) break;
+        const current = leases[i];
         if (current && current.expiresAt > now) continue;
         const revision = await this.write(p, now, current?.revision);
         if (revision === undefined) continue; // someone else was quicker

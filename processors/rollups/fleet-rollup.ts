@@ -78,11 +78,15 @@ interface EndBucket {
   memberOf: Map<string, string[]>;
 }
 
-/** Identifies a fleet window; unambiguous whatever characters tenants, metrics or labels contain. */
+/**
+ * Identifies a fleet window. Tenants, metrics, window sizes and group names cannot contain NUL (their
+ * grammars in contract/ids.ts exclude it), and the label value, which might, comes last: unambiguous.
+ * Plain concatenation: this runs for every device-window emission, three times.
+ */
 export function fleetRowKey(
   r: Pick<FleetRow, 'tenant' | 'metric' | 'window' | 'startMs' | 'group' | 'groupValue'>,
 ): string {
-  return JSON.stringify([r.tenant, r.metric, r.window, r.startMs, r.group, r.groupValue]);
+  return `${r.tenant}\0${r.metric}\0${r.window}\0${r.startMs}\0${r.group}\0${r.groupValue}`;
 }
 
 export class FleetRollup {
@@ -121,8 +125,9 @@ export class FleetRollup {
       if (value !== undefined) groups.push([label, value]);
     }
     const keys: string[] = [];
+    const prefix = `${dw.tenant}\0${dw.metric}\0${dw.window}\0${dw.startMs}\0`;
     for (const [group, groupValue] of groups) {
-      const key = fleetRowKey({ ...dw, group, groupValue });
+      const key = `${prefix}${group}\0${groupValue}`;
       keys.push(key);
       let fw = bucket.fleet.get(key);
       if (!fw) {
@@ -142,7 +147,7 @@ export class FleetRollup {
       fw.devices.set(dw.deviceId, stats);
       this.dirty.add(fw);
     }
-    const deviceKey = JSON.stringify([dw.tenant, dw.metric, dw.window, dw.startMs, dw.deviceId]);
+    const deviceKey = `${prefix}${dw.deviceId}`;
     // A device whose label changed between emissions leaves its old group: the latest emission is
     // the whole truth about that device window.
     for (const old of bucket.memberOf.get(deviceKey) ?? []) {

@@ -111,6 +111,7 @@ export class DeviceWindows {
       if (ids) ids.add(reading.id);
       else this.seenIds.set(largestStart, new Set([reading.id]));
     }
+    const metrics = Object.entries(reading.metrics);
     for (let i = 0; i < sizes.length; i++) {
       const size = sizes[i]!;
       const startMs = alignDown(reading.tsMs, size);
@@ -130,7 +131,7 @@ export class DeviceWindows {
         };
         this.open[i]!.set(startMs, w);
       }
-      for (const [name, m] of Object.entries(reading.metrics)) {
+      for (const [name, m] of metrics) {
         let agg = w.metrics.get(name);
         if (!agg) {
           agg = new WindowAggregate();

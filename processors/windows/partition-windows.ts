@@ -32,6 +32,8 @@ export interface PartitionReading extends ReadingInput {
 
 export class PartitionWindows {
   private readonly devices = new Map<string, DeviceWindows>();
+  /** Devices with readings since the last collect. */
+  private readonly touched = new Set<DeviceWindows>();
   private lastSeq = 0;
 
   constructor(
@@ -59,15 +61,21 @@ export class PartitionWindows {
       this.devices.set(key, device);
     }
     if (seq > this.lastSeq) this.lastSeq = seq;
+    this.touched.add(device);
     return device.add(reading, seq, wallNowMs);
   }
 
-  /** Every window result due now, across the partition's devices. */
-  collect(wallNowMs: number): WindowResult[] {
+  /**
+   * Every window result due now, across the partition's devices; with `touchedOnly`, of the devices
+   * that had readings since the last collect (only they can have windows due on event time; windows
+   * due on wall time, for quiet devices, need a full collect).
+   */
+  collect(wallNowMs: number, touchedOnly = false): WindowResult[] {
     const results: WindowResult[] = [];
-    for (const device of this.devices.values()) {
+    for (const device of touchedOnly ? this.touched : this.devices.values()) {
       if (!device.isIdle) results.push(...device.collect(wallNowMs));
     }
+    this.touched.clear();
     return results;
   }
 
