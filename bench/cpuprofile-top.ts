@@ -1,11 +1,11 @@
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 /**
  * Summarises a V8 .cpuprofile (node --cpu-prof): self time by function and by package.
- * `tsx bench/cpuprofile-top.ts <file.cpuprofile> [top]`, or called by the ingest bench after a
- * profiled run.
+ * `tsx bench/cpuprofile-top.ts <file.cpuprofile> [top]`, or called by the benches after a profiled
+ * run.
  */
 interface CallFrame {
   functionName: string;
@@ -100,6 +100,17 @@ export function summarise(profile: CpuProfile): Summary {
   const ranked = (m: Map<string, number>) =>
     [...m].map(([name, ms]) => ({ name, ms, share: total > 0 ? ms / total : 0 })).sort((a, b) => b.ms - a.ms);
   return { total, functions: ranked(fnMs), origins: ranked(originMs), inclusive: ranked(inclusiveMs) };
+}
+
+/** The main thread's profile among those written into `dir` since `since` (ms since the epoch). */
+export function newestProfile(dir: string, since: number): string | undefined {
+  // --cpu-prof writes one file per thread (tsx's loader hooks run on one); the main thread's is the largest.
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .map((f) => ({ path: join(dir, f), stat: statSync(join(dir, f)) }))
+    .filter((f) => f.stat.mtimeMs >= since)
+    .sort((a, b) => b.stat.size - a.stat.size);
+  return files[0]?.path;
 }
 
 export function formatSummary(file: string, top = 25): string {

@@ -1,7 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../test/kit/processes.js';
-import { keepTail } from './child-process.js';
+import { isRunning, keepTail, killQuietly, terminate } from './child-process.js';
 
 export { freePort };
 
@@ -29,13 +29,6 @@ export interface GatewayProcessOptions {
 
 const TAIL_LINES = 40;
 
-function exited(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-  });
-}
-
 export async function startGatewayProcess(o: GatewayProcessOptions): Promise<GatewayProcess> {
   const [mqttPort, wsPort, httpPort] = [await freePort(), await freePort(), await freePort()];
   const child = spawn(process.execPath, [...(o.nodeArgs ?? []), '--import', 'tsx', 'gateway/main.ts'], {
@@ -62,32 +55,15 @@ export async function startGatewayProcess(o: GatewayProcessOptions): Promise<Gat
     mqttPort,
     httpPort,
     tail: () => lines.join('\n'),
-    async stop(timeoutMs = 20_000) {
-      const done = exited(child);
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      process.kill(pid, 'SIGTERM');
-      const timer = setTimeout(() => gateway.kill(), timeoutMs);
-      await done;
-      clearTimeout(timer);
-    },
+    stop: (timeoutMs = 20_000) => terminate(child, timeoutMs),
     kill() {
-      if (child.exitCode === null && child.signalCode === null) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
+      if (isRunning(child)) killQuietly(pid);
     },
   };
 
   const deadline = Date.now() + (o.readyTimeoutMs ?? 60_000);
-  let exitedEarly = false;
-  void exited(child).then(() => {
-    exitedEarly = true;
-  });
   for (;;) {
-    if (exitedEarly) throw new Error(`gateway exited before it was ready:\n${gateway.tail()}`);
+    if (!isRunning(child)) throw new Error(`gateway exited before it was ready:\n${gateway.tail()}`);
     const ok = await fetch(`http://127.0.0.1:${httpPort}/readyz`, {
       signal: AbortSignal.timeout(1_000),
     }).then(

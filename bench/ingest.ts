@@ -1,7 +1,7 @@
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -14,8 +14,9 @@ import { DeviceRegistry } from '../gateway/registry/device-registry.js';
 import { type NatsServer, startNatsServer } from '../test/kit/nats-server.js';
 import { killQuietly } from './child-process.js';
 import { CpuSampler } from './cpu.js';
-import { formatSummary } from './cpuprofile-top.js';
+import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { startGatewayProcess } from './gateway-process.js';
+import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import {
   type BenchDevice,
   type RoundResult,
@@ -24,6 +25,7 @@ import {
   telemetryPayload,
   touch,
 } from './mqtt-load.js';
+import { median, quantile } from './stats.js';
 
 /**
  * `npm run bench:ingest`: MQTT QoS 1 ingest, our gateway against nats-server's own MQTT listener,
@@ -128,39 +130,11 @@ function options(): Options {
 
 // ---- lifecycle: everything started is stopped on the way out, whatever the way out is ----
 
-const cleanups: { what: string; run: () => Promise<void> }[] = [];
-/** Synchronous last resort for `process.on('exit')`: SIGKILL by pid, remove temp dirs. */
-const lastResorts: (() => void)[] = [];
-
-function onCleanup(what: string, run: () => Promise<void>, lastResort: () => void): void {
-  cleanups.push({ what, run });
-  lastResorts.push(lastResort);
-}
-
-async function cleanup(): Promise<void> {
-  while (cleanups.length > 0) {
-    const { what, run } = cleanups.pop()!;
-    try {
-      await run();
-    } catch (err) {
-      console.error(`cleanup (${what}) failed: ${(err as Error).message}`);
-    }
-  }
-}
-
-process.on('exit', () => {
-  for (const f of lastResorts.splice(0)) f();
-});
-let interrupted = false;
-process.once('SIGINT', () => {
-  interrupted = true;
-  console.error('\ninterrupted: stopping the gateway and the servers');
-  void cleanup().finally(() => process.exit(130));
-});
+stopOnExit('the gateway and the servers');
 
 async function natsServer(name: string, extraConfig?: string): Promise<NatsServer> {
   const server = await startNatsServer({ serverName: name, ...(extraConfig ? { extraConfig } : {}) });
-  onCleanup(
+  hold(
     `nats-server ${name}`,
     () => server.dispose(),
     () => {
@@ -173,7 +147,7 @@ async function natsServer(name: string, extraConfig?: string): Promise<NatsServe
 
 async function natsConnection(server: NatsServer, name: string): Promise<NatsConnection> {
   const nc = await connect({ servers: server.url, name });
-  onCleanup(
+  hold(
     `nats connection ${name}`,
     () => nc.close(),
     () => {},
@@ -182,18 +156,6 @@ async function natsConnection(server: NatsServer, name: string): Promise<NatsCon
 }
 
 // ---- figures ----
-
-function quantile(sorted: Float64Array, q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 const int = (n: number) => (Number.isNaN(n) ? '–' : Math.round(n).toLocaleString('en-US'));
 const ms = (n: number) =>
@@ -266,16 +228,6 @@ async function provision(nc: NatsConnection, devices: readonly BenchDevice[]): P
   }
 }
 
-function newestProfile(dir: string, since: number): string | undefined {
-  // --cpu-prof writes one file per thread (tsx's loader hooks run on one); the main thread's is the largest.
-  const files = readdirSync(dir)
-    .filter((f) => f.endsWith('.cpuprofile'))
-    .map((f) => ({ path: join(dir, f), stat: statSync(join(dir, f)) }))
-    .filter((f) => f.stat.mtimeMs >= since)
-    .sort((a, b) => b.stat.size - a.stat.size);
-  return files[0]?.path;
-}
-
 async function main(): Promise<void> {
   const o = options();
   const started = new Date();
@@ -312,7 +264,7 @@ async function main(): Promise<void> {
       profileSince = Date.now();
     }
     const gw = await startGatewayProcess({ cwd: REPO_ROOT, natsUrl: gatewayNats.url, nodeArgs });
-    onCleanup(
+    hold(
       'gateway',
       async () => {
         await gw.stop();
@@ -394,9 +346,9 @@ async function main(): Promise<void> {
 
   if (o.warmupSeconds > 0) {
     for (const t of targets) {
-      if (interrupted) return;
+      if (isInterrupted()) return;
       const result = await round(t, o.warmupSeconds);
-      if (interrupted) return;
+      if (isInterrupted()) return;
       t.acked += result.ackedTotal;
       const r = summariseRound(t.key, 0, result, t.sampler);
       console.log(`${roundLine('warm-up', r)}  (connect ${ms(result.connectMs)} ms)`);
@@ -407,9 +359,9 @@ async function main(): Promise<void> {
   const rounds: Round[] = [];
   for (let i = 1; i <= o.rounds; i++) {
     for (const t of targets) {
-      if (interrupted) return;
+      if (isInterrupted()) return;
       const result = await round(t, o.seconds);
-      if (interrupted) return;
+      if (isInterrupted()) return;
       t.acked += result.ackedTotal;
       const r = summariseRound(t.key, i, result, t.sampler);
       rounds.push(r);
@@ -512,10 +464,10 @@ async function main(): Promise<void> {
 try {
   await main();
 } catch (err) {
-  if (!interrupted) {
+  if (!isInterrupted()) {
     console.error(`ingest bench failed: ${(err as Error).stack ?? err}`);
     process.exitCode = 1;
   }
 } finally {
-  if (!interrupted) await cleanup();
+  if (!isInterrupted()) await cleanup();
 }

@@ -162,6 +162,21 @@ interface RoundState {
   onIdle: () => void;
 }
 
+/** A round's state before any client connects: nothing sent, counted or open yet. */
+function newRoundState(onIdle: () => void): RoundState {
+  return {
+    sending: false,
+    windowOpen: false,
+    latencies: new LatencyLog(),
+    ackedInWindow: 0,
+    ackedTotal: 0,
+    sent: 0,
+    disconnects: 0,
+    errors: new Map(),
+    onIdle,
+  };
+}
+
 function countError(errors: Map<string, number>, what: string): void {
   errors.set(what, (errors.get(what) ?? 0) + 1);
 }
@@ -335,19 +350,9 @@ class LoadClient {
 }
 
 export async function runRound(o: RoundOptions): Promise<RoundResult> {
-  const errors = new Map<string, number>();
   let wake: () => void = () => {};
-  const state: RoundState = {
-    sending: false,
-    windowOpen: false,
-    latencies: new LatencyLog(),
-    ackedInWindow: 0,
-    ackedTotal: 0,
-    sent: 0,
-    disconnects: 0,
-    errors,
-    onIdle: () => wake(),
-  };
+  const state = newRoundState(() => wake());
+  const errors = state.errors;
   // Templates are made per round so `ts` stays within the gateway's accepted window.
   const ts = Date.now();
   const payload = telemetryPayload(ts, o.payloadBytes);
@@ -413,17 +418,7 @@ export async function touch(
   device: BenchDevice,
   timeoutMs: number,
 ): Promise<void> {
-  const state: RoundState = {
-    sending: false,
-    windowOpen: false,
-    latencies: new LatencyLog(),
-    ackedInWindow: 0,
-    ackedTotal: 0,
-    sent: 0,
-    disconnects: 0,
-    errors: new Map(),
-    onIdle: () => {},
-  };
+  const state = newRoundState(() => {});
   const client = new LoadClient(
     device,
     publishTemplate('bench/touch', telemetryPayload(Date.now(), 0)),

@@ -8,7 +8,7 @@ import { PROCESSOR_LEASES_BUCKET } from '../contract/subjects.js';
  * round, every LEASE_TTL/3; if the gap passes LEASE_TTL the others may take its partitions), and how
  * often a partition changed owner after it was first claimed (each time, the new owner replays it
  * from the last checkpoint). Keys and values as PartitionLeases writes them (partition-leases.ts):
- * `partitions.instance.{id}` and `partitions.lease.{p}` = `{ owner, expiresAt }`.
+ * `partitions.instance.{id}` = `{ expiresAt }` and `partitions.lease.{p}` = `{ owner, expiresAt }`.
  */
 export interface LeaseReport {
   /** Instance id → longest gap between two of its heartbeats, ms (server time). */
@@ -18,6 +18,13 @@ export interface LeaseReport {
   /** Leases given back (deleted) while the round ran: rebalancing, or an owner that lost one. */
   releases: number;
 }
+
+/** The group the processors lease their partitions in (processor.ts), and its key prefixes. */
+const INSTANCE_PREFIX = 'partitions.instance.';
+const LEASE_PREFIX = 'partitions.lease.';
+
+/** An instance's heartbeat entry, as PartitionLeases writes it. */
+export const instanceKey = (id: string) => `${INSTANCE_PREFIX}${id}`;
 
 export class LeaseWatch {
   private readonly lastBeat = new Map<string, number>();
@@ -41,16 +48,16 @@ export class LeaseWatch {
   private async run(): Promise<void> {
     for await (const e of this.watcher) {
       const at = e.created.getTime();
-      if (e.key.startsWith('partitions.instance.')) {
+      if (e.key.startsWith(INSTANCE_PREFIX)) {
         if (e.operation !== 'PUT') continue;
-        const id = e.key.slice('partitions.instance.'.length);
+        const id = e.key.slice(INSTANCE_PREFIX.length);
         const last = this.lastBeat.get(id);
         if (last !== undefined) {
           const gap = at - last;
           this.report.heartbeatGapMs.set(id, Math.max(gap, this.report.heartbeatGapMs.get(id) ?? 0));
         }
         this.lastBeat.set(id, at);
-      } else if (e.key.startsWith('partitions.lease.')) {
+      } else if (e.key.startsWith(LEASE_PREFIX)) {
         if (e.operation !== 'PUT') {
           this.report.releases++;
           this.owners.delete(e.key);

@@ -1,5 +1,5 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { keepTail } from './child-process.js';
+import { spawn } from 'node:child_process';
+import { isRunning, keepTail, killQuietly, terminate } from './child-process.js';
 import { freePort } from './gateway-process.js';
 
 /**
@@ -32,13 +32,6 @@ export interface ProcessorProcessOptions {
 
 const TAIL_LINES = 40;
 
-function exited(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-  });
-}
-
 export async function startProcessorProcess(o: ProcessorProcessOptions): Promise<ProcessorProcess> {
   const httpPort = await freePort();
   const child = spawn(process.execPath, [...(o.nodeArgs ?? []), '--import', 'tsx', 'processors/main.ts'], {
@@ -58,31 +51,18 @@ export async function startProcessorProcess(o: ProcessorProcessOptions): Promise
   const lines = keepTail(child, TAIL_LINES);
   const pid = child.pid;
   if (pid === undefined) throw new Error('could not spawn the processor');
-  const alive = () => child.exitCode === null && child.signalCode === null;
 
   const processor: ProcessorProcess = {
     pid,
     instanceId: o.instanceId,
     httpPort,
     get running() {
-      return alive();
+      return isRunning(child);
     },
     tail: () => lines.join('\n'),
-    async stop(timeoutMs = 20_000) {
-      const done = exited(child);
-      if (!alive()) return;
-      process.kill(pid, 'SIGTERM');
-      const timer = setTimeout(() => processor.kill(), timeoutMs);
-      await done;
-      clearTimeout(timer);
-    },
+    stop: (timeoutMs = 20_000) => terminate(child, timeoutMs),
     kill() {
-      if (!alive()) return;
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      if (isRunning(child)) killQuietly(pid);
     },
   };
   return processor;

@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -25,12 +25,12 @@ import { AGGREGATE_MEASUREMENT, TELEMETRY_MEASUREMENT } from '../contract/measur
 import {
   PROCESSOR_CHECKPOINTS_BUCKET,
   PROCESSOR_LEASES_BUCKET,
-  partitionOf,
   TELEMETRY_PARTITIONS,
   TELEMETRY_STREAM,
   TELEMETRY_SUBJECTS,
   telemetryPartitionFilter,
   telemetrySubject,
+  WINDOWS_STREAM,
 } from '../contract/subjects.js';
 import {
   DEFAULT_DEDUP_WINDOW_MS,
@@ -47,9 +47,11 @@ import { type NatsServer, startNatsServer } from '../test/kit/nats-server.js';
 import { metricName, startVictoriaMetrics, type Tsdb } from '../test/kit/victoria-metrics.js';
 import { killQuietly } from './child-process.js';
 import { CpuSampler } from './cpu.js';
-import { formatSummary } from './cpuprofile-top.js';
-import { LeaseWatch } from './processors-leases.js';
+import { formatSummary, newestProfile } from './cpuprofile-top.js';
+import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
+import { instanceKey, LeaseWatch } from './processors-leases.js';
 import { type ProcessorProcess, type Scrape, scrape, startProcessorProcess } from './processors-process.js';
+import { median, quantile } from './stats.js';
 
 /**
  * `npm run bench:processors`: how fast one stream processor instance (and two) catches up with a
@@ -70,8 +72,9 @@ import { type ProcessorProcess, type Scrape, scrape, startProcessorProcess } fro
  * device stay open (they hold the acknowledgement back, see PartitionWindows) until, IDLE_TIMEOUT of
  * wall time after the device's last reading, its event time starts moving with the wall clock and
  * passes their end plus the allowed lateness; that moment, read from the consumers' acknowledgement
- * state on the server, is reported apart. Two processor quirks the bench has to work around are
- * described at nudge() and announceInstances().
+ * state on the server, is reported apart. A round whose processors stall fails on its timeout, with
+ * every partition consumer's state in the error. Instances of a round are announced before they start
+ * so that they split the partitions from the first event (see announceInstances()).
  */
 const HELP = `usage: npm run bench:processors -- [options]
   --events N           canonical events pre-filled in TELEMETRY (default 200000)
@@ -109,9 +112,6 @@ const START_TIMEOUT_MS = 60_000;
  */
 const CHECKPOINT_SLACK_MS = 15_000;
 const ALLOWED_LATENESS_MS = parseDuration(DEFAULT_ALLOWED_LATENESS)!;
-/** Events that release the processors' stuck partition tails (see nudge()); their own tenant. */
-const NUDGE_TENANT = 'benchnudge';
-const MAX_NUDGES = 3;
 /** The smallest of the processors' default windows (processors/config.ts DEFAULT_WINDOWS). */
 const LATENCY_WINDOW_MS = 10_000;
 const LATENCY_POLL_MS = 100;
@@ -195,50 +195,7 @@ function options(): Options {
 
 // ---- lifecycle: everything started is stopped on the way out, whatever the way out is ----
 
-interface Held {
-  what: string;
-  run: () => Promise<void>;
-  /** Synchronous last resort for `process.on('exit')`: SIGKILL by pid, remove temp dirs. */
-  lastResort: () => void;
-}
-
-const held: Held[] = [];
-
-/** Registers something to stop; the returned function stops it now (once) and forgets it. */
-function hold(what: string, run: () => Promise<void>, lastResort: () => void): () => Promise<void> {
-  const h: Held = { what, run, lastResort };
-  held.push(h);
-  return async () => {
-    const i = held.indexOf(h);
-    if (i < 0) return;
-    held.splice(i, 1);
-    await h.run();
-  };
-}
-
-async function cleanup(): Promise<void> {
-  while (held.length > 0) {
-    const { what, run } = held.pop()!;
-    try {
-      await run();
-    } catch (err) {
-      console.error(`cleanup (${what}) failed: ${(err as Error).message}`);
-    }
-  }
-}
-
-process.on('exit', () => {
-  for (const h of held.splice(0)) h.lastResort();
-});
-let interrupted = false;
-process.on('SIGINT', () => {
-  // Ctrl-C reaches this process several times (from the terminal, then relayed by npm and tsx): with
-  // `once`, the second would kill it halfway through the cleanup, leaving children and temp dirs.
-  if (interrupted) return;
-  interrupted = true;
-  console.error('\ninterrupted: stopping the processors and the servers');
-  void cleanup().finally(() => process.exit(130));
-});
+stopOnExit('the processors and the servers');
 
 class Interrupted extends Error {
   constructor() {
@@ -247,7 +204,7 @@ class Interrupted extends Error {
 }
 
 function checkInterrupted(): void {
-  if (interrupted) throw new Interrupted();
+  if (isInterrupted()) throw new Interrupted();
 }
 
 async function tsdbServer(): Promise<{ tsdb: Tsdb; release: () => Promise<void> }> {
@@ -281,25 +238,13 @@ async function processorProcess(
   const release = hold(
     `processor ${instanceId}`,
     // Ctrl-C also reaches nats-server and VictoriaMetrics, and a processor without them drains forever.
-    () => proc.stop(interrupted ? INTERRUPTED_STOP_MS : undefined),
+    () => proc.stop(isInterrupted() ? INTERRUPTED_STOP_MS : undefined),
     () => proc.kill(),
   );
   return { proc, release };
 }
 
 // ---- figures ----
-
-function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-function median(xs: readonly number[]): number {
-  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 const int = (n: number) => (Number.isNaN(n) ? '–' : Math.round(n).toLocaleString('en-US'));
 const sec = (n: number) => (Number.isNaN(n) ? '–' : `${n.toFixed(2)} s`);
@@ -337,14 +282,8 @@ const deviceName = (d: number) => `dev-${String(d).padStart(6, '0')}`;
  * One reading as the gateway would store it: its own normaliseReading builds the canonical event
  * (units, dedup id, labels), and the bytes are its JSON, as telemetry-handler.ts publishes them.
  */
-function encodeReading(
-  tenant: string,
-  d: number,
-  seq: number,
-  tsMs: number,
-  receivedAtMs: number,
-  deviceId = deviceName(d),
-): Encoded {
+function encodeReading(tenant: string, d: number, seq: number, tsMs: number, receivedAtMs: number): Encoded {
+  const deviceId = deviceName(d);
   // A few values per device and reading, so that sketches and min/max see varied input.
   const wobble = Math.sin(seq / 7 + d) * 3;
   const result = normaliseReading(
@@ -465,6 +404,8 @@ async function resetProcessorState(nc: NatsConnection): Promise<void> {
   for (let p = 0; p < TELEMETRY_PARTITIONS; p++) {
     await jsm.consumers.delete(TELEMETRY_STREAM, consumerName(p)).catch(() => undefined);
   }
+  // The fleet rollup replays WINDOWS on start: rounds must not see each other's window emissions.
+  await jsm.streams.purge(WINDOWS_STREAM).catch(() => undefined);
   const kvm = new Kvm(nc);
   for (const bucket of [PROCESSOR_CHECKPOINTS_BUCKET, PROCESSOR_LEASES_BUCKET]) {
     await kvm
@@ -475,16 +416,17 @@ async function resetProcessorState(nc: NatsConnection): Promise<void> {
 }
 
 /**
- * Two instances started together would not split the partitions: the first to run its lease round
- * counts only itself, claims all 16 and is well into the stream before the next round rebalances.
- * Announcing every instance's heartbeat beforehand (the `instance.{id}` entry PartitionLeases writes
- * itself, partition-leases.ts) makes each one's first round count them all and claim its fair share.
- * The split is checked after the round.
+ * Instances started together do not split the partitions at once, by design of the fair share: the
+ * first to run its lease round counts only itself, claims all 16 and is well into the stream before a
+ * later round rebalances. Announcing every instance's heartbeat beforehand (the
+ * `partitions.instance.{id}` entry PartitionLeases writes itself, partition-leases.ts) makes each
+ * one's first round count them all and claim its fair share, so the round times the split from the
+ * first event. The split is checked after the round.
  */
 async function announceInstances(nc: NatsConnection, ids: readonly string[]): Promise<void> {
   const kv = await new Kvm(nc).create(PROCESSOR_LEASES_BUCKET, { history: 1, replicas: 1 });
   for (const id of ids)
-    await kv.put(`instance.${id}`, JSON.stringify({ expiresAt: Date.now() + LEASE_TTL_MS }));
+    await kv.put(instanceKey(id), JSON.stringify({ expiresAt: Date.now() + LEASE_TTL_MS }));
 }
 
 /** True when every partition's processor consumer exists and `done` holds for it (server-side state). */
@@ -497,40 +439,8 @@ async function everyPartition(nc: NatsConnection, done: (info: ConsumerInfo) => 
   return true;
 }
 
-/** Everything delivered to the processors. */
-const delivered = (info: ConsumerInfo) => info.num_pending === 0;
 /** Everything delivered and acknowledged, which the processors do once a checkpoint covers it. */
 const acknowledged = (info: ConsumerInfo) => info.num_pending === 0 && info.num_ack_pending === 0;
-
-/** One device id per partition for the nudge tenant. */
-const nudgeDevices: string[] = (() => {
-  const ids: string[] = [];
-  for (let k = 0; ids.filter(Boolean).length < TELEMETRY_PARTITIONS; k++) {
-    const id = `nudge-${k}`;
-    ids[partitionOf(NUDGE_TENANT, id)] ??= id;
-  }
-  return ids;
-})();
-let nudgeSeq = 0;
-
-/**
- * The processor's partition loop hands a batch over when `messages.getPending()` is 0 (or 1000
- * events are waiting). nats.js 3.4 overstates getPending() by the pull requests it has run within the
- * current chunk of deliveries (queued_iterator.js: `inflight` counts them, nothing counts them down),
- * so after a backlog the last events of a partition can stay in the loop until another message
- * arrives, which in a live fleet is soon and in this bench is never. One event per partition, at the
- * data's last event time, plays that next message; the bench removes them after the round.
- * Returns their stream sequences.
- */
-async function nudge(nc: NatsConnection, tsMs: number): Promise<number[]> {
-  const js = jetstream(nc);
-  const seqs: number[] = [];
-  for (const [p, id] of nudgeDevices.entries()) {
-    const e = encodeReading(NUDGE_TENANT, p, ++nudgeSeq, tsMs, tsMs, id);
-    seqs.push((await js.publish(e.subject, e.data, e.msgId === undefined ? {} : { msgID: e.msgId })).seq);
-  }
-  return seqs;
-}
 
 /** Where each processor consumer stands, for a round that timed out. */
 async function consumerStates(nc: NatsConnection): Promise<string> {
@@ -662,11 +572,6 @@ interface ProcessorRound {
   scrapeMs: number;
   /** Raw `telemetry` samples of one field in the TSDB afterwards; undefined when not checked. */
   storedRaw: number | undefined;
-  /** Events published to release stuck partition tails, and how many events were stuck then. */
-  nudges: number;
-  stuck: number;
-  /** From the last poll that saw events move to the nudge: part of durableS, the bench's doing. */
-  stalledMs: number;
   /** Longest time between two lease rounds (heartbeats) of one instance; LEASE_TTL is the limit. */
   heartbeatGapMs: number;
   /** Partitions that changed owner, or were given back, after the first claims. */
@@ -689,13 +594,11 @@ async function processorRound(
   o: Options,
   instances: number,
   index: number,
-  nudgeTsMs: number,
   profile?: { nodeArgs: string[] },
 ): Promise<ProcessorRound> {
   await resetProcessorState(env.nc);
   const { tsdb, release: releaseTsdb } = await tsdbServer();
   const running: { proc: ProcessorProcess; release: () => Promise<void> }[] = [];
-  const nudged: number[] = [];
   let leases: LeaseWatch | undefined;
   try {
     const ids = Array.from({ length: instances }, (_, i) => `bench-${String.fromCharCode(97 + i)}`);
@@ -724,10 +627,6 @@ async function processorRound(
     let atDurable: (Scrape | undefined)[] = [];
     let atFirst: (Scrape | undefined)[] = [];
     let maxLagS = 0;
-    let target = o.events;
-    let stuck = 0;
-    let stalledMs = 0;
-    let unchanged = 0;
     const deadline = spawned + o.timeoutSeconds * 1000;
     const checkpointWaitMs = o.idleTimeoutMs + o.intervalMs + ALLOWED_LATENESS_MS + CHECKPOINT_SLACK_MS;
     for (;;) {
@@ -755,31 +654,17 @@ async function processorRound(
         for (const s of scrapes)
           maxLagS = Math.max(maxLagS, s?.max('processor_nodejs_eventloop_lag_max_seconds') || 0);
       }
-      unchanged = events > 0 && events === samples.at(-1)?.events ? unchanged + 1 : 0;
       samples.push({ t, events });
 
       if (Number.isNaN(durableAt)) {
-        if (events >= target && sum('processor_tsdb_pending_lines') === 0 && scrapes.every((s) => s)) {
+        if (events >= o.events && sum('processor_tsdb_pending_lines') === 0 && scrapes.every((s) => s)) {
           durableAt = t;
           sampler.stop();
           atDurable = scrapes;
           if (profile) break;
-        } else if (
-          events < target &&
-          unchanged >= 2 &&
-          nudged.length < MAX_NUDGES * TELEMETRY_PARTITIONS &&
-          (await everyPartition(env.nc, delivered))
-        ) {
-          // Everything delivered, nothing counted for two polls: tails are stuck (see nudge()).
-          stuck += target - events;
-          stalledMs += performance.now() - samples[samples.length - 1 - unchanged]!.t;
-          const seqs = await nudge(env.nc, nudgeTsMs);
-          nudged.push(...seqs);
-          target += seqs.length;
-          unchanged = 0;
         } else if (got > deadline || (atFirst.length === 0 && got - spawned > START_TIMEOUT_MS)) {
           throw new Error(
-            `round timed out with ${events} of ${target} events consumed, ` +
+            `round timed out with ${events} of ${o.events} events consumed, ` +
               `${sum('processor_tsdb_pending_lines')} lines pending in the writers\n` +
               `${await consumerStates(env.nc)}\n${procs.map((p) => p.tail()).join('\n')}`,
           );
@@ -839,9 +724,6 @@ async function processorRound(
       skewMs: seen.length > 1 ? Math.max(...seen) - Math.min(...seen) : 0,
       scrapeMs: median(scrapeMs),
       storedRaw,
-      nudges: nudged.length,
-      stuck,
-      stalledMs,
       heartbeatGapMs: Math.max(0, ...leaseReport.heartbeatGapMs.values()),
       stopS,
       moves: leaseReport.handovers + leaseReport.releases,
@@ -852,9 +734,6 @@ async function processorRound(
     // Already done unless the round failed; the processors write their CPU profiles on the way out.
     for (const r of running) await r.release();
     await releaseTsdb();
-    // Every round, and every peer, reads the same N events.
-    const jsm = await jetstreamManager(env.nc);
-    for (const seq of nudged) await jsm.streams.deleteMessage(TELEMETRY_STREAM, seq, false);
   }
 }
 
@@ -1021,16 +900,6 @@ async function latencyPhase(env: RunEnv, o: Options): Promise<LatencyResult> {
 
 // ---- the run ----
 
-function newestProfile(dir: string, since: number): string | undefined {
-  // --cpu-prof writes one file per thread (tsx's loader hooks run on one); the main thread's is the largest.
-  const files = readdirSync(dir)
-    .filter((f) => f.endsWith('.cpuprofile'))
-    .map((f) => ({ path: join(dir, f), stat: statSync(join(dir, f)) }))
-    .filter((f) => f.stat.mtimeMs >= since)
-    .sort((a, b) => b.stat.size - a.stat.size);
-  return files[0]?.path;
-}
-
 function victoriaMetricsVersion(): string {
   // The Debian build reports an empty app_version on /metrics; its package version is what there is.
   try {
@@ -1060,7 +929,7 @@ function peerLine(label: string, r: PeerRound): string {
 
 function processorLine(label: string, r: ProcessorRound, expected: number): string {
   const checks = [
-    r.events === expected + r.nudges ? undefined : `events ${r.events} ≠ ${expected} + ${r.nudges} nudges`,
+    r.events === expected ? undefined : `events ${r.events} ≠ ${expected}`,
     r.storedRaw === undefined || r.storedRaw === expected ? undefined : `TSDB holds ${r.storedRaw} raw`,
   ].filter(Boolean);
   return (
@@ -1078,10 +947,6 @@ function processorLine(label: string, r: ProcessorRound, expected: number): stri
     `, /metrics ${r.scrapeMs.toFixed(1)} ms` +
     `\n${''.padEnd(12)}leases: longest gap between lease rounds ${sec(r.heartbeatGapMs / 1000)} ` +
     `(LEASE_TTL ${DEFAULT_LEASE_TTL}), partitions moved ${r.moves}; SIGTERM → exited in ${sec(r.stopS)}` +
-    (r.nudges > 0
-      ? `\n${''.padEnd(12)}${r.stuck} events stuck in partition loops at the end of the stream; ` +
-        `released by ${r.nudges} nudge events after ${Math.round(r.stalledMs)} ms (included above)`
-      : '') +
     (r.storedRaw === undefined ? '' : `, TSDB raw ${int(r.storedRaw)}`) +
     (checks.length > 0 ? `  !! ${checks.join('; ')}` : '') +
     `\n${''.padEnd(12)}cpu ${cpuText(r.cpu)}`
@@ -1152,7 +1017,7 @@ async function main(): Promise<void> {
         peers.push(result);
         console.log(peerLine(label, result));
       } else {
-        const r = await processorRound(env, o, c.instances, round, filled.lastTsMs);
+        const r = await processorRound(env, o, c.instances, round);
         processors.push(r);
         console.log(processorLine(label, r, o.events));
       }
@@ -1165,7 +1030,7 @@ async function main(): Promise<void> {
     await mkdir(o.profileDir, { recursive: true });
     const since = Date.now();
     console.log(`\nprofiled round (not counted): 1 processor with --cpu-prof into ${o.profileDir}`);
-    const r = await processorRound(env, o, 1, 0, filled.lastTsMs, {
+    const r = await processorRound(env, o, 1, 0, {
       nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`],
     });
     console.log(
@@ -1203,8 +1068,7 @@ async function main(): Promise<void> {
   });
   // A round whose counts are off (partitions replayed after a lease moved) timed something else:
   // shown, marked, and left out of the medians.
-  const valid = (r: ProcessorRound) =>
-    r.events === o.events + r.nudges && r.late + r.duplicates + r.invalid === 0;
+  const valid = (r: ProcessorRound) => r.events === o.events && r.late + r.duplicates + r.invalid === 0;
   const procStats = o.instances.map((instances) => {
     const all = processors.filter((p) => p.instances === instances);
     const rs = all.filter(valid);
@@ -1219,7 +1083,6 @@ async function main(): Promise<void> {
       durableS: median(rs.map((r) => r.durableS)),
       checkpointedS: median(rs.map((r) => r.checkpointedS)),
       split: rs[0]?.split ?? [],
-      stuck: all.map((r) => r.stuck),
       heartbeatGapS: Math.max(...all.map((r) => r.heartbeatGapMs)) / 1000,
       cpu: (rs[0]?.cpu ?? []).map((c) => ({
         name: c.name,
@@ -1244,8 +1107,7 @@ async function main(): Promise<void> {
         (p.invalid > 0
           ? `\n${''.padEnd(23)}${p.invalid} round(s) left out: partitions replayed after a lease moved`
           : '') +
-        `\n${''.padEnd(23)}events stuck at the end of the stream per round: ${p.stuck.join(', ')}; ` +
-        `longest gap between lease rounds ${sec(p.heartbeatGapS)}`,
+        `\n${''.padEnd(23)}longest gap between lease rounds ${sec(p.heartbeatGapS)}`,
     );
   }
   const one = procStats.find((p) => p.instances === 1);
@@ -1266,7 +1128,6 @@ async function main(): Promise<void> {
     `Machine: nproc ${availableParallelism()} (${cpuModel}), Node ${process.version}, nats-server ${natsVersion}, ` +
     `VictoriaMetrics ${victoriaMetricsVersion()} (standing in for InfluxDB); processors, nats-server, ` +
     'VictoriaMetrics and the bench share the cores.';
-  const stalls = processors.filter((r) => r.nudges > 0).map((r) => r.stalledMs / 1000);
   const cell = (all: (number | string)[]) => all.map((x) => (typeof x === 'number' ? int(x) : x)).join(' / ');
   const table = [
     `Processor throughput, measured ${date} with \`npm run bench:processors\`: ${int(o.events)} canonical events ` +
@@ -1293,13 +1154,6 @@ async function main(): Promise<void> {
       'last reading, and they hold the checkpoint back.',
     ...(procStats.some((p) => p.invalid > 0)
       ? ['⚠ counts off (a partition was replayed after its lease moved mid-round): not in the median.']
-      : []),
-    ...(processors.some((r) => r.nudges > 0)
-      ? [
-          'The processors left the last events of some partitions unprocessed until another message arrived ' +
-            '(bench/processors.ts, nudge()); the bench then published one event per partition. "All durable" ' +
-            `includes the ${sec(Math.min(...stalls))}–${sec(Math.max(...stalls))} it took to notice.`,
-        ]
       : []),
   ];
   console.log(`\n${table.join('\n')}\n`);
@@ -1331,10 +1185,10 @@ async function main(): Promise<void> {
 try {
   await main();
 } catch (err) {
-  if (!interrupted) {
+  if (!isInterrupted()) {
     console.error(`processor bench failed: ${(err as Error).stack ?? err}`);
     process.exitCode = 1;
   }
 } finally {
-  if (!interrupted) await cleanup();
+  if (!isInterrupted()) await cleanup();
 }

@@ -113,15 +113,17 @@ export class PartitionLeases {
     const { instanceId, partitions, ttlMs, log } = this.options;
     try {
       const now = this.clock();
-      await this.kv.put(this.instanceKey(instanceId), JSON.stringify({ expiresAt: now + ttlMs }));
-      const live = await this.liveInstances(now);
-      const share = Math.ceil(partitions / Math.max(1, live));
-
-      // A compare-and-set on the revision we wrote last succeeds only if nobody wrote the lease since:
-      // no read needed, and every renewal goes out at once (a round must stay well inside the TTL
-      // even when NATS and this process are busy).
+      // Heartbeat and renewals first, all at once: under load each KV reply can wait a while for
+      // this busy event loop, and a round must stay well inside the TTL. A compare-and-set on the
+      // revision we wrote last succeeds only if nobody wrote the lease since: no read needed.
       const held = this.partitions;
-      const renewals = await Promise.all(held.map((p) => this.write(p, now, this.owned.get(p))));
+      const [, ...renewals] = await Promise.all([
+        // A failed heartbeat must not lose the renewals' new revisions: logged, retried next round.
+        this.kv
+          .put(this.instanceKey(instanceId), JSON.stringify({ expiresAt: now + ttlMs }))
+          .catch((err: unknown) => log.warn({ err }, 'lease heartbeat not written')),
+        ...held.map((p) => this.write(p, now, this.owned.get(p))),
+      ]);
       for (const [i, p] of held.entries()) {
         const renewed = renewals[i];
         if (renewed === undefined) {
@@ -133,6 +135,8 @@ export class PartitionLeases {
         }
       }
 
+      const live = await this.liveInstances(now);
+      const share = Math.ceil(partitions / Math.max(1, live));
       for (const p of this.partitions.reverse().slice(0, Math.max(0, this.owned.size - share))) {
         await this.release(p, 'rebalance');
       }
@@ -161,9 +165,11 @@ export class PartitionLeases {
   }
 
   private async liveInstances(now: number): Promise<number> {
+    const keys: string[] = [];
+    for await (const key of await this.kv.keys(`${this.options.group}.instance.*`)) keys.push(key);
+    const entries = await Promise.all(keys.map((key) => this.kv.get(key)));
     let live = 0;
-    for await (const key of await this.kv.keys(`${this.options.group}.instance.*`)) {
-      const entry = await this.kv.get(key);
+    for (const entry of entries) {
       const value =
         entry?.operation === 'PUT' ? (entry.json<{ expiresAt: number }>() ?? undefined) : undefined;
       if (value && value.expiresAt > now) live++;

@@ -2,6 +2,11 @@ import { type CloseResult, InfluxWriter, type InfluxWriterOptions } from './infl
 
 /** Requests in flight for raw telemetry: enough to hide a round trip behind the next batch. */
 export const RAW_MAX_IN_FLIGHT = 3;
+/**
+ * Window results are what dashboards wait for: a closed window goes out within this, not the raw
+ * lines' full flush interval. Under load their batches fill up long before.
+ */
+export const ORDERED_FLUSH_INTERVAL_MS = 200;
 
 /**
  * The processors' two InfluxDB writers, one sink to the rest. Raw telemetry lines are each written
@@ -15,7 +20,14 @@ export class TsdbSink {
 
   constructor(options: Omit<InfluxWriterOptions, 'maxInFlight'>, rawMaxInFlight = RAW_MAX_IN_FLIGHT) {
     this.raw = new InfluxWriter({ ...options, maxInFlight: rawMaxInFlight });
-    this.ordered = new InfluxWriter({ ...options, maxInFlight: 1 });
+    this.ordered = new InfluxWriter({
+      ...options,
+      maxInFlight: 1,
+      flushIntervalMs: Math.min(
+        options.flushIntervalMs ?? ORDERED_FLUSH_INTERVAL_MS,
+        ORDERED_FLUSH_INTERVAL_MS,
+      ),
+    });
   }
 
   get pendingLines(): number {
