@@ -4,7 +4,7 @@ import { formatDuration } from '../common/duration.js';
 import type { Logger } from '../common/logger.js';
 import { type CanonicalEvent, DEVICE_WINDOW_BATCH_MAX, type DeviceWindow } from '../contract/event.js';
 import { alertsSubject, PROMOTED_LABELS } from '../contract/measurements.js';
-import { windowsSubject } from '../contract/subjects.js';
+import { partitionOf, windowsSubject } from '../contract/subjects.js';
 import type { AlertEngine, AlertTransition } from './alerts/alert-engine.js';
 import type { PartitionEffects } from './consume/partition-consumer.js';
 import { InfluxWriteRejectedError } from './errors.js';
@@ -82,6 +82,19 @@ export class InfluxEffects implements PartitionEffects {
       this.o.log.error({ err, events }, 'lines refused by the TSDB');
       this.o.onInvalid(events);
     });
+  }
+
+  firingAlerts(partition: number): AlertTransition[] {
+    if (!this.o.alerts) return [];
+    return this.o.alerts.active().filter((t) => partitionOf(t.tenant, t.deviceId) === partition);
+  }
+
+  restoreAlerts(alerts: AlertTransition[]): void {
+    this.o.alerts?.restoreFiring(alerts, Date.now());
+  }
+
+  releaseDevices(devices: ReadonlyArray<readonly [string, string]>): void {
+    for (const [tenant, deviceId] of devices) this.o.alerts?.forgetDevice(tenant, deviceId);
   }
 
   /** Time-based alert transitions (absence, durations elapsed on quiet devices). */

@@ -28,8 +28,11 @@ import type { AlertRule, AlertSeverity, AnomalyRule, ComparisonOp, RateOfChangeR
  * time order, or be learned twice into an anomaly baseline (redeliveries have the same `ts`).
  * A resolution is never stamped earlier than its firing.
  *
- * The state is not checkpointed: after a restart, replayed readings re-announce alerts still
- * firing (same `atMs`), but one that fired before the replayed range cannot be resolved by it.
+ * Only firing alerts are carried across a restart or a partition move: the partition's checkpoint
+ * keeps its devices' `active()` alerts and the next owner calls `restoreFiring`, so an alert that
+ * fired before the replayed range is still resolved (and not fired again) by later readings.
+ * Pending conditions, rate histories and anomaly baselines are rebuilt from the readings that
+ * follow; a restored anomaly alert resolves on its next reading, its baseline being gone.
  *
  * Memory: per device a few numbers and, per rule it has readings for, one small object (anomaly
  * adds three numbers; a windowed rate keeps at most ~RATE_SAMPLES_PER_WINDOW earlier readings).
@@ -80,6 +83,9 @@ class RuleState {
   /** Rate of change: earlier readings, flat and ascending [ts, value, ts, value, …]. */
   samples: number[] | undefined = undefined;
 }
+
+/** The alert name among `rules`, or -1. */
+const ruleIndex = (rules: readonly AlertRule[], name: string) => rules.findIndex((r) => r.name === name);
 
 interface DeviceState {
   readonly tenant: string;
@@ -299,6 +305,45 @@ export class AlertEngine {
   }
 
   /**
+   * Takes alerts a previous owner had firing (its checkpointed `active()`), so that later readings
+   * resolve them instead of firing them again. Alerts of rules that no longer exist, or already
+   * known to fire, are left alone.
+   */
+  restoreFiring(alerts: readonly AlertTransition[], wallNowMs: number): void {
+    for (const t of alerts) {
+      const i = ruleIndex(this.rules, t.rule);
+      if (i < 0) continue;
+      const rule = this.rules[i]!;
+      const key = deviceKey(t.tenant, t.deviceId);
+      let device = this.devices.get(key);
+      if (!device) {
+        device = {
+          tenant: t.tenant,
+          deviceId: t.deviceId,
+          clockTs: Number.NEGATIVE_INFINITY,
+          clockWallMs: wallNowMs,
+          rules: [],
+          deadline: Number.POSITIVE_INFINITY,
+        };
+        this.devices.set(key, device);
+      }
+      const state = device.rules[i] ?? new RuleState();
+      if (state.phase === FIRING) continue;
+      device.rules[i] = state;
+      state.phase = FIRING;
+      state.lastAt = t.atMs;
+      state.since = t.atMs;
+      state.lastX = t.value;
+      // An absence fired `after` past the last reading; anything else fired at a reading's time.
+      // Readings up to then were judged already; the ones after it decide the resolution.
+      state.lastTs = rule.type === 'absence' ? t.atMs - rule.afterMs : t.atMs;
+      if (state.lastTs > device.clockTs) device.clockTs = state.lastTs;
+      this.firing.set(`${key}/${t.rule}`, t);
+      this.refreshDeadline(device);
+    }
+  }
+
+  /**
    * Drops a device's state (a device removed from the registry, or one silent for good). Returns
    * the alerts that were firing for it, which nothing will resolve now; publishing a resolution
    * for them is the caller's decision.
@@ -354,6 +399,13 @@ export class AlertEngine {
       }
       case 'anomaly': {
         state.lastTs = ts;
+        if (state.phase === FIRING && state.n < rule.warmup) {
+          // Restored from a checkpoint without its baseline: nothing to judge the reading against.
+          const text = `${rule.metric} baseline relearned: it was not carried over when the partition moved`;
+          this.resolve(device, i, state, ts, 0, text, out);
+          learn(rule, state, value);
+          return;
+        }
         const z = state.n >= rule.warmup ? zScore(rule, state, value) : undefined;
         if (
           z !== undefined &&

@@ -11,6 +11,7 @@ import { nanos } from '@nats-io/nats-core';
 import type { Logger } from '../../common/logger.js';
 import { type CanonicalEvent, CanonicalEvent as CanonicalEventSchema } from '../../contract/event.js';
 import { TELEMETRY_STREAM, telemetryPartitionFilter } from '../../contract/subjects.js';
+import type { AlertTransition } from '../alerts/alert-engine.js';
 import type { WindowResult, WindowSettings } from '../windows/device-windows.js';
 import { type PartitionCheckpoint, PartitionWindows } from '../windows/partition-windows.js';
 
@@ -35,6 +36,17 @@ export interface PartitionEffects {
   readonly overloaded: boolean;
   /** Resolves once the sink takes work again (or is closing). */
   whenAccepting(): Promise<void>;
+  /** Alerts firing now for this partition's devices: saved with its checkpoint. */
+  firingAlerts?(partition: number): AlertTransition[];
+  /** Alerts the partition's previous owner had firing (from its checkpoint). */
+  restoreAlerts?(alerts: AlertTransition[]): void;
+  /** The partition is no longer processed here: forget its devices' alert state. */
+  releaseDevices?(devices: ReadonlyArray<readonly [tenant: string, deviceId: string]>): void;
+}
+
+/** What is saved per partition: the windows' checkpoint and the alerts firing at that point. */
+interface SavedCheckpoint extends PartitionCheckpoint {
+  firing?: AlertTransition[];
 }
 
 export interface PartitionObserver {
@@ -84,7 +96,7 @@ interface Batch {
   /** False when the batch was not written: nothing from it on may be checkpointed. */
   written: Promise<boolean>;
   /** Taken for some batches only (see submit): building one visits every device of the partition. */
-  checkpoint: PartitionCheckpoint | undefined;
+  checkpoint: SavedCheckpoint | undefined;
 }
 
 export class PartitionConsumer {
@@ -103,7 +115,7 @@ export class PartitionConsumer {
   private readonly clock: () => number;
   private settling: Promise<void> = Promise.resolve();
   /** Newest durable checkpoint not saved yet (saving is rate-limited to one per interval). */
-  private pendingCheckpoint: PartitionCheckpoint | undefined;
+  private pendingCheckpoint: SavedCheckpoint | undefined;
   private failed: Error | undefined;
   /** A batch was not written (sink closed): from then on nothing is checkpointed or acknowledged. */
   private broken = false;
@@ -129,7 +141,8 @@ export class PartitionConsumer {
 
   static async start(o: PartitionConsumerOptions): Promise<PartitionConsumer> {
     const saved = await o.checkpoints.get(checkpointKey(o.partition));
-    const checkpoint = saved?.operation === 'PUT' ? saved.json<PartitionCheckpoint>() : undefined;
+    const checkpoint = saved?.operation === 'PUT' ? saved.json<SavedCheckpoint>() : undefined;
+    if (checkpoint?.firing) o.effects.restoreAlerts?.(checkpoint.firing);
     const consumer = new PartitionConsumer(
       o,
       new PartitionWindows(o.windows, checkpoint),
@@ -157,6 +170,8 @@ export class PartitionConsumer {
     this.flushWindows(true);
     await this.settling;
     await this.settle(true);
+    // Its alerts are in the checkpoint now; the next owner restores them.
+    this.o.effects.releaseDevices?.(this.windows.deviceIds());
     this.o.log.info({ partition: this.o.partition, ackSeq: this.lastSavedSeq }, 'partition consumer stopped');
   }
 
@@ -326,7 +341,10 @@ export class PartitionConsumer {
     const now = this.clock();
     const take = forceCheckpoint || now - this.lastCheckpointTakenAt >= this.o.checkpointIntervalMs / 2;
     if (take) this.lastCheckpointTakenAt = now;
-    this.inFlight.push({ written, checkpoint: take ? this.windows.checkpoint() : undefined });
+    const checkpoint: SavedCheckpoint | undefined = take
+      ? { ...this.windows.checkpoint(), firing: this.o.effects.firingAlerts?.(this.o.partition) }
+      : undefined;
+    this.inFlight.push({ written, checkpoint });
     this.settling = this.settling.then(() => this.settle(false));
   }
 

@@ -53,6 +53,11 @@ export class PartitionWindows {
     return this.devices.size;
   }
 
+  /** Every device seen in this partition (or restored from its checkpoint), as [tenant, deviceId]. */
+  deviceIds(): Array<readonly [string, string]> {
+    return [...this.devices.values()].map((d) => [d.tenant, d.deviceId] as const);
+  }
+
   add(reading: PartitionReading, seq: number, wallNowMs: number) {
     const key = `${reading.tenant}/${reading.deviceId}`;
     let device = this.devices.get(key);

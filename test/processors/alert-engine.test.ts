@@ -575,6 +575,48 @@ describe('engine state', () => {
     expect(brief(feed(engine, 'temperature', [[1 * S, 90]]))).toEqual([['firing', 'hot', 1 * S, 90]]);
   });
 
+  it('carries firing alerts to a new owner: later readings resolve them, none fires twice', () => {
+    const rules = `${HOT}    clear: 75\n  - { name: silent, type: absence, severity: warning, metric: temperature, after: 30s }
+  - { name: odd, type: anomaly, severity: info, metric: pressure, alpha: 0.1, z: 3, min_stddev: 1, warmup: 5 }
+`;
+    const before = engineFor(rules);
+    feed(before, 'temperature', [[0, 90]]);
+    before.tick(T0 + 31 * S); // no temperature since 0 s: silent fires at 30 s
+    feed(
+      before,
+      'pressure',
+      Array.from({ length: 5 }, (_, i): [number, number] => [i * S, 20]),
+    );
+    feed(before, 'pressure', [[6 * S, 40]]); // anomaly fires
+    const carried = before.active();
+    expect(carried.map((t) => t.rule).sort()).toEqual(['hot', 'odd', 'silent']);
+
+    const after = engineFor(rules);
+    after.restoreFiring(carried, T0 + 40 * S);
+    after.restoreFiring(carried, T0 + 40 * S); // twice: still one of each
+    expect(after.active()).toHaveLength(3);
+    // Replayed readings from before the firing change nothing.
+    expect(feed(after, 'temperature', [[0, 90]])).toEqual([]);
+    // Still hot: no second firing. Back below clear: hot resolves, and silent resolves on the reading.
+    expect(brief(feed(after, 'temperature', [[41 * S, 95]]))).toEqual([['resolved', 'silent', 41 * S, 41]]);
+    expect(brief(feed(after, 'temperature', [[42 * S, 70]]))).toEqual([['resolved', 'hot', 42 * S, 70]]);
+    // The anomaly's baseline did not travel: its next reading resolves it, saying why.
+    const odd = feed(after, 'pressure', [[43 * S, 20]]);
+    expect(brief(odd)).toEqual([['resolved', 'odd', 43 * S, 0]]);
+    expect(odd[0]!.message).toMatch(/baseline relearned/);
+    expect(after.active()).toEqual([]);
+  });
+
+  it('skips carried alerts of rules that no longer exist', () => {
+    const before = engineFor(HOT);
+    feed(before, 'temperature', [[0, 90]]);
+    const other = engineFor(`
+  - { name: cold, type: threshold, severity: info, metric: temperature, op: '<', value: 0 }
+`);
+    other.restoreFiring(before.active(), T0);
+    expect(other.active()).toEqual([]);
+  });
+
   it('refuses rules that share a name', () => {
     const [rule] = parseAlertRules(`rules:\n${HOT}`, 'yaml');
     expect(() => new AlertEngine([rule!, rule!])).toThrow('alert rule names must be unique');

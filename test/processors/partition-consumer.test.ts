@@ -223,6 +223,38 @@ describe('PartitionConsumer', () => {
     await second.stop();
   });
 
+  it('saves the alerts firing for its devices with the checkpoint, and hands them to the next owner', async () => {
+    const firing = {
+      tenant: 'acme',
+      deviceId: 'dev1',
+      rule: 'hot',
+      severity: 'critical',
+      state: 'firing',
+      value: 90,
+      atMs: T0,
+      message: 'temperature 90 > 80',
+    } as const;
+    const restored: unknown[] = [];
+    const released: string[] = [];
+    const withAlerts = (effects: RecordingEffects): PartitionEffects =>
+      Object.assign(effects, {
+        firingAlerts: (p: number) => (p === 7 ? [firing] : []),
+        restoreAlerts: (alerts: unknown[]) => restored.push(...alerts),
+        releaseDevices: (devices: ReadonlyArray<readonly [string, string]>) =>
+          released.push(...devices.map(([t, d]) => `${t}/${d}`)),
+      });
+    await publish(7, [event('dev1', 0, T0 + 4_000 * S, 90)]);
+    const effects = new RecordingEffects();
+    const first = await start(7, withAlerts(effects), () => T0 + 4_000 * S);
+    await until(() => effects.raw.length === 1, 'the event');
+    await first.stop();
+    expect(released).toEqual(['acme/dev1']);
+    expect(restored).toEqual([]);
+    const second = await start(7, withAlerts(new RecordingEffects()), () => T0 + 4_000 * S);
+    expect(restored).toEqual([firing]);
+    await second.stop();
+  });
+
   it('reports a failure when its JetStream consumer disappears, so it can be restarted from the checkpoint', async () => {
     const failures: number[] = [];
     const consumer = await start(
