@@ -164,6 +164,7 @@ describe('gateway → JetStream → processors → TSDB', () => {
 
   it('re-emits a window corrected by a late reading, and counts a reading beyond the lateness', async () => {
     const device = await provision(nc, 'pipe-late', 'acme');
+    await new Promise((r) => setTimeout(r, 300)); // the registry change reaches the gateway
     const client = await connectDevice(gateway.ports.mqtt, device);
     const send = (seq: number, offsetS: number, value: number) =>
       client.publishAsync(
@@ -173,7 +174,6 @@ describe('gateway → JetStream → processors → TSDB', () => {
           qos: 1,
         },
       );
-    await new Promise((r) => setTimeout(r, 300)); // the registry change reaches the gateway
     const metric = async (name: string, labels: Record<string, string> = {}) =>
       (await processor.metrics.registry.getSingleMetric(name)!.get()).values
         .filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))
