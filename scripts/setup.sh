@@ -37,4 +37,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
   npm ci --no-audit --no-fund
   echo "$sum" >"$stamp"
 fi
-echo "setup: ready (nats-server $(nats-server --version 2>/dev/null | awk '{print $2}'), node $(node --version))"
+# Debian installs nats-server in /usr/sbin, which is not on a normal user's PATH.
+nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+echo "setup: ready (nats-server $("$nats_bin" --version 2>/dev/null | awk '{print $2}'), node $(node --version))"

@@ -1,7 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+/** Debian installs nats-server in /usr/sbin, which is not on a normal user's PATH. */
+const NATS_SERVER_BIN =
+  process.env.NATS_SERVER_BIN ??
+  (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
 
 /**
  * A real nats-server with JetStream on a random loopback port and a temp store, stopped by pid.
@@ -42,7 +48,7 @@ interface Launched {
 
 function launch(configPath: string): Promise<Launched> {
   return new Promise((resolve, reject) => {
-    const child = spawn('nats-server', ['-c', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(NATS_SERVER_BIN, ['-c', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
