@@ -3,7 +3,30 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import {
+  exportSeries as exportFrom,
+  type PointSelector,
+  type Sample,
+  type Series,
+  selectorToMatch,
+  seriesToSamples,
+  type TimeRange,
+} from '../../simulators/victoria-metrics.js';
 import { freePort } from './processes.js';
+
+// The export client and the sample helpers are shared with the simulator's verifier.
+export {
+  type DuplicateSample,
+  findDuplicates,
+  groupSamples,
+  metricName,
+  type PointSelector,
+  type Sample,
+  type Series,
+  selectorToMatch,
+  seriesKey,
+  type TimeRange,
+} from '../../simulators/victoria-metrics.js';
 
 /**
  * A real VictoriaMetrics (the Debian package's `/usr/bin/victoria-metrics`, v1.79) standing in for
@@ -35,48 +58,6 @@ export interface VictoriaMetricsOptions {
   dataDir?: string;
   port?: number;
   extraArgs?: string[];
-}
-
-export interface Series {
-  /** `__name__` and the labels (the line's tags). */
-  metric: Record<string, string>;
-  values: number[];
-  timestamps: number[];
-}
-
-/** One stored sample: one field of one line. */
-export interface Sample {
-  /** The VictoriaMetrics metric name, `${measurement}_${field}`. */
-  name: string;
-  /** The field, when the selector named the measurement (the name without `${measurement}_`). */
-  field: string;
-  tags: Record<string, string>;
-  /** Milliseconds since the epoch (VictoriaMetrics stores ms). */
-  timestamp: number;
-  value: number;
-}
-
-export interface PointSelector {
-  measurement: string;
-  /** One field or several; all fields of the measurement when absent (see the naming caveat above). */
-  field?: string | readonly string[];
-  /** Exact tag values the samples must carry. */
-  tags?: Readonly<Record<string, string>>;
-}
-
-export interface TimeRange {
-  /** ms since the epoch; default 1 (VictoriaMetrics ignores start=0). */
-  startMs?: number;
-  /** ms since the epoch; default now + 3 days (the export API stops at now otherwise). */
-  endMs?: number;
-}
-
-/** Samples of one series at one timestamp, when there are more than one. */
-export interface DuplicateSample {
-  name: string;
-  tags: Record<string, string>;
-  timestamp: number;
-  values: number[];
 }
 
 export interface Tsdb {
@@ -121,87 +102,7 @@ const STOP_TIMEOUT_MS = 10_000;
 const POLL_INTERVAL_MS = 100;
 const DEFAULT_WAIT_MS = 10_000;
 const LOG_TAIL_BYTES = 64 * 1024;
-/** The export API stops at now; writers may be a little ahead of this machine's clock. */
-const READ_AHEAD_MS = 3 * 24 * 3600_000;
 const CANARY_MEASUREMENT = 'vm_kit_canary';
-
-export function metricName(measurement: string, field: string): string {
-  return `${measurement}_${field}`;
-}
-
-/** PromQL string literal: backslash, double quote and newline escaped. */
-function quote(value: string): string {
-  return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
-}
-
-function escapeRegex(value: string): string {
-  return value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-export function selectorToMatch(selector: PointSelector): string {
-  const filters: string[] = [];
-  const fields = selector.field === undefined ? undefined : ([] as string[]).concat(selector.field);
-  if (fields?.length === 1) filters.push(`__name__=${quote(metricName(selector.measurement, fields[0]!))}`);
-  else {
-    const alternatives = fields ? `(${fields.map(escapeRegex).join('|')})` : '.+';
-    filters.push(`__name__=~${quote(`${escapeRegex(selector.measurement)}_${alternatives}`)}`);
-  }
-  for (const [name, value] of Object.entries(selector.tags ?? {})) filters.push(`${name}=${quote(value)}`);
-  return `{${filters.join(',')}}`;
-}
-
-/** Adds a filter no series can fail, unique per call, so the query misses the tagFilters cache. */
-function withNonce(match: string): string {
-  const nonce = `kit_nonce!=${quote(randomUUID())}`;
-  const trimmed = match.trim();
-  if (!trimmed.endsWith('}')) return `${trimmed}{${nonce}}`;
-  const body = trimmed.slice(trimmed.lastIndexOf('{') + 1, -1).trim();
-  return `${trimmed.slice(0, -1)}${body === '' ? '' : ','}${nonce}}`;
-}
-
-function seriesToSamples(series: Series[], measurement: string | undefined): Sample[] {
-  const samples: Sample[] = [];
-  for (const s of series) {
-    const { __name__: name = '', ...tags } = s.metric;
-    const prefix = measurement === undefined ? undefined : `${measurement}_`;
-    const field = prefix !== undefined && name.startsWith(prefix) ? name.slice(prefix.length) : name;
-    s.timestamps.forEach((timestamp, i) => {
-      samples.push({ name, field, tags, timestamp, value: s.values[i]! });
-    });
-  }
-  return samples.sort((a, b) => seriesKey(a).localeCompare(seriesKey(b)) || a.timestamp - b.timestamp);
-}
-
-/** Identity of a series: metric name and its tags in name order. */
-export function seriesKey(sample: Pick<Sample, 'name' | 'tags'>): string {
-  const tags = Object.keys(sample.tags)
-    .sort()
-    .map((k) => `${k}=${sample.tags[k]}`);
-  return [sample.name, ...tags].join(',');
-}
-
-/** Samples grouped by series and timestamp: InfluxDB keeps one per key, VictoriaMetrics keeps them all. */
-export function groupSamples(samples: readonly Sample[]): Map<string, Sample[]> {
-  const groups = new Map<string, Sample[]>();
-  for (const s of samples) {
-    const key = `${seriesKey(s)}@${s.timestamp}`;
-    const group = groups.get(key);
-    if (group) group.push(s);
-    else groups.set(key, [s]);
-  }
-  return groups;
-}
-
-/** Every series+timestamp stored more than once, with all of its values (equal values = a replay). */
-export function findDuplicates(samples: readonly Sample[]): DuplicateSample[] {
-  const duplicates: DuplicateSample[] = [];
-  for (const group of groupSamples(samples).values()) {
-    if (group.length < 2) continue;
-    const { name, tags, timestamp } = group[0]!;
-    duplicates.push({ name, tags, timestamp, values: group.map((s) => s.value) });
-  }
-  return duplicates;
-}
 
 function waitExit(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
@@ -282,20 +183,8 @@ export async function startVictoriaMetrics(options: VictoriaMetricsOptions = {})
 
   const base = () => `http://127.0.0.1:${port}`;
 
-  const exportSeries = async (match: string, range: TimeRange = {}): Promise<Series[]> => {
-    const params = new URLSearchParams({
-      'match[]': withNonce(match),
-      start: String((range.startMs ?? 1_000) / 1000),
-      end: String((range.endMs ?? Date.now() + READ_AHEAD_MS) / 1000),
-    });
-    const res = await fetch(`${base()}/api/v1/export`, { method: 'POST', body: params });
-    const text = await res.text();
-    if (!res.ok) throw new Error(`export ${match} failed: ${res.status} ${text}`);
-    return text
-      .split('\n')
-      .filter((line) => line.trim() !== '')
-      .map((line) => JSON.parse(line) as Series);
-  };
+  const exportSeries = (match: string, range: TimeRange = {}): Promise<Series[]> =>
+    exportFrom(base(), match, range);
 
   const readSamples = async (selector: PointSelector, range?: TimeRange): Promise<Sample[]> =>
     seriesToSamples(await exportSeries(selectorToMatch(selector), range), selector.measurement);

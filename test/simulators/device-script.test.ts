@@ -1,0 +1,200 @@
+import { describe, expect, it } from 'vitest';
+import { normaliseReading, type ReadingContext } from '../../gateway/ingest/normalise.js';
+import { parseTelemetryPayload } from '../../gateway/ingest/parse-payload.js';
+import {
+  DeviceScript,
+  type FaultMix,
+  LATE_MAX_MS,
+  NO_FAULTS,
+  type OutMessage,
+  type ScriptSettings,
+} from '../../simulators/device-script.js';
+import { INVALID_REASONS } from '../../simulators/payloads.js';
+import { DEVICE_TYPES } from '../../simulators/signals.js';
+
+const T0 = Date.UTC(2026, 10, 28, 12, 0, 0);
+
+function settings(faults: Partial<FaultMix> = {}, extra: Partial<ScriptSettings> = {}): ScriptSettings {
+  return {
+    seed: 1234,
+    schema: 'mixed',
+    batch: 1,
+    publishPeriodMs: 500,
+    publishes: 400,
+    faults: { ...NO_FAULTS, ...faults },
+    startTodS: 0,
+    ...extra,
+  };
+}
+
+function runScript(s: ScriptSettings, index = 0, type: (typeof DEVICE_TYPES)[number] = 'environment') {
+  const script = new DeviceScript({ index, id: `dev-${index}`, type }, s);
+  script.begin(T0);
+  const messages: OutMessage[] = [];
+  const churns: number[] = [];
+  while (!script.done) {
+    const step = script.step();
+    messages.push(...step.messages);
+    if (step.churn) churns.push(step.churn.downtimeMs);
+  }
+  return { script, messages, churns };
+}
+
+/** What the gateway does with a payload: the pure parse and normalise steps it runs. */
+function gatewayView(payload: string | Buffer, receivedAtMs: number) {
+  const ctx: ReadingContext = {
+    tenant: 't',
+    deviceId: 'dev-0',
+    labels: {},
+    receivedAtMs,
+    receivedAtIso: new Date(receivedAtMs).toISOString(),
+    packetId: 1,
+    maxFutureMs: 5 * 60_000,
+    maxAgeMs: 7 * 24 * 3_600_000,
+  };
+  const parsed = parseTelemetryPayload(Buffer.from(payload), 65_536);
+  return parsed.readings.map((r) => (r.ok ? normaliseReading(r.reading, r.version, r.index, ctx) : r));
+}
+
+const payloads = (ms: OutMessage[]) => ms.map((m) => Buffer.from(m.payload).toString('base64'));
+
+describe('DeviceScript', () => {
+  it('sends the same messages for the same seed, whatever else runs', () => {
+    const all: Partial<FaultMix> = {
+      invalid: 10,
+      duplicates: 10,
+      late: 10,
+      outOfOrder: 10,
+      fahrenheit: 20,
+      churn: 30,
+    };
+    const a = runScript(settings(all));
+    const b = runScript(settings(all));
+    expect(payloads(a.messages)).toEqual(payloads(b.messages));
+    expect(a.churns).toEqual(b.churns);
+    const other = runScript(settings(all, { seed: 99 }));
+    expect(payloads(other.messages)).not.toEqual(payloads(a.messages));
+  });
+
+  it('does not change the signal when faults are turned on', () => {
+    const plain = runScript(settings());
+    const faulty = runScript(settings({ invalid: 20, late: 20, outOfOrder: 20, duplicates: 20 }));
+    const values = (ms: OutMessage[]) =>
+      ms
+        .flatMap((m) => m.readings)
+        .sort((x, y) => x.ts - y.ts)
+        .map((r) => r.canonical);
+    expect(values(faulty.messages)).toEqual(values(plain.messages));
+  });
+
+  it('gives every reading its own seq and ts, on the schedule', () => {
+    const { messages, script } = runScript(settings({}, { batch: 4, publishes: 50 }));
+    const readings = messages.flatMap((m) => m.readings);
+    expect(readings).toHaveLength(200);
+    expect(new Set(readings.map((r) => r.ts)).size).toBe(200);
+    const ts = readings.map((r) => r.ts);
+    expect(ts).toEqual([...ts].sort((a, b) => a - b));
+    expect(ts[0]! - T0).toBeLessThan(500);
+    expect(ts.at(-1)! - ts[0]!).toBe(Math.round(script.phaseMs + 199 * 125) - Math.round(script.phaseMs));
+    // A batch is a JSON array of four readings.
+    expect(JSON.parse(String(messages[0]!.payload))).toHaveLength(4);
+  });
+
+  it('holds late readings back 1–4 s behind the newest, inside the processors’ 5 s lateness', () => {
+    const { messages } = runScript(settings({ late: 15 }));
+    let newest = Number.NEGATIVE_INFINITY;
+    let late = 0;
+    for (const m of messages) {
+      for (const r of m.readings) {
+        if (m.kind === 'late') {
+          late++;
+          expect(newest - r.ts).toBeGreaterThan(0);
+          expect(newest - r.ts).toBeLessThanOrEqual(LATE_MAX_MS);
+        }
+        newest = Math.max(newest, r.ts);
+      }
+    }
+    expect(late).toBeGreaterThan(20);
+  });
+
+  it('swaps adjacent publishes for out of order, never more than two periods back', () => {
+    const { messages } = runScript(settings({ outOfOrder: 20 }));
+    const swapped = messages.filter((m) => m.swapped);
+    expect(swapped.length).toBeGreaterThan(20);
+    let newest = Number.NEGATIVE_INFINITY;
+    for (const m of messages) {
+      for (const r of m.readings) {
+        expect(newest - r.ts).toBeLessThanOrEqual(1_000);
+        newest = Math.max(newest, r.ts);
+      }
+    }
+  });
+
+  it('makes invalid messages the gateway rejects with the recorded reason', () => {
+    const { messages } = runScript(settings({ invalid: 50 }, { publishes: 600 }));
+    const invalid = messages.filter((m) => m.kind === 'invalid');
+    expect(new Set(invalid.map((m) => m.reason))).toEqual(new Set(INVALID_REASONS));
+    for (const m of invalid) {
+      const results = gatewayView(m.payload, T0 + 300_000);
+      expect(results).toHaveLength(1);
+      expect(results[0]).toMatchObject({ ok: false, reason: m.reason });
+    }
+    // Each one unique: the gateway deduplicates dead letters by packet id and content.
+    expect(new Set(payloads(invalid)).size).toBe(invalid.length);
+  });
+
+  it('sends readings the gateway accepts, with the canonical values the ledger keeps (°F included)', () => {
+    for (const type of DEVICE_TYPES) {
+      const { messages } = runScript(
+        settings({ fahrenheit: 40, late: 5 }, { batch: 3, publishes: 100 }),
+        3,
+        type,
+      );
+      let fahrenheit = 0;
+      for (const m of messages) {
+        const results = gatewayView(m.payload, T0 + 300_000);
+        expect(results.map((r) => r.ok)).toEqual(m.readings.map(() => true));
+        results.forEach((r, i) => {
+          if (!r.ok) return;
+          const want = m.readings[i]!;
+          if (want.fahrenheit) fahrenheit++;
+          expect(Date.parse(r.event.ts)).toBe(want.ts);
+          expect(Object.entries(r.event.metrics).map(([k, v]) => [k, v.value])).toEqual(want.canonical);
+        });
+      }
+      if (type !== 'meter') expect(fahrenheit).toBeGreaterThan(10);
+    }
+  });
+
+  it('marks duplicates to be sent again, and decides churn per device and minute', () => {
+    const { messages, churns } = runScript(settings({ duplicates: 25, churn: 100 }, { publishes: 1_200 }));
+    const dup = messages.filter((m) => m.duplicate).length / messages.length;
+    expect(dup).toBeGreaterThan(0.15);
+    expect(dup).toBeLessThan(0.35);
+    // 1,200 publishes at 2/s = 10 minutes at 100 %/min: about ten drops.
+    expect(churns.length).toBeGreaterThan(3);
+    expect(churns.length).toBeLessThan(25);
+    for (const d of churns) expect(d >= 500 && d <= 2_000).toBe(true);
+  });
+
+  it('goes silent part-way for offline devices, and flushes what it held back', () => {
+    let silent = 0;
+    for (let index = 0; index < 40; index++) {
+      const { script, messages } = runScript(settings({ offline: 50, late: 10, outOfOrder: 10 }), index);
+      const readings = messages.flatMap((m) => m.readings).length;
+      if (script.silentFrom === undefined) {
+        expect(readings).toBe(400);
+        continue;
+      }
+      silent++;
+      expect(script.silentFrom).toBeGreaterThanOrEqual(120);
+      expect(script.silentFrom).toBeLessThanOrEqual(280);
+      expect(readings).toBe(script.silentFrom);
+      expect(Math.max(...messages.flatMap((m) => m.readings.map((r) => r.ts)))).toBeLessThan(
+        script.silentFromTs!,
+      );
+    }
+    expect(silent).toBeGreaterThan(10);
+    expect(silent).toBeLessThan(30);
+  });
+});
