@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `npm start` and `npm test` need on a Debian machine with Node 20: the Debian packages
-# nats-server, victoria-metrics, mosquitto-clients (and openssl), and the npm dependencies. Idempotent, and a
+# nats-server, victoria-metrics, mosquitto-clients, influxdb (1.x), chromium (and openssl), and the
+# npm dependencies. Idempotent, and a
 # no-op taking about a second when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,9 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missin
 command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl) # tests make throwaway TLS certificates
+# InfluxDB 1.x runs every dashboard query in a test; Chromium drives the live view's browser test.
+command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing+=(influxdb)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo=sudo
@@ -24,7 +28,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The packages enable system services on fixed ports; this project runs its own instances.
   if [ -d /run/systemd/system ]; then
-    for unit in nats-server victoria-metrics; do
+    for unit in nats-server victoria-metrics influxdb; do
       $sudo systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
   fi
