@@ -1,6 +1,7 @@
-import { type JetStreamManager, RetentionPolicy, StorageType, type StreamConfig } from '@nats-io/jetstream';
+import { type JetStreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/nats-core';
 import type { Logger } from '../common/logger.js';
+import { type DesiredStream, ensureStream } from '../common/streams.js';
 import {
   DEADLETTER_STREAM,
   DEADLETTER_SUBJECTS,
@@ -18,8 +19,6 @@ export interface StreamSettings {
 
 const DEADLETTER_MAX_AGE_MS = 30 * 24 * 3_600_000;
 const PRESENCE_MAX_AGE_MS = 7 * 24 * 3_600_000;
-
-type DesiredStream = Partial<StreamConfig> & { name: string; subjects: string[] };
 
 export function desiredStreams(s: StreamSettings): DesiredStream[] {
   const common = {
@@ -54,35 +53,5 @@ export async function ensureStreams(
   settings: StreamSettings,
   log: Logger,
 ): Promise<void> {
-  for (const desired of desiredStreams(settings)) {
-    const name = desired.name;
-    const existing = await jsm.streams.info(name).catch(() => undefined);
-    if (existing === undefined) {
-      await jsm.streams.add(desired);
-      log.info({ stream: name }, 'stream created');
-      continue;
-    }
-    const c = existing.config;
-    const drift =
-      c.max_age !== desired.max_age ||
-      c.duplicate_window !== desired.duplicate_window ||
-      c.num_replicas !== desired.num_replicas ||
-      !desired.subjects.every((s) => c.subjects?.includes(s));
-    if (!drift) continue;
-    try {
-      await jsm.streams.update(name, {
-        ...c,
-        max_age: desired.max_age!,
-        duplicate_window: desired.duplicate_window!,
-        num_replicas: desired.num_replicas!,
-        subjects: [...new Set([...(c.subjects ?? []), ...desired.subjects])],
-      });
-      log.info({ stream: name }, 'stream settings updated');
-    } catch (err) {
-      log.warn(
-        { stream: name, err },
-        'stream settings differ from the configured ones and could not be updated',
-      );
-    }
-  }
+  for (const desired of desiredStreams(settings)) await ensureStream(jsm, desired, log);
 }

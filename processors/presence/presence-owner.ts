@@ -10,6 +10,7 @@ import { type KV, Kvm } from '@nats-io/kv';
 import type { NatsConnection, Subscription } from '@nats-io/nats-core';
 import { z } from 'zod';
 import type { Logger } from '../../common/logger.js';
+import { Naps } from '../../common/naps.js';
 import { GatewayHeartbeat, PresenceEvent, PresenceState } from '../../contract/event.js';
 import { isDeviceId, isTenant } from '../../contract/ids.js';
 import {
@@ -80,7 +81,7 @@ export class PresenceOwner {
   private running: Promise<void> = Promise.resolve();
   private stopping = false;
   private stopped: Promise<void> | undefined;
-  private readonly wakers = new Set<() => void>();
+  private readonly naps = new Naps();
   /** Heartbeats cannot reach a disconnected owner: no gateway is judged meanwhile. */
   private connected = true;
   private lastTickAt: number;
@@ -140,7 +141,7 @@ export class PresenceOwner {
     this.stopped ??= (async () => {
       this.stopping = true;
       clearInterval(this.timer);
-      for (const wake of this.wakers) wake();
+      this.naps.wakeAll();
       await this.messages?.close().catch(() => undefined);
       await this.running;
       await this.flush();
@@ -374,16 +375,7 @@ export class PresenceOwner {
 
   /** A wait that stop() cuts short. */
   private sleep(ms: number): Promise<void> {
-    if (this.stopping) return Promise.resolve();
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        this.wakers.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      this.wakers.add(wake);
-    });
+    return this.stopping ? Promise.resolve() : this.naps.sleep(ms);
   }
 }
 

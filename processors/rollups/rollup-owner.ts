@@ -11,6 +11,7 @@ import {
 } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from '../../common/logger.js';
+import { Naps } from '../../common/naps.js';
 import {
   type DeviceWindowBatch,
   DeviceWindowBatch as DeviceWindowBatchSchema,
@@ -84,7 +85,7 @@ export class RollupOwner {
   private flushing: Promise<void> = Promise.resolve();
   /** Collected rows not durable yet, by fleet window: a newer row of the same window replaces it. */
   private readonly unwritten = new Map<string, FleetRow>();
-  private readonly sleepers = new Set<() => void>();
+  private readonly naps = new Naps();
 
   private constructor(
     private readonly o: RollupOwnerOptions,
@@ -123,7 +124,7 @@ export class RollupOwner {
 
   private async shutdown(): Promise<void> {
     this.stopping = true;
-    for (const wake of this.sleepers) wake();
+    this.naps.wakeAll();
     await this.messages?.close();
     await this.consuming;
     await this.flushing;
@@ -293,16 +294,7 @@ export class RollupOwner {
   }
 
   private sleep(ms: number): Promise<void> {
-    if (this.stopping) return Promise.resolve();
-    return new Promise((resolve) => {
-      const wake = () => {
-        clearTimeout(timer);
-        this.sleepers.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      this.sleepers.add(wake);
-    });
+    return this.stopping ? Promise.resolve() : this.naps.sleep(ms);
   }
 }
 

@@ -1,6 +1,7 @@
-import { type JetStreamManager, RetentionPolicy, StorageType, type StreamConfig } from '@nats-io/jetstream';
+import { type JetStreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/nats-core';
 import type { Logger } from '../../common/logger.js';
+import { type DesiredStream, ensureStream } from '../../common/streams.js';
 import { WINDOWS_STREAM, WINDOWS_SUBJECTS } from '../../contract/subjects.js';
 
 export interface WindowsStreamSettings {
@@ -17,10 +18,7 @@ export const WINDOWS_MAX_AGE_HORIZONS = 3;
 /** The server's default; JetStream refuses a duplicate window longer than max_age, so it is capped. */
 const DUPLICATE_WINDOW_MS = 2 * 60_000;
 
-export function desiredWindowsStream(s: WindowsStreamSettings): Partial<StreamConfig> & {
-  name: string;
-  subjects: string[];
-} {
+export function desiredWindowsStream(s: WindowsStreamSettings): DesiredStream {
   return {
     name: WINDOWS_STREAM,
     subjects: [WINDOWS_SUBJECTS],
@@ -42,34 +40,5 @@ export async function ensureWindowsStream(
   settings: WindowsStreamSettings,
   log?: Logger,
 ): Promise<void> {
-  const desired = desiredWindowsStream(settings);
-  const existing = await jsm.streams.info(WINDOWS_STREAM).catch(() => undefined);
-  if (existing === undefined) {
-    await jsm.streams.add(desired);
-    log?.info({ stream: WINDOWS_STREAM }, 'stream created');
-    return;
-  }
-  const c = existing.config;
-  const drift =
-    c.max_age !== desired.max_age ||
-    c.duplicate_window !== desired.duplicate_window ||
-    c.num_replicas !== desired.num_replicas ||
-    !desired.subjects.every((s) => c.subjects?.includes(s));
-  if (!drift) return;
-  try {
-    await jsm.streams.update(WINDOWS_STREAM, {
-      ...c,
-      max_age: desired.max_age!,
-      duplicate_window: desired.duplicate_window!,
-      num_replicas: desired.num_replicas!,
-      subjects: [...new Set([...(c.subjects ?? []), ...desired.subjects])],
-    });
-    log?.info({ stream: WINDOWS_STREAM }, 'stream settings updated');
-  } catch (err) {
-    if (!log) throw err;
-    log.warn(
-      { stream: WINDOWS_STREAM, err },
-      'stream settings differ from the configured ones and could not be updated',
-    );
-  }
+  await ensureStream(jsm, desiredWindowsStream(settings), log);
 }

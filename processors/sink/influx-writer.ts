@@ -1,5 +1,6 @@
 import { HttpError, InfluxDB, type WriteApi } from '@influxdata/influxdb-client';
 import type { Logger } from '../../common/logger.js';
+import { Naps } from '../../common/naps.js';
 import { MAX_FLUSH_INTERVAL_MS } from '../config.js';
 import { InfluxWriteRejectedError, InfluxWriterClosedError, InfluxWriterConfigError } from '../errors.js';
 import { WRITE_PRECISION } from './lines.js';
@@ -172,7 +173,8 @@ export class InfluxWriter {
   /** Requests on their way (each with its retries). */
   private inFlight = 0;
   private flushTimer: NodeJS.Timeout | undefined;
-  private readonly wakeRetries = new Set<() => void>();
+  /** Retry delays, cut short when the writer is aborted. */
+  private readonly naps = new Naps();
   private closing: Promise<CloseResult> | undefined;
 
   constructor(options: InfluxWriterOptions) {
@@ -319,7 +321,7 @@ export class InfluxWriter {
   private abort(error: Error): void {
     this.aborted = true;
     this.clearFlushTimer();
-    for (const wake of [...this.wakeRetries]) wake();
+    this.naps.wakeAll();
     for (const owner of [...this.unsettled]) this.fail(owner, error);
     this.queue.length = 0;
     this.head = 0;
@@ -478,7 +480,7 @@ export class InfluxWriter {
             'InfluxDB write failed; retrying',
           );
         }
-        await this.pause(delayMs);
+        await this.naps.sleep(delayMs);
         continue;
       }
       if (attempt > 1)
@@ -491,18 +493,6 @@ export class InfluxWriter {
       });
       return 'ok';
     }
-  }
-
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wakeRetries.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wakeRetries.add(done);
-    });
   }
 
   private accept(part: Part): void {
