@@ -1,4 +1,4 @@
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 
 /** Answers readiness: undefined when ready, else what is missing. */
@@ -7,6 +7,8 @@ export type ReadinessCheck = () => string[];
 export interface OpsServerOptions {
   metrics: Registry;
   ready: ReadinessCheck;
+  /** The process's own GET routes (the gateway's live view): answers and returns true, or returns false. */
+  routes?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 function send(res: ServerResponse, status: number, body: string, type = 'application/json'): void {
@@ -39,6 +41,7 @@ export function createOpsServer(options: OpsServerOptions): Server {
       );
       return;
     }
+    if (options.routes?.(req, res)) return;
     send(res, 404, '{"error":"not found"}');
   });
 }

@@ -18,6 +18,8 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 export const DEFAULT_QOS0_MAX_IN_FLIGHT = 10_000;
 /** The presence owner takes a gateway's connections as lost after HEARTBEAT_MISSES silent intervals. */
 export const DEFAULT_HEARTBEAT_INTERVAL = '5s';
+/** A shorter operator token is too easy to guess for a page that shows the whole fleet. */
+export const MIN_OPERATOR_TOKEN_CHARS = 16;
 /** Below this, heartbeats cost the NATS cluster more than they tell. */
 const MIN_HEARTBEAT_INTERVAL_MS = 100;
 
@@ -49,6 +51,10 @@ export const GatewayConfigSchema = z
       .regex(/^[A-Za-z0-9_-]{1,32}$/, 'letters, digits, _ and - only')
       .optional(),
     LOG_LEVEL: env.logLevel(),
+    /** The live view at `/` of HTTP_PORT (gateway/live/); off, the gateway subscribes to nothing for it. */
+    LIVE_VIEW: env.bool(true),
+    /** Bearer token for the live view; in AUTH_MODE=registry the view answers 403 without one. */
+    OPERATOR_TOKEN: z.string().optional(),
   })
   // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
   .refine(
@@ -62,6 +68,11 @@ export const GatewayConfigSchema = z
       when: () => true,
     },
   )
+  // Checked on the whole config, with no path, so that the error message never echoes the token.
+  .refine((c) => c.OPERATOR_TOKEN === undefined || c.OPERATOR_TOKEN.length >= MIN_OPERATOR_TOKEN_CHARS, {
+    message: `OPERATOR_TOKEN: at least ${MIN_OPERATOR_TOKEN_CHARS} characters (e.g. \`openssl rand -hex 32\`)`,
+    when: () => true,
+  })
   .refine(
     (c) =>
       typeof c.MAX_PAYLOAD_BYTES !== 'number' ||

@@ -13,6 +13,7 @@ import { type Heartbeat, startHeartbeat } from './heartbeat.js';
 import { TelemetryHandler } from './ingest/telemetry-handler.js';
 import { JetStreamPublisher } from './jetstream-publisher.js';
 import { type MqttListeners, startListeners } from './listeners.js';
+import { createLiveView, type LiveView } from './live/live-view.js';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { PresencePublisher } from './presence.js';
 import { openRegistryBucket } from './registry/device-registry.js';
@@ -58,12 +59,29 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     if (listeners === undefined) missing.push('mqtt listeners');
     return missing;
   };
-  const http: Server = createOpsServer({ metrics: metrics.registry, ready: notReady });
-  const httpPort = await listen(http, config.HTTP_PORT, config.BIND_HOST, 'HTTP_PORT');
+  const live: LiveView | undefined = config.LIVE_VIEW
+    ? createLiveView({
+        authMode: config.AUTH_MODE,
+        operatorToken: config.OPERATOR_TOKEN,
+        gatewayId: id,
+        natsConnected: () => publisher?.isConnected ?? false,
+        log,
+      })
+    : undefined;
+  const http: Server = createOpsServer({
+    metrics: metrics.registry,
+    ready: notReady,
+    ...(live ? { routes: live.handle } : {}),
+  });
+  const httpPort = await listen(http, config.HTTP_PORT, config.BIND_HOST, 'HTTP_PORT').catch(async (err) => {
+    await live?.close();
+    throw err;
+  });
 
   try {
     log.info({ nats: config.NATS_URL }, 'connecting to NATS');
     nc = await connectNats(config.NATS_URL, `gateway ${id}`);
+    live?.connect(nc);
     const jsm = await jetstreamManager(nc);
     await ensureStreams(
       jsm,
@@ -134,6 +152,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     listeners && (await listeners.close());
     broker && (await broker.close());
     publisher?.close();
+    await live?.close();
     await nc?.close();
     await closeServer(http);
     throw err;
@@ -163,6 +182,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
         heartbeat?.close();
         publisher?.close();
         registry?.stop();
+        await live?.close();
         await nc?.drain().catch(() => nc?.close());
         await closeServer(http);
         log.info('gateway stopped');

@@ -1,4 +1,5 @@
 import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { delimiter, join, relative, resolve } from 'node:path';
@@ -91,6 +92,7 @@ const StartConfigSchema = z.object({
   AUTH_MODE: z.enum(['registry', 'open']).default('registry'),
   SHUTDOWN_GRACE_MS: z.coerce.number().int().positive().default(DEFAULT_SHUTDOWN_GRACE_MS),
   DATA_DIR: z.string().default(DEFAULT_DATA_DIR),
+  OPERATOR_TOKEN: z.string().optional(),
 });
 type StartConfig = z.output<typeof StartConfigSchema>;
 
@@ -373,6 +375,8 @@ interface Endpoints {
   tsdbNote: string;
   /** VictoriaMetrics' export API answers `read it`; an InfluxDB from INFLUX_URL has its own UI. */
   ownTsdb: boolean;
+  /** The live view's address, with the token when this run made it up. */
+  liveUrl: string;
 }
 
 function displayHost(config: StartConfig): string {
@@ -398,6 +402,7 @@ function banner(config: StartConfig, at: Endpoints, notes: string[]): string {
     `  MQTT          mqtt://${host}:${config.MQTT_PORT}   ws://${host}:${config.MQTT_WS_PORT}   (AUTH_MODE=${config.AUTH_MODE})`,
     `  NATS          ${at.natsUrl}   (${at.natsNote})`,
     `  TSDB          ${at.tsdbUrl}   (${at.tsdbNote})`,
+    `  live view     ${at.liveUrl}`,
     `  metrics       http://${host}:${config.HTTP_PORT}/metrics (gateway)   http://${host}:${config.PROCESSORS_HTTP_PORT}/metrics (processors)`,
     ...notes.map((n) => `  ${n}`),
     '',
@@ -505,17 +510,25 @@ async function main(): Promise<void> {
   }
   if (ownTsdb) await waitUntil('victoria-metrics', () => httpOk(`${tsdbUrl}/health`));
 
+  // The live view needs an operator token in AUTH_MODE=registry; a local run makes one up for itself
+  // and shows it once in the banner, so the page opens without a configuration step.
+  const operatorToken = config.OPERATOR_TOKEN ?? randomBytes(16).toString('hex');
+  const local = displayHost(config);
+  const liveUrl =
+    config.OPERATOR_TOKEN === undefined
+      ? `http://${local}:${config.HTTP_PORT}/?token=${operatorToken}`
+      : `http://${local}:${config.HTTP_PORT}/   (with your OPERATOR_TOKEN: /?token=…)`;
+
   // Started together: the processors wait for the gateway to create the TELEMETRY stream.
   const node = (entry: string) => ['--import', TSX_LOADER, join(ROOT, entry)];
   launch('gateway', process.execPath, node('gateway/main.ts'), {
-    env: { NATS_URL: natsUrl, HTTP_PORT: String(config.HTTP_PORT) },
+    env: { NATS_URL: natsUrl, HTTP_PORT: String(config.HTTP_PORT), OPERATOR_TOKEN: operatorToken },
     stopTimeoutMs: config.SHUTDOWN_GRACE_MS + STOP_MARGIN_MS,
   });
   launch('processors', process.execPath, node('processors/main.ts'), {
     env: { NATS_URL: natsUrl, INFLUX_URL: tsdbUrl, HTTP_PORT: String(config.PROCESSORS_HTTP_PORT) },
     stopTimeoutMs: PROCESSORS_STOP_TIMEOUT_MS,
   });
-  const local = displayHost(config);
   await Promise.all([
     waitUntil('the gateway', () => httpOk(`http://${local}:${config.HTTP_PORT}/readyz`)),
     waitUntil('the processors', () => httpOk(`http://${local}:${config.PROCESSORS_HTTP_PORT}/readyz`)),
@@ -546,7 +559,7 @@ async function main(): Promise<void> {
     );
   }
   const tsdbNote = ownTsdb ? `VictoriaMetrics, data in ${shown(join(dataDir, 'tsdb'))}` : 'from INFLUX_URL';
-  console.log(banner(config, { natsUrl, natsNote, tsdbUrl, tsdbNote, ownTsdb }, notes));
+  console.log(banner(config, { natsUrl, natsNote, tsdbUrl, tsdbNote, ownTsdb, liveUrl }, notes));
 }
 
 main().catch((err: Error) => {

@@ -146,6 +146,11 @@ describe('npm start', () => {
     expect(banner).toContain(`mqtt://127.0.0.1:${ports.MQTT_PORT}`);
     expect(banner).toContain(`http://127.0.0.1:${ports.VICTORIA_METRICS_PORT}`);
     expect(banner).toContain(`http://127.0.0.1:${ports.PROCESSORS_HTTP_PORT}/metrics`);
+    // AUTH_MODE=registry wants an operator token for the live view: the run made one and printed it.
+    const liveUrl = /live view\s+(\S+)/.exec(banner)?.[1];
+    expect(liveUrl).toMatch(new RegExp(`^http://127\\.0\\.0\\.1:${ports.HTTP_PORT}/\\?token=[0-9a-f]{32}$`));
+    expect((await fetch(liveUrl!)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${ports.HTTP_PORT}/`)).status).toBe(401);
 
     // Besides these, tsx's esbuild service is a child of the supervisor too; it must go as well.
     const children = childrenOf(app.child.pid!);
