@@ -263,7 +263,13 @@ async function main(): Promise<void> {
       );
       profileSince = Date.now();
     }
-    const gw = await startGatewayProcess({ cwd: REPO_ROOT, natsUrl: gatewayNats.url, nodeArgs });
+    const gw = await startGatewayProcess({
+      cwd: REPO_ROOT,
+      natsUrl: gatewayNats.url,
+      nodeArgs,
+      // Saturation needs more than a device's default allowance (100/s) from each of the clients.
+      env: { DEVICE_MAX_MSGS_PER_SEC: process.env.DEVICE_MAX_MSGS_PER_SEC ?? '0' },
+    });
     hold(
       'gateway',
       async () => {

@@ -18,12 +18,21 @@ export class ListenError extends Error {
   }
 }
 
-/** Listens and resolves with the bound port (useful with port 0), or rejects with a one-line reason. */
-export function listen(server: Server, port: number, host: string, what: string): Promise<number> {
+/**
+ * Listens and resolves with the bound port (useful with port 0), or rejects with a one-line reason.
+ * `backlog`: connections the kernel queues before they are accepted (Node's default is 511).
+ */
+export function listen(
+  server: Server,
+  port: number,
+  host: string,
+  what: string,
+  backlog?: number,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => reject(new ListenError(what, port, err));
     server.once('error', onError);
-    server.listen(port, host, () => {
+    server.listen({ port, host, ...(backlog === undefined ? {} : { backlog }) }, () => {
       server.off('error', onError);
       const address = server.address();
       resolve(typeof address === 'object' && address !== null ? address.port : port);

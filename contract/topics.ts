@@ -40,6 +40,8 @@ export function commandsFilter(deviceId: string): string {
  * `devices/{valid id}/`, which the gateway treats as an ACL violation.
  */
 export function parseDeviceTopic(topic: string): DeviceTopic | undefined {
+  // [MQTT-1.5.3-2] a topic holding U+0000 is malformed: refused, so that the connection is closed.
+  if (topic.includes('\u0000')) return undefined;
   const parts = topic.split('/');
   if (parts.length < 3 || parts[0] !== DEVICE_TOPIC_ROOT) return undefined;
   const deviceId = parts[1]!;

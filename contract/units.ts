@@ -176,10 +176,15 @@ const UNIT_INDEX: ReadonlyMap<string, ResolvedUnit> = (() => {
   return index;
 })();
 
+/** Own keys only: a metric named `toString` or `a.valueOf` must not find Object.prototype's methods. */
+function hintOf(name: string): Quantity | undefined {
+  return Object.hasOwn(METRIC_QUANTITY_HINTS, name) ? METRIC_QUANTITY_HINTS[name] : undefined;
+}
+
 export function quantityOfMetric(metric: string): Quantity | undefined {
-  const hint = METRIC_QUANTITY_HINTS[metric];
+  const hint = hintOf(metric);
   if (hint !== undefined || !metric.includes('.')) return hint;
-  return METRIC_QUANTITY_HINTS[metric.slice(metric.lastIndexOf('.') + 1)];
+  return hintOf(metric.slice(metric.lastIndexOf('.') + 1));
 }
 
 export function canonicalUnitOf(quantity: Quantity): string {
@@ -188,7 +193,7 @@ export function canonicalUnitOf(quantity: Quantity): string {
 
 export type Conversion =
   | { ok: true; value: number; unit: string; quantity: Quantity }
-  | { ok: false; reason: 'UNIT_UNKNOWN' | 'UNIT_MISMATCH'; detail: string };
+  | { ok: false; reason: 'UNIT_UNKNOWN' | 'UNIT_MISMATCH' | 'VALUE_INVALID'; detail: string };
 
 /** Converts `value` given in `unit` to the canonical unit, checking it fits the metric's quantity. */
 export function toCanonical(metric: string, value: number, unit: string): Conversion {
@@ -204,5 +209,13 @@ export function toCanonical(metric: string, value: number, unit: string): Conver
   }
   const converted =
     resolved.offset === 0 && resolved.scale === 1 ? value : (value + resolved.offset) * resolved.scale;
+  // A finite value can still overflow on scaling (1e308 kWh), and JSON would store Infinity as null.
+  if (!Number.isFinite(converted)) {
+    return {
+      ok: false,
+      reason: 'VALUE_INVALID',
+      detail: `${value} ${unit} is not a finite number in ${resolved.canonical}`,
+    };
+  }
   return { ok: true, value: converted, unit: resolved.canonical, quantity: resolved.quantity };
 }

@@ -1,14 +1,26 @@
+import { randomBytes } from 'node:crypto';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from '../common/logger.js';
 import { DEFAULT_TENANT, isDeviceId } from '../contract/ids.js';
 import { commandsFilterOwner, commandsTopic, parseDeviceTopic } from '../contract/topics.js';
 import type { GatewayConfig } from './config.js';
-import { AclDeniedError, AuthError, type NotStoredError, reject } from './errors.js';
+import {
+  AclDeniedError,
+  AuthError,
+  type NotStoredError,
+  PublishRateError,
+  reject,
+  SubscriptionLimitError,
+  VerifyBusyError,
+} from './errors.js';
 import { type DeviceIdentity, deviceIdentity, type TelemetryHandler } from './ingest/telemetry-handler.js';
+import { AuthFailureLimiter, sourceKey } from './limits/auth-failures.js';
+import { TokenBuckets } from './limits/token-buckets.js';
+import { VerifyQueue } from './limits/verify-queue.js';
 import type { GatewayMetrics } from './metrics.js';
 import { decodeStatus, type PresencePublisher } from './presence.js';
 import type { RegistryCache } from './registry/registry-cache.js';
-import type { VerifiedSecrets } from './registry/secrets.js';
+import { hashSecret, type VerifiedSecrets } from './registry/secrets.js';
 
 /**
  * The embedded MQTT broker. Hooks stay thin: they adapt aedes callbacks to the handlers.
@@ -32,15 +44,42 @@ export interface BrokerDeps {
 interface Session {
   identity: DeviceIdentity | undefined;
   lostReason: string | undefined;
+  /** Filters granted and still held, and the number refused: both count against MAX_SUBSCRIPTIONS_PER_CLIENT. */
+  subscriptions: Set<string>;
+  refusedSubscriptions: number;
+  /** Publishes handed to the ingest or waiting for a rate token, not yet answered. */
+  inFlight: number;
+  /** Reading paused because inFlight reached MAX_IN_FLIGHT_PER_CLIENT. */
+  paused: boolean;
 }
+
+const newSession = (identity: DeviceIdentity | undefined): Session => ({
+  identity,
+  lostReason: undefined,
+  subscriptions: new Set(),
+  refusedSubscriptions: 0,
+  inFlight: 0,
+  paused: false,
+});
 
 type AedesClientInternals = Client & {
   _parser?: { _parseLength: () => boolean; packet: { length: number }; _emitError: (e: Error) => boolean };
   /** Set by aedes when the client sent DISCONNECT. */
   _disconnected?: boolean;
+  /** Stop and restart reading the connection (aedes uses them around authentication). */
+  pause: () => void;
+  resume: () => void;
 };
 
 const CLIENT_ID_SEPARATOR = ':';
+/** How often drained limiter entries are forgotten. */
+const LIMITER_SWEEP_MS = 30_000;
+
+/** The peer address: the socket's, or for WebSocket the HTTP request's (never a forwarded header). */
+function remoteAddressOf(client: Client): string | undefined {
+  const conn = client.conn as { remoteAddress?: string } | undefined;
+  return conn?.remoteAddress ?? client.req?.socket?.remoteAddress;
+}
 
 function authError(err: AuthError): AuthenticateError {
   return Object.assign(new Error(err.message), { returnCode: err.returnCode }) as AuthenticateError;
@@ -50,29 +89,67 @@ export class DeviceBroker {
   readonly aedes: Aedes;
   private readonly sessions = new WeakMap<Client, Session>();
   private readonly byDevice = new Map<string, Set<Client>>();
+  /** Undefined when AUTH_FAILURES_PER_MINUTE is 0. */
+  private readonly authFailures: AuthFailureLimiter | undefined;
+  private readonly verifyQueue: VerifyQueue;
+  /** Undefined when DEVICE_MAX_MSGS_PER_SEC is 0. */
+  private readonly publishRate: TokenBuckets | undefined;
+  private readonly sweeper: NodeJS.Timeout;
+  private lastBusyWarnMs = 0;
 
-  private constructor(private readonly deps: BrokerDeps) {
+  private constructor(
+    private readonly deps: BrokerDeps,
+    /** Checked for unknown devices, so that they take as long to refuse as a wrong secret. */
+    private readonly decoyHash: string,
+  ) {
+    const { config } = deps;
+    this.authFailures =
+      config.AUTH_FAILURES_PER_MINUTE > 0
+        ? new AuthFailureLimiter(config.AUTH_FAILURES_PER_MINUTE)
+        : undefined;
+    this.verifyQueue = new VerifyQueue(config.AUTH_VERIFY_CONCURRENCY, config.AUTH_VERIFY_QUEUE);
+    this.publishRate =
+      config.DEVICE_MAX_MSGS_PER_SEC > 0
+        ? new TokenBuckets(config.DEVICE_MAX_MSGS_PER_SEC, config.DEVICE_MSGS_BURST)
+        : undefined;
+    deps.metrics.limitSources.blockedSources = () => this.authFailures?.blockedCount() ?? 0;
+    deps.metrics.limitSources.verifyQueued = () => this.verifyQueue.queued;
+    this.sweeper = setInterval(() => {
+      this.authFailures?.sweep();
+      this.publishRate?.sweep();
+    }, LIMITER_SWEEP_MS).unref();
     this.aedes = new Aedes({
       id: undefined,
       // A slow subscriber is cut off rather than allowed to stall deliveries to everyone.
       drainTimeout: 30_000,
       maxClientsIdLength: 128,
       authenticate: (client, username, password, done) => {
-        this.authenticate(client, username, password).then(
+        const remote = remoteAddressOf(client);
+        this.authenticate(client, username, password, sourceKey(remote)).then(
           () => done(null, true),
           (err) => {
-            const e = err instanceof AuthError ? err : new AuthError('registry_unavailable', 3);
-            if (!(err instanceof AuthError)) deps.log.error({ err }, 'authentication failed unexpectedly');
+            const e =
+              err instanceof AuthError
+                ? err
+                : err instanceof VerifyBusyError
+                  ? new AuthError('server_busy', 3)
+                  : new AuthError('registry_unavailable', 3);
+            if (!(err instanceof AuthError) && !(err instanceof VerifyBusyError))
+              deps.log.error({ err }, 'authentication failed unexpectedly');
             deps.metrics.connects.labels(e.reason).inc();
-            deps.log.warn(
-              {
-                clientId: client.id,
-                username,
-                remote: client.conn && 'remoteAddress' in client.conn ? client.conn.remoteAddress : undefined,
-                reason: e.reason,
-              },
+            // Refusals under a flood are counted, not logged one by one: the log would become the flood.
+            const quiet = e.reason === 'rate_limited' || e.reason === 'server_busy';
+            deps.log[quiet ? 'debug' : 'warn'](
+              { clientId: client.id, username, remote, reason: e.reason },
               'connection refused',
             );
+            if (e.reason === 'server_busy') this.warnBusy();
+            if (e.reason === 'bad_credentials' && this.authFailures?.failed(sourceKey(remote))) {
+              deps.log.warn(
+                { remote, source: sourceKey(remote), perMinute: deps.config.AUTH_FAILURES_PER_MINUTE },
+                'too many failed authentications from this source: refusing its CONNECTs until it cools down',
+              );
+            }
             done(authError(e), false);
           },
         );
@@ -85,6 +162,10 @@ export class DeviceBroker {
     });
     this.aedes.on('clientReady', (client) => this.onReady(client));
     this.aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
+    this.aedes.on('unsubscribe', (topics, client) => {
+      const held = this.sessions.get(client)?.subscriptions;
+      for (const topic of topics) held?.delete(topic);
+    });
     this.aedes.on('keepaliveTimeout', (client) => this.markLost(client, 'keepalive timeout'));
     this.aedes.on('clientError', (client, err) => {
       this.markLost(client, err.message);
@@ -96,7 +177,7 @@ export class DeviceBroker {
   }
 
   static async create(deps: BrokerDeps): Promise<DeviceBroker> {
-    const broker = new DeviceBroker(deps);
+    const broker = new DeviceBroker(deps, await hashSecret(randomBytes(24).toString('base64url')));
     await broker.aedes.listen();
     return broker;
   }
@@ -156,7 +237,47 @@ export class DeviceBroker {
   }
 
   close(): Promise<void> {
+    clearInterval(this.sweeper);
     return new Promise((resolve) => this.aedes.close(() => resolve()));
+  }
+
+  /** One warning per minute at most while the verification queue overflows. */
+  private warnBusy(): void {
+    const now = Date.now();
+    if (now - this.lastBusyWarnMs < 60_000) return;
+    this.lastBusyWarnMs = now;
+    this.deps.log.warn(
+      { queued: this.verifyQueue.queued, limit: this.deps.config.AUTH_VERIFY_QUEUE },
+      'secret verification queue full: refusing CONNECTs with "server unavailable"',
+    );
+  }
+
+  /**
+   * Counts a publish in flight until `done`, and stops reading the connection while
+   * MAX_IN_FLIGHT_PER_CLIENT are: aedes alone reads on whenever more bytes arrive, so a device
+   * publishing into a NATS outage (or over its rate) would otherwise pile up held publishes without
+   * bound. Paused, TCP pushes back on the device; reading resumes once half of them are answered.
+   */
+  private holding(client: Client, done: (err?: Error | null) => void): (err?: Error | null) => void {
+    const session = this.sessions.get(client);
+    if (session === undefined || client.closed) return done;
+    const max = this.deps.config.MAX_IN_FLIGHT_PER_CLIENT;
+    session.inFlight++;
+    if (session.inFlight >= max && !session.paused) {
+      session.paused = true;
+      (client as AedesClientInternals).pause();
+    }
+    let once = false;
+    return (err) => {
+      if (once) return;
+      once = true;
+      session.inFlight--;
+      if (session.paused && session.inFlight <= max / 2) {
+        session.paused = false;
+        if (!client.closed) (client as AedesClientInternals).resume();
+      }
+      done(err);
+    };
   }
 
   private guarded(client: Client | null, hook: () => void, done: (err: Error) => void): void {
@@ -171,23 +292,36 @@ export class DeviceBroker {
     }
   }
 
-  private async authenticate(client: Client, username: string | undefined, password: Buffer | undefined) {
+  private async authenticate(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+    source: string,
+  ) {
     const { registry, verified, metrics } = this.deps;
     if (registry === undefined) {
       const deviceId = username !== undefined && isDeviceId(username) ? username : undefined;
       const identity = deviceId ? deviceIdentity(deviceId, DEFAULT_TENANT, {}) : undefined;
-      this.sessions.set(client, { identity, lostReason: undefined });
+      this.sessions.set(client, newSession(identity));
       metrics.connects.labels('accepted_open').inc();
       return;
     }
+    // Before any scrypt: a source guessing secrets gets no more work out of the gateway. "Server
+    // unavailable" rather than "not authorized", so that a good device behind the same NAT retries.
+    if (this.authFailures?.blocked(source)) throw new AuthError('rate_limited', 3);
     if (username === undefined || !isDeviceId(username) || password === undefined) {
       throw new AuthError('bad_credentials', 4);
     }
     const record = registry.get(username);
-    // Unknown device and wrong secret answer alike, and nothing else about a device (disabled, its
-    // client id rule) is revealed before its secret checks out: ids cannot be probed.
-    if (record === undefined) throw new AuthError('bad_credentials', 4);
-    if (!(await verified.verify(record.id, record.secretHash, password)))
+    const slot = <T>(task: () => Promise<T>) => this.verifyQueue.run(task);
+    const wanted = () => !client.closed;
+    // Unknown device and wrong secret answer alike, in about the same time, and nothing else about
+    // a device (disabled, its client id rule) is revealed before its secret checks out: ids cannot be probed.
+    if (record === undefined) {
+      await verified.verify('', this.decoyHash, password, slot, wanted);
+      throw new AuthError('bad_credentials', 4);
+    }
+    if (!(await verified.verify(record.id, record.secretHash, password, slot, wanted)))
       throw new AuthError('bad_credentials', 4);
     const now = registry.get(username);
     if (now === undefined || now.secretHash !== record.secretHash) throw new AuthError('bad_credentials', 4);
@@ -196,10 +330,7 @@ export class DeviceBroker {
     if (client.id !== username && !client.id.startsWith(username + CLIENT_ID_SEPARATOR)) {
       throw new AuthError('client_id_rejected', 2);
     }
-    this.sessions.set(client, {
-      identity: deviceIdentity(now.id, now.tenant, now.labels),
-      lostReason: undefined,
-    });
+    this.sessions.set(client, newSession(deviceIdentity(now.id, now.tenant, now.labels)));
     metrics.connects.labels('accepted').inc();
   }
 
@@ -229,7 +360,8 @@ export class DeviceBroker {
       done(null); // a will left by a dead broker instance
       return;
     }
-    const { telemetry, presence, metrics, config } = this.deps;
+    done = this.holding(client, done);
+    const { metrics } = this.deps;
     const topic = parseDeviceTopic(packet.topic);
     const identity = this.identityFor(client, topic?.deviceId);
     if (
@@ -242,6 +374,72 @@ export class DeviceBroker {
       done(this.deny(client, 'publish', packet.topic));
       return;
     }
+    // A closed client's publish is its last will, which is not held back.
+    const wait =
+      this.publishRate === undefined || client.closed ? 0 : this.publishRate.take(identity.deviceId);
+    if (wait === undefined || wait > 0) {
+      this.throttle(client, identity.deviceId, packet, wait, done);
+      return;
+    }
+    this.ingest(client, identity, topic.kind, packet, done);
+  }
+
+  /**
+   * Over the device's rate, a publish waits for its token: throttled, not refused. It stays in
+   * flight meanwhile, so past MAX_IN_FLIGHT_PER_CLIENT the connection is not read and TCP slows
+   * the device down. A device a whole burst in debt is not slowing down: the connection is closed,
+   * this publish unacknowledged (the device still has it and sends it again).
+   */
+  private throttle(
+    client: Client,
+    deviceId: string,
+    packet: PublishPacket,
+    wait: number | undefined,
+    done: (err?: Error | null) => void,
+  ): void {
+    const { metrics, log } = this.deps;
+    if (wait === undefined) {
+      metrics.throttled('disconnected');
+      metrics.publish('throttled', packet.qos);
+      log.warn(
+        { clientId: client.id, device: deviceId, perSec: this.deps.config.DEVICE_MAX_MSGS_PER_SEC },
+        'publishing far above the rate limit: disconnecting',
+      );
+      this.markLost(client, 'publish rate limit');
+      done(new PublishRateError(deviceId));
+      return;
+    }
+    metrics.throttled('delayed');
+    setTimeout(() => {
+      // A QoS 0 publish that waited its turn is stored even if the connection was cut meanwhile: it
+      // was within the rate. A QoS 1/2 one is left unacknowledged, and the device sends it again.
+      if (client.closed && packet.qos > 0) {
+        metrics.publish('not_stored', packet.qos);
+        done(new Error('connection closed while throttled'));
+        return;
+      }
+      this.guarded(
+        client,
+        () => {
+          const topic = parseDeviceTopic(packet.topic);
+          const identity = this.sessions.get(client)?.identity;
+          if (topic === undefined || identity === undefined)
+            throw new Error('throttled publish lost its identity');
+          this.ingest(client, identity, topic.kind, packet, done);
+        },
+        done,
+      );
+    }, wait);
+  }
+
+  private ingest(
+    client: Client,
+    identity: DeviceIdentity,
+    kind: NonNullable<ReturnType<typeof parseDeviceTopic>>['kind'],
+    packet: PublishPacket,
+    done: (err?: Error | null) => void,
+  ): void {
+    const { telemetry, presence, metrics, config } = this.deps;
     // Nothing here is served from aedes's retained store; keeping payloads there only costs memory.
     packet.retain = false;
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
@@ -258,7 +456,7 @@ export class DeviceBroker {
     // QoS 0 has no acknowledgement to hold, so it is not retried either.
     const wanted = qos === 0 ? () => false : () => !client.closed;
     const msg = { topic: packet.topic, payload, qos, packetId: packet.messageId, clientId: client.id };
-    switch (topic.kind) {
+    switch (kind) {
       case 'telemetry':
         telemetry.handle(identity, msg, wanted, finish);
         return;
@@ -290,14 +488,35 @@ export class DeviceBroker {
     sub: Subscription,
     done: (err: Error | null, sub?: Subscription | null) => void,
   ): void {
+    const session = this.sessions.get(client);
+    const cap = this.deps.config.MAX_SUBSCRIPTIONS_PER_CLIENT;
+    if (session === undefined) {
+      done(null, null);
+      return;
+    }
+    // Refused filters count too: thousands of them would otherwise cost a log line each, forever.
+    if (
+      !session.subscriptions.has(sub.topic) &&
+      session.subscriptions.size + session.refusedSubscriptions >= cap
+    ) {
+      if (!client.closed) {
+        this.deps.metrics.subscriptionLimit.inc();
+        this.deps.log.warn({ clientId: client.id, limit: cap }, 'too many subscriptions: disconnecting');
+        this.markLost(client, 'subscription limit');
+      }
+      done(new SubscriptionLimitError(cap, client.id));
+      return;
+    }
     const owner = commandsFilterOwner(sub.topic);
     const identity = this.identityFor(client, owner);
     if (owner === undefined || identity === undefined || owner !== identity.deviceId) {
+      session.refusedSubscriptions++;
       this.deny(client, 'subscribe', sub.topic);
       // [MQTT-3.9.3] SUBACK return code 0x80: the subscription fails, the connection stays.
       done(null, null);
       return;
     }
+    session.subscriptions.add(sub.topic);
     done(null, sub);
   }
 

@@ -18,6 +18,19 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 export const DEFAULT_QOS0_MAX_IN_FLIGHT = 10_000;
 /** The presence owner takes a gateway's connections as lost after HEARTBEAT_MISSES silent intervals. */
 export const DEFAULT_HEARTBEAT_INTERVAL = '5s';
+/** Failed CONNECTs a source address may make per minute (a leaky bucket of that size); 0 turns it off. */
+export const DEFAULT_AUTH_FAILURES_PER_MINUTE = 30;
+/** scrypt checks at once: half of libuv's 4 threads, so file and DNS work is never starved by a storm. */
+export const DEFAULT_AUTH_VERIFY_CONCURRENCY = 2;
+/** CONNECTs waiting for a check; at ~65 ms a check, 2 at a time, the last waits about 8 s. */
+export const DEFAULT_AUTH_VERIFY_QUEUE = 256;
+/** Publishes a second per device (all its connections); 0 turns the limit off. */
+export const DEFAULT_DEVICE_MAX_MSGS_PER_SEC = 100;
+export const DEFAULT_DEVICE_MSGS_BURST = 200;
+/** Publishes of one connection being stored at once; past it the connection is not read (TCP backpressure). */
+export const DEFAULT_MAX_IN_FLIGHT_PER_CLIENT = 100;
+/** A device needs one subscription (its commands); a hundred leaves room for anything sensible. */
+export const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT = 100;
 /** A shorter operator token is too easy to guess for a page that shows the whole fleet. */
 export const MIN_OPERATOR_TOKEN_CHARS = 16;
 /** Below this, heartbeats cost the NATS cluster more than they tell. */
@@ -51,6 +64,13 @@ export const GatewayConfigSchema = z
       .regex(/^[A-Za-z0-9_-]{1,32}$/, 'letters, digits, _ and - only')
       .optional(),
     LOG_LEVEL: env.logLevel(),
+    AUTH_FAILURES_PER_MINUTE: env.nonNegativeInt(DEFAULT_AUTH_FAILURES_PER_MINUTE),
+    AUTH_VERIFY_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(DEFAULT_AUTH_VERIFY_CONCURRENCY),
+    AUTH_VERIFY_QUEUE: env.nonNegativeInt(DEFAULT_AUTH_VERIFY_QUEUE),
+    DEVICE_MAX_MSGS_PER_SEC: env.nonNegativeInt(DEFAULT_DEVICE_MAX_MSGS_PER_SEC),
+    DEVICE_MSGS_BURST: env.positiveInt(DEFAULT_DEVICE_MSGS_BURST),
+    MAX_SUBSCRIPTIONS_PER_CLIENT: env.positiveInt(DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT),
+    MAX_IN_FLIGHT_PER_CLIENT: env.positiveInt(DEFAULT_MAX_IN_FLIGHT_PER_CLIENT),
     /** The live view at `/` of HTTP_PORT (gateway/live/); off, the gateway subscribes to nothing for it. */
     LIVE_VIEW: env.bool(true),
     /** Bearer token for the live view; in AUTH_MODE=registry the view answers 403 without one. */

@@ -64,10 +64,46 @@ export class AclDeniedError extends Error {
 export class AuthError extends Error {
   readonly code = 'AUTH_FAILED';
   constructor(
-    readonly reason: 'bad_credentials' | 'disabled' | 'client_id_rejected' | 'registry_unavailable',
+    readonly reason:
+      | 'bad_credentials'
+      | 'disabled'
+      | 'client_id_rejected'
+      | 'registry_unavailable'
+      | 'rate_limited'
+      | 'server_busy',
     readonly returnCode: 2 | 3 | 4 | 5,
   ) {
     super(`connection refused: ${reason}`);
     this.name = 'AuthError';
+  }
+}
+
+/** Too many secret verifications already waiting: the CONNECT is refused with "server unavailable". */
+export class VerifyBusyError extends Error {
+  readonly code = 'VERIFY_BUSY';
+  constructor(readonly maxQueued: number) {
+    super(`${maxQueued} secret verifications already waiting`);
+    this.name = 'VerifyBusyError';
+  }
+}
+
+/** A device far above DEVICE_MAX_MSGS_PER_SEC: the connection is closed, the publish not acknowledged. */
+export class PublishRateError extends Error {
+  readonly code = 'PUBLISH_RATE_EXCEEDED';
+  constructor(readonly deviceId: string) {
+    super(`device '${deviceId}' publishes far above its rate limit`);
+    this.name = 'PublishRateError';
+  }
+}
+
+/** A client past MAX_SUBSCRIPTIONS_PER_CLIENT subscriptions (held or refused): the connection is closed. */
+export class SubscriptionLimitError extends Error {
+  readonly code = 'SUBSCRIPTION_LIMIT';
+  constructor(
+    readonly limit: number,
+    readonly clientId: string,
+  ) {
+    super(`more than ${limit} subscriptions`);
+    this.name = 'SubscriptionLimitError';
   }
 }

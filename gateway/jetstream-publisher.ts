@@ -16,6 +16,11 @@ import { NotStoredError } from './errors.js';
  * it; once it returns false (the MQTT client went away without its PUBACK) the publish is given up:
  * the device still holds the message and will retransmit it. While the connection is down nothing
  * is sent: publishes are parked and go out on reconnect.
+ *
+ * A stream stores one connection's publishes in order, so a PubAck overtaking older unanswered
+ * publishes under the same subject prefix means those were lost (a stream leader died with them):
+ * they are sent again at once rather than after their ack timeout, which after a leader election
+ * would store them an ack timeout behind newer events of their device (late for the processors).
  */
 export type PublishDone = (err: NotStoredError | undefined, duplicate: boolean) => void;
 
@@ -198,6 +203,7 @@ export class JetStreamPublisher {
     const text = msg.string();
     if (text.startsWith('{"stream"') && !text.includes('"error"')) {
       const duplicate = text.includes('"duplicate"');
+      if (!duplicate) this.resendOvertaken(token, p.subject);
       this.options.observer?.stored?.((Date.now() - p.firstSentAt) / 1000, duplicate);
       this.complete(p, undefined, duplicate);
       this.notifyIdle();
@@ -217,9 +223,27 @@ export class JetStreamPublisher {
       else this.fail(p, `JetStream refused the message: ${ack.error.description ?? ack.error.code}`);
       return;
     }
+    if (ack.duplicate !== true) this.resendOvertaken(token, p.subject);
     this.options.observer?.stored?.((Date.now() - p.firstSentAt) / 1000, ack.duplicate === true);
     this.complete(p, undefined, ack.duplicate === true);
     this.notifyIdle();
+  }
+
+  /**
+   * Older publishes under the subject's first token (one stream) still unanswered when `token` was
+   * stored: resent now, counted as the timeouts they are. A duplicate's ack is no evidence (a
+   * clustered stream answers it before earlier publishes have committed). Only publishes with a
+   * message id, which JetStream deduplicates should one have been stored after all. Cheap in the
+   * usual case: the oldest pending publish is newer than `token`.
+   */
+  private resendOvertaken(token: number, subject: string): void {
+    const prefix = subject.slice(0, subject.indexOf('.') + 1);
+    for (const [older, q] of this.pending) {
+      if (older > token) break; // tokens are inserted in send order
+      if (q.headers === undefined || !q.subject.startsWith(prefix)) continue;
+      this.pending.delete(older);
+      this.retry(q, 'timeout');
+    }
   }
 
   private sweep(): void {

@@ -7,6 +7,13 @@ import { closeServer, listen } from '../common/listen.js';
 import type { DeviceBroker } from './broker.js';
 import type { GatewayConfig } from './config.js';
 
+/**
+ * Connections the kernel may queue before the gateway accepts them: a fleet reconnecting at once (or
+ * a CONNECT storm) overflows Node's default of 511, and the overflow waits out SYN retransmits of
+ * 1, 3, 7… s or is reset. Linux caps it at net.core.somaxconn (4096 on current kernels).
+ */
+const MQTT_LISTEN_BACKLOG = 4096;
+
 export interface MqttListeners {
   mqtt: number;
   ws: number;
@@ -19,7 +26,7 @@ export interface MqttListeners {
 export async function startListeners(config: GatewayConfig, broker: DeviceBroker): Promise<MqttListeners> {
   const servers: Server[] = [];
   const started = async (server: Server, port: number, what: string) => {
-    const bound = await listen(server, port, config.BIND_HOST, what);
+    const bound = await listen(server, port, config.BIND_HOST, what, MQTT_LISTEN_BACKLOG);
     servers.push(server);
     return bound;
   };

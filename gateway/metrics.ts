@@ -26,7 +26,7 @@ export function createGatewayMetrics(sources: {
   });
   const publishes = new Counter({
     name: 'gateway_mqtt_publishes_total',
-    help: 'MQTT PUBLISH packets from devices by outcome: acked (stored or dead-lettered), not_stored, denied',
+    help: 'MQTT PUBLISH packets from devices by outcome: acked (stored or dead-lettered), not_stored, denied, throttled',
     labelNames: ['outcome', 'qos'] as const,
     registers: [registry],
   });
@@ -83,11 +83,43 @@ export function createGatewayMetrics(sources: {
     },
   });
 
+  // The broker owns the limiters; it points these at them once it has made them.
+  const limitSources = { blockedSources: () => 0, verifyQueued: () => 0 };
+  new Gauge({
+    name: 'gateway_auth_blocked_sources',
+    help: 'Source addresses whose CONNECTs are refused for too many failed authentications',
+    registers: [registry],
+    collect() {
+      this.set(limitSources.blockedSources());
+    },
+  });
+  new Gauge({
+    name: 'gateway_auth_verify_queued',
+    help: 'CONNECTs waiting for a secret verification (scrypt)',
+    registers: [registry],
+    collect() {
+      this.set(limitSources.verifyQueued());
+    },
+  });
+  const throttled = new Counter({
+    name: 'gateway_publish_throttled_total',
+    help: 'Publishes over DEVICE_MAX_MSGS_PER_SEC by action: delayed, or disconnected (debt past the burst)',
+    labelNames: ['action'] as const,
+    registers: [registry],
+  });
+  const subscriptionLimit = new Counter({
+    name: 'gateway_subscription_limit_total',
+    help: 'Connections closed for going past MAX_SUBSCRIPTIONS_PER_CLIENT',
+    registers: [registry],
+  });
+
   // Children bound once: label lookup is not free on the per-message path.
   const stored = events.labels('stored');
   const duplicate = events.labels('duplicate');
   const droppedQos0 = events.labels('dropped');
-  const publishOutcomes = ['acked', 'not_stored', 'denied'] as const;
+  const publishOutcomes = ['acked', 'not_stored', 'denied', 'throttled'] as const;
+  const delayed = throttled.labels('delayed');
+  const throttleDisconnected = throttled.labels('disconnected');
   const publishChildren = new Map(
     publishOutcomes.flatMap((o) =>
       [0, 1, 2].map((q) => [`${o}${q}`, publishes.labels(o, String(q))] as const),
@@ -100,6 +132,10 @@ export function createGatewayMetrics(sources: {
       publishChildren.get(`${outcome}${qos}`)?.inc(),
     events,
     aclDenied,
+    limitSources,
+    throttled: (action: 'delayed' | 'disconnected') =>
+      (action === 'delayed' ? delayed : throttleDisconnected).inc(),
+    subscriptionLimit,
     downlink,
     retries,
     deadletter: (reason: RejectionReason) => deadletters.labels(reason).inc(),

@@ -60,3 +60,21 @@ export class InfluxWriterConfigError extends Error {
     this.name = 'InfluxWriterConfigError';
   }
 }
+
+/**
+ * The consumer's delivery sequence jumped: messages JetStream counts as delivered never arrived (a
+ * consumer leader died with them in flight). Acknowledging past them (ack policy all) would drop
+ * them for good, so the partition restarts from its checkpoint instead.
+ */
+export class DeliveryGapError extends Error {
+  readonly code = 'DELIVERY_GAP';
+  constructor(
+    readonly partition: number,
+    /** The delivery sequence that should have come next, and the one that came. */
+    readonly expected: number,
+    readonly received: number,
+  ) {
+    super(`partition ${partition}: deliveries ${expected}–${received - 1} never arrived`);
+    this.name = 'DeliveryGapError';
+  }
+}

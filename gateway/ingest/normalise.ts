@@ -25,6 +25,9 @@ export interface NormalisedReading {
   msgId: string | undefined;
 }
 
+/** ECMAScript's time value range [ECMA-262 21.4.1.1]. */
+const MAX_DATE_MS = 8.64e15;
+
 function hash(text: string): string {
   return createHash('sha256').update(text).digest('base64url').slice(0, 27);
 }
@@ -61,6 +64,8 @@ export function normaliseReading(
   if (ctx.receivedAtMs - tsMs > ctx.maxAgeMs) {
     return reject('TS_TOO_OLD', `ts is ${ctx.receivedAtMs - tsMs} ms old`);
   }
+  // Reachable only with bounds configured past what a Date holds; toISOString would throw.
+  if (Math.abs(tsMs) > MAX_DATE_MS) return reject('TS_INVALID', 'ts is outside the range of a date');
   const metrics: Record<string, CanonicalMetric> = {};
   for (const m of reading.metrics) {
     if (m.unit === undefined) {

@@ -31,6 +31,9 @@ export interface ParsedPayload {
   readings: ParsedReading[];
 }
 
+/** Details quote device input (a metric name, a `v`); bounded so that a dead letter stays small. */
+const MAX_DETAIL_CHARS = 200;
+
 function whole(reason: RejectionReason, detail: string): ParsedPayload {
   return { batch: false, readings: [{ ...reject(reason, detail), index: undefined }] };
 }
@@ -52,7 +55,16 @@ export function reasonOfIssue(issue: z.core.$ZodIssue): RejectionReason {
 
 function describeIssue(issue: z.core.$ZodIssue): string {
   const path = issue.path.map(String).join('.');
-  return path ? `${path}: ${issue.message}` : issue.message;
+  return (path ? `${path}: ${issue.message}` : issue.message).slice(0, MAX_DETAIL_CHARS);
+}
+
+/** A device's value as JSON for a detail: shortened, and never a RangeError on deep nesting. */
+function quote(value: unknown): string {
+  try {
+    return String(JSON.stringify(value)).slice(0, MAX_DETAIL_CHARS);
+  } catch {
+    return 'a value nested too deep to show';
+  }
 }
 
 export function parseReading(raw: unknown, index: number): ParsedReading {
@@ -62,7 +74,7 @@ export function parseReading(raw: unknown, index: number): ParsedReading {
   const version = payloadVersionOf(raw);
   if (!isKnownPayloadVersion(version)) {
     return {
-      ...reject('VERSION_UNSUPPORTED', `unknown payload version ${JSON.stringify(version)}`),
+      ...reject('VERSION_UNSUPPORTED', `unknown payload version ${quote(version)}`),
       index,
       raw,
     };
@@ -87,7 +99,7 @@ export function parseTelemetryPayload(payload: Uint8Array, maxBytes: number): Pa
     raw = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
   } catch (err) {
     // Also catches a RangeError from absurd nesting depth.
-    return whole('PAYLOAD_NOT_JSON', (err as Error).message.slice(0, 200));
+    return whole('PAYLOAD_NOT_JSON', (err as Error).message.slice(0, MAX_DETAIL_CHARS));
   }
   if (!Array.isArray(raw)) return { batch: false, readings: [parseReading(raw, 0)] };
   if (raw.length === 0) return whole('BATCH_EMPTY', 'empty batch');

@@ -42,6 +42,15 @@ function shortHash(parts: string | Buffer, extra: string): string {
   return createHash('sha256').update(extra).update(parts).digest('base64url').slice(0, 27);
 }
 
+/** A batch reading as JSON; undefined when it nests too deep for JSON.stringify (a RangeError). */
+function readingJson(raw: unknown): Buffer | undefined {
+  try {
+    return Buffer.from(JSON.stringify(raw) ?? 'null');
+  } catch {
+    return undefined;
+  }
+}
+
 export class TelemetryHandler {
   private qos0InFlight = 0;
 
@@ -119,8 +128,9 @@ export class TelemetryHandler {
     done: HandledCallback,
   ): void {
     this.metrics.deadletter(rejection.reason);
-    // A reading the schema rejected is shown alone; otherwise the letter holds the whole payload.
-    const reading = raw !== undefined ? Buffer.from(JSON.stringify(raw) ?? 'null') : undefined;
+    // A reading the schema rejected is shown alone, unless it nests too deep to serialise; otherwise the
+    // letter holds the whole payload.
+    const reading = raw !== undefined ? readingJson(raw) : undefined;
     const bytes = reading ?? msg.payload;
     const kept = bytes.subarray(0, DEADLETTER_PAYLOAD_MAX_BYTES);
     const utf8 = isUtf8(kept);

@@ -69,11 +69,21 @@ export class VerifiedSecrets {
       .digest('base64');
   }
 
-  async verify(deviceId: string, secretHash: string, password: Buffer): Promise<boolean> {
+  /**
+   * A remembered success costs a SHA-256; anything else runs scrypt through `slot` (a bounded queue,
+   * which may refuse), and not at all once `wanted` says the client is gone.
+   */
+  async verify(
+    deviceId: string,
+    secretHash: string,
+    password: Buffer,
+    slot: <T>(task: () => Promise<T>) => Promise<T> = (task) => task(),
+    wanted: () => boolean = () => true,
+  ): Promise<boolean> {
     const digest = this.digest(deviceId, secretHash, password);
     const known = this.verified.get(deviceId);
     if (known !== undefined && timingSafeEqual(Buffer.from(known), Buffer.from(digest))) return true;
-    if (!(await verifySecret(password, secretHash))) return false;
+    if (!(await slot(async () => wanted() && (await verifySecret(password, secretHash))))) return false;
     if (this.verified.size >= this.maxEntries) this.verified.delete(this.verified.keys().next().value!);
     this.verified.set(deviceId, digest);
     return true;

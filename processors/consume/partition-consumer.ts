@@ -12,6 +12,7 @@ import type { Logger } from '../../common/logger.js';
 import { type CanonicalEvent, CanonicalEvent as CanonicalEventSchema } from '../../contract/event.js';
 import { TELEMETRY_STREAM, telemetryPartitionFilter } from '../../contract/subjects.js';
 import type { AlertTransition } from '../alerts/alert-engine.js';
+import { DeliveryGapError } from '../errors.js';
 import type { WindowResult, WindowSettings } from '../windows/device-windows.js';
 import { type PartitionCheckpoint, PartitionWindows } from '../windows/partition-windows.js';
 
@@ -80,6 +81,12 @@ export interface PartitionConsumerOptions {
 /** How long JetStream waits before redelivering: longer than any window is held open. */
 const ACK_WAIT_MS = 10 * 60_000;
 const FETCH_BATCH = 1_000;
+/**
+ * A pull lives this long; nats.js asks for heartbeats every half of it and re-pulls after two are
+ * missed. Its 30 s default left a partition idle for 30 s when the consumer's leader died with the
+ * pull request (a NATS cluster node lost); this costs a few more pull requests per partition.
+ */
+const PULL_EXPIRES_MS = 5_000;
 const ACK_SAMPLE = 64;
 /**
  * Messages a partition handles before yielding to the event loop. Received messages are handed out
@@ -129,6 +136,19 @@ export class PartitionConsumer {
   /** Set while the sink is overloaded: the loop waits on it before taking the next message. */
   private gate: Promise<void> | undefined;
   private wakeGate: (() => void) | undefined;
+  /**
+   * Wall time spent not pulling because the sink was overloaded, and since when it is now. The
+   * windows' idle timeout must not count it: a device is not quiet because we stopped reading it,
+   * and taking it as quiet would close its windows on wall time and make its backlog late.
+   */
+  private gatedMs = 0;
+  private gatedSince: number | undefined;
+
+  /** The clock the windows see: wall time that stands still while the partition is gated. */
+  private windowsClock(): number {
+    const now = this.clock();
+    return now - this.gatedMs - (this.gatedSince === undefined ? 0 : now - this.gatedSince);
+  }
 
   private constructor(
     private readonly o: PartitionConsumerOptions,
@@ -189,7 +209,7 @@ export class PartitionConsumer {
         : { deliver_policy: DeliverPolicy.All }),
     });
     const consumer = await this.o.js.consumers.get(TELEMETRY_STREAM, name);
-    this.messages = await consumer.consume({ max_messages: FETCH_BATCH });
+    this.messages = await consumer.consume({ max_messages: FETCH_BATCH, expires: PULL_EXPIRES_MS });
     this.running = this.loop(this.messages);
     void this.watch(this.messages);
   }
@@ -216,9 +236,16 @@ export class PartitionConsumer {
   private async loop(messages: ConsumerMessages): Promise<void> {
     let sinceSample = 0;
     let sinceYield = 0;
+    // The consumer is new at each attach, so its deliveries count from 1, one more per message sent.
+    let nextDelivery = 1;
     try {
       for await (const msg of messages) {
         if (this.gate) await this.gate;
+        // A jump forward means deliveries were lost in flight; a step back (a new leader sending
+        // again what the old one had sent) only repeats messages, which the windows deduplicate.
+        const delivery = msg.info.deliverySequence;
+        if (delivery > nextDelivery) throw new DeliveryGapError(this.o.partition, nextDelivery, delivery);
+        nextDelivery = delivery + 1;
         const event = this.parse(msg);
         this.last = msg;
         if (++sinceSample === ACK_SAMPLE) {
@@ -237,7 +264,7 @@ export class PartitionConsumer {
               labels: event.labels,
             },
             msg.seq,
-            this.clock(),
+            this.windowsClock(),
           );
           if (outcome.duplicate) this.o.observer?.duplicates?.(1);
           if (outcome.lateFor.length > 0) this.o.observer?.late?.(1);
@@ -289,12 +316,15 @@ export class PartitionConsumer {
     const events = this.events;
     this.events = [];
     // Only devices with new readings can have windows due on event time; the rest are for flushWindows.
-    this.submit(events, this.windows.collect(this.clock(), true), false);
+    this.submit(events, this.windows.collect(this.windowsClock(), true), false);
     if (this.o.effects.overloaded && !this.gate && !this.stopping) {
+      this.gatedSince = this.clock();
       this.gate = new Promise<void>((resolve) => {
         this.wakeGate = resolve;
         void this.o.effects.whenAccepting().then(resolve);
       }).then(() => {
+        this.gatedMs += this.clock() - (this.gatedSince ?? this.clock());
+        this.gatedSince = undefined;
         this.gate = undefined;
         this.wakeGate = undefined;
       });
@@ -306,7 +336,7 @@ export class PartitionConsumer {
    * message arrives; the processor calls it every checkpoint interval.
    */
   flushWindows(forceCheckpoint = false): void {
-    this.submit([], this.windows.collect(this.clock()), forceCheckpoint);
+    this.submit([], this.windows.collect(this.windowsClock()), forceCheckpoint);
   }
 
   private parse(msg: JsMsg): CanonicalEvent | undefined {

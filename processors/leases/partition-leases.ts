@@ -1,3 +1,4 @@
+import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from '../../common/logger.js';
@@ -11,7 +12,9 @@ import { PROCESSOR_LEASES_BUCKET } from '../../contract/subjects.js';
  * taken cannot be renewed by mistake); releases leases above its fair share, ceil(partitions / live
  * instances), so a new instance gets work; and claims free or expired leases up to its share.
  * A killed instance stops renewing, its leases expire after `ttlMs` and are claimed by the others on
- * their next round: takeover within ttl + one round.
+ * their next round: takeover within ttl + one round. A renewal the bucket cannot answer (its leader
+ * being elected after a NATS node was lost) is not a lease lost: the lease is kept until less than a
+ * round is left of it, and only a compare-and-set refused because someone else wrote it loses it.
  *
  * Expiry compares the holder's `expiresAt` with the reader's clock, so hosts need synchronised
  * clocks (NTP: milliseconds against a ttl of seconds). The clock is injected for tests.
@@ -53,6 +56,7 @@ function decode(entry: KvEntry | null): (LeaseValue & { revision: number }) | un
 
 export class PartitionLeases {
   private readonly owned = new Map<number, number>(); // partition → revision of our lease
+  private readonly expiresAt = new Map<number, number>(); // partition → expiry we last wrote
   private readonly clock: () => number;
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> | undefined;
@@ -79,14 +83,18 @@ export class PartitionLeases {
     return [...this.owned.keys()].sort((a, b) => a - b);
   }
 
+  /** Time between rounds: ttl/3. */
+  private get roundMs(): number {
+    return Math.max(100, Math.floor(this.options.ttlMs / 3));
+  }
+
   /** Runs rounds every ttl/3 until stop(). */
   start(): void {
-    const every = Math.max(100, Math.floor(this.options.ttlMs / 3));
     const loop = () => {
       this.timer = setTimeout(async () => {
         await this.rebalance();
         if (!this.stopped) loop();
-      }, every);
+      }, this.roundMs);
     };
     void this.rebalance().then(() => !this.stopped && loop());
   }
@@ -122,17 +130,26 @@ export class PartitionLeases {
         this.kv
           .put(this.instanceKey(instanceId), JSON.stringify({ expiresAt: now + ttlMs }))
           .catch((err: unknown) => log.warn({ err }, 'lease heartbeat not written')),
-        ...held.map((p) => this.write(p, now, this.owned.get(p))),
+        ...held.map((p) => this.renew(p, now)),
       ]);
       for (const [i, p] of held.entries()) {
-        const renewed = renewals[i];
-        if (renewed === undefined) {
-          log.warn({ partition: p }, 'lease lost to another instance');
-          this.owned.delete(p);
-          await this.options.onRelease(p, 'lost');
-        } else {
+        const renewed = renewals[i]!;
+        if (typeof renewed === 'number') {
           this.owned.set(p, renewed);
+          this.expiresAt.set(p, now + ttlMs);
+          continue;
         }
+        // Unanswered, the lease still runs until the expiry we wrote; stop while a round is left,
+        // so that nobody claims it while this instance still consumes.
+        const left = (this.expiresAt.get(p) ?? 0) - now;
+        if (renewed === 'unavailable' && left > this.roundMs) {
+          log.warn({ partition: p, leftMs: left }, 'lease not renewed (KV unavailable); kept for now');
+          continue;
+        }
+        log.warn({ partition: p }, renewed === 'taken' ? 'lease lost to another instance' : 'lease expired');
+        this.owned.delete(p);
+        this.expiresAt.delete(p);
+        await this.options.onRelease(p, 'lost');
       }
 
       const live = await this.liveInstances(now);
@@ -153,6 +170,7 @@ export class PartitionLeases {
         try {
           await this.options.onAcquire(p);
           this.owned.set(p, revision);
+          this.expiresAt.set(p, now + ttlMs);
           log.info({ partition: p, from: current?.owner }, 'partition acquired');
         } catch (err) {
           log.error({ partition: p, err }, 'could not start on an acquired partition: giving it back');
@@ -189,9 +207,24 @@ export class PartitionLeases {
     }
   }
 
+  /** Renews our lease with compare-and-set: the new revision, or why not. */
+  private async renew(p: number, now: number): Promise<number | 'taken' | 'unavailable'> {
+    const value = JSON.stringify({ owner: this.options.instanceId, expiresAt: now + this.options.ttlMs });
+    try {
+      return await this.kv.update(this.leaseKey(p), value, this.owned.get(p)!);
+    } catch (err) {
+      const conflict =
+        err instanceof JetStreamApiError &&
+        (err.code === JetStreamApiCodes.StreamWrongLastSequence ||
+          err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown);
+      return conflict ? 'taken' : 'unavailable';
+    }
+  }
+
   private async release(p: number, reason: 'rebalance' | 'shutdown'): Promise<void> {
     const revision = this.owned.get(p);
     this.owned.delete(p);
+    this.expiresAt.delete(p);
     try {
       await this.options.onRelease(p, reason);
     } finally {

@@ -128,7 +128,9 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     },
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       const exited = waitExit(child);
-      if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, signal);
+      // A server that already exited (by a signal too) is not signalled: its pid may be reused.
+      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null)
+        process.kill(child.pid, signal);
       await exited;
     },
     async restart() {

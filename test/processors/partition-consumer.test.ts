@@ -65,6 +65,10 @@ class RecordingEffects implements PartitionEffects {
     for (const done of held) done();
     for (const resume of this.accepting.splice(0)) resume();
   }
+  /** Writes waiting for release(). */
+  get heldWrites(): number {
+    return this.held?.length ?? 0;
+  }
   minuteOf(device: string) {
     return this.windows.get(`${device}|temperature|${60 * S}|${T0}`)?.values;
   }
@@ -188,6 +192,35 @@ describe('PartitionConsumer', () => {
     effects.release();
     await until(() => effects.raw.length === 5_000, 'all events after recovery');
     expect(new Set(effects.raw.map((e) => e.id)).size).toBe(5_000);
+    await consumer.stop();
+  });
+
+  it('does not take its devices as idle while it stops pulling for an overloaded sink', async () => {
+    // A fault drill found this: with the TSDB down, the sink filled up and the partition stopped
+    // pulling for longer than the idle timeout; its devices' windows then closed on wall time and
+    // the backlog, pulled once the TSDB was back, was late and left out of the aggregates.
+    const effects = new RecordingEffects();
+    effects.hold();
+    const start0 = T0 + 6_000 * S; // a minute boundary
+    const readings = 3_000; // 10 ms apart: 30 s of event time inside one minute
+    await publish(
+      8,
+      Array.from({ length: readings }, (_, i) => event('busy', i, start0 + i * 10, 1)),
+    );
+    let wall = start0;
+    const consumer = await start(8, effects, () => wall);
+    await until(() => effects.heldWrites > 0, 'a first batch handed to the full sink');
+    wall += 2 * windows.idleTimeoutMs; // the sink stays full for a long while
+    consumer.flushWindows();
+    effects.release();
+    await until(() => effects.raw.length === readings, 'the backlog after recovery');
+    wall += 2 * windows.idleTimeoutMs; // now the device really is quiet: its windows close
+    consumer.flushWindows();
+    await until(
+      () => effects.windows.get(`busy|temperature|${60 * S}|${start0}`)?.final === true,
+      'the minute to be final',
+    );
+    expect(effects.windows.get(`busy|temperature|${60 * S}|${start0}`)!.values.count).toBe(readings);
     await consumer.stop();
   });
 

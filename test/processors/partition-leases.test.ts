@@ -1,3 +1,4 @@
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
@@ -108,6 +109,24 @@ describe('PartitionLeases', () => {
     expect(a.leases.partitions).toEqual([]);
     expect(a.events.filter((e) => e.endsWith(':lost'))).toHaveLength(8);
     await b.leases.stop();
+  });
+
+  it('keeps its leases while the bucket does not answer, and gives them up before they expire', async () => {
+    const a = await instance('a');
+    await a.leases.rebalance();
+    // No stream behind the bucket: every write gets "no responders", as while a NATS cluster
+    // elects the bucket's new leader after losing a node.
+    await (await jetstreamManager(nc)).streams.delete('KV_processor_leases');
+    now += 4_000;
+    await a.leases.rebalance();
+    expect(a.leases.partitions).toHaveLength(PARTITIONS);
+    expect(a.events.filter((e) => e.startsWith('-'))).toEqual([]);
+    // Less than a round (ttl / 3) left: stop before anyone may claim them.
+    now += 4_000;
+    await a.leases.rebalance();
+    expect(a.leases.partitions).toEqual([]);
+    expect(a.events.filter((e) => e.endsWith(':lost'))).toHaveLength(PARTITIONS);
+    await a.leases.stop();
   });
 
   it('hands everything over at once on a clean stop', async () => {
