@@ -190,7 +190,9 @@ describe('the same flood with the rate limit off', () => {
       `[flood] same, one device flooding QoS 0, NO limit:    ${show(flooded)}; ` +
         `${stats().written} flood publishes written, ${dropped} QoS 0 events dropped over budget`,
     );
-    expect(flooded.acked).toBeGreaterThan(0);
+    // Nothing is promised here: on a loaded machine the others may get no PUBACK at all in the window,
+    // which is the point of the limit. Only that the flood really ran is checked.
+    expect(stats().written).toBeGreaterThan(10_000);
   }, 60_000);
 });
 
