@@ -146,7 +146,8 @@ export class InfluxEffects implements PartitionEffects {
   }
 }
 
-function deviceWindow(r: WindowResult): DeviceWindow {
+/** A window result as the fleet rollup receives it (only the promoted labels travel). */
+export function deviceWindow(r: WindowResult): DeviceWindow {
   const labels: Record<string, string> = {};
   for (const label of PROMOTED_LABELS) {
     const value = r.labels?.[label];

@@ -1,7 +1,6 @@
-import { formatDuration } from '../../common/duration.js';
-import type { CanonicalEvent, DeviceWindow } from '../../contract/event.js';
-import { PROMOTED_LABELS } from '../../contract/measurements.js';
+import type { CanonicalEvent } from '../../contract/event.js';
 import type { AlertTransition } from '../../processors/alerts/alert-engine.js';
+import { deviceWindow } from '../../processors/effects.js';
 import type { DeviceStatusRow } from '../../processors/presence/presence-tracker.js';
 import { FleetRollup } from '../../processors/rollups/fleet-rollup.js';
 import {
@@ -95,30 +94,6 @@ function valueAt(deviceIndex: number, metric: string, tsMs: number): number {
   const phase = tsMs / 120_000 + deviceIndex;
   const wobble = Math.sin(phase) * 3 + Math.cos(tsMs / 17_000) * 0.5;
   return Math.round(((base[metric] ?? 10) + deviceIndex + wobble) * 100) / 100;
-}
-
-/** As processors/effects.ts hands a window result to the fleet rollup. */
-function deviceWindow(r: WindowResult): DeviceWindow {
-  const labels: Record<string, string> = {};
-  for (const label of PROMOTED_LABELS) {
-    const value = r.labels?.[label];
-    if (value) labels[label] = value;
-  }
-  return {
-    tenant: r.tenant,
-    deviceId: r.deviceId,
-    labels,
-    metric: r.metric,
-    window: formatDuration(r.windowMs),
-    windowMs: r.windowMs,
-    startMs: r.startMs,
-    count: r.values.count,
-    sum: r.values.sum,
-    min: r.values.min,
-    max: r.values.max,
-    mean: r.values.mean,
-    final: r.final,
-  };
 }
 
 function alerts(nowMs: number): AlertTransition[] {
