@@ -137,6 +137,8 @@ export class DeviceBroker {
             if (!(err instanceof AuthError) && !(err instanceof VerifyBusyError))
               deps.log.error({ err }, 'authentication failed unexpectedly');
             deps.metrics.connects.labels(e.reason).inc();
+            if (e.reason === 'rate_limited') deps.metrics.limitReached('AUTH_FAILURES_PER_MINUTE');
+            else if (e.reason === 'server_busy') deps.metrics.limitReached('AUTH_VERIFY_QUEUE');
             // Refusals under a flood are counted, not logged one by one: the log would become the flood.
             const quiet = e.reason === 'rate_limited' || e.reason === 'server_busy';
             deps.log[quiet ? 'debug' : 'warn'](
@@ -192,11 +194,13 @@ export class DeviceBroker {
     const parser = client._parser;
     if (parser === undefined) return;
     const limit = this.deps.config.MAX_PACKET_BYTES;
+    const { metrics } = this.deps;
     const parseLength = parser._parseLength;
     // mqtt-packet has no size limit and would buffer up to 256 MB per frame; stop at the header.
     parser._parseLength = function (this: typeof parser) {
       const ok = parseLength.call(this);
       if (ok && this.packet.length > limit) {
+        metrics.limitReached('MAX_PACKET_BYTES');
         return this._emitError(
           new Error(`packet of ${this.packet.length} bytes exceeds MAX_PACKET_BYTES (${limit})`),
         );
@@ -265,6 +269,7 @@ export class DeviceBroker {
     session.inFlight++;
     if (session.inFlight >= max && !session.paused) {
       session.paused = true;
+      this.deps.metrics.limitReached('MAX_IN_FLIGHT_PER_CLIENT');
       (client as AedesClientInternals).pause();
     }
     let once = false;
@@ -398,6 +403,7 @@ export class DeviceBroker {
     done: (err?: Error | null) => void,
   ): void {
     const { metrics, log } = this.deps;
+    metrics.limitReached('DEVICE_MAX_MSGS_PER_SEC');
     if (wait === undefined) {
       metrics.throttled('disconnected');
       metrics.publish('throttled', packet.qos);
@@ -501,6 +507,7 @@ export class DeviceBroker {
     ) {
       if (!client.closed) {
         this.deps.metrics.subscriptionLimit.inc();
+        this.deps.metrics.limitReached('MAX_SUBSCRIPTIONS_PER_CLIENT');
         this.deps.log.warn({ clientId: client.id, limit: cap }, 'too many subscriptions: disconnecting');
         this.markLost(client, 'subscription limit');
       }

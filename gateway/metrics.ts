@@ -1,6 +1,23 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { RejectionReason } from './errors.js';
 
+/**
+ * Every bound a device (or an HTTP client) can run into, named by the setting that configures it.
+ * Each is counted in `gateway_limit_reached_total{limit}` when it is hit and has a row in the README's
+ * Limits table (a test keeps the three in step).
+ */
+export const GATEWAY_LIMITS = [
+  'MAX_PACKET_BYTES',
+  'MAX_PAYLOAD_BYTES',
+  'AUTH_FAILURES_PER_MINUTE',
+  'AUTH_VERIFY_QUEUE',
+  'DEVICE_MAX_MSGS_PER_SEC',
+  'MAX_IN_FLIGHT_PER_CLIENT',
+  'MAX_SUBSCRIPTIONS_PER_CLIENT',
+  'QOS0_MAX_IN_FLIGHT',
+] as const;
+export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];
+
 /** The gateway's Prometheus metrics, on their own registry so several gateways can share a process. */
 export function createGatewayMetrics(sources: {
   inFlight: () => number;
@@ -113,6 +130,15 @@ export function createGatewayMetrics(sources: {
     registers: [registry],
   });
 
+  const limitReached = new Counter({
+    name: 'gateway_limit_reached_total',
+    help: 'Times a bound was hit, by the setting that configures it (see the README, Limits)',
+    labelNames: ['limit'] as const,
+    registers: [registry],
+  });
+  // Every limit shows from the start, at 0, so that an alert on it needs no special case.
+  const limitChildren = new Map(GATEWAY_LIMITS.map((l) => [l, limitReached.labels(l)] as const));
+
   // Children bound once: label lookup is not free on the per-message path.
   const stored = events.labels('stored');
   const duplicate = events.labels('duplicate');
@@ -139,6 +165,7 @@ export function createGatewayMetrics(sources: {
     downlink,
     retries,
     deadletter: (reason: RejectionReason) => deadletters.labels(reason).inc(),
+    limitReached: (limit: GatewayLimit, n = 1) => limitChildren.get(limit)?.inc(n),
     ackLatency: (seconds: number) => ackLatency.observe(seconds),
     event: (outcome: 'stored' | 'duplicate' | 'dropped') =>
       (outcome === 'stored' ? stored : outcome === 'duplicate' ? duplicate : droppedQos0).inc(),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `npm start` and `npm test` need on a Debian machine with Node 20: the Debian packages
-# nats-server, victoria-metrics, mosquitto-clients, influxdb (1.x), chromium (and openssl), and the
-# npm dependencies. Idempotent, and a
+# nats-server, victoria-metrics, mosquitto-clients, influxdb (1.x), chromium (and openssl), the
+# third-party MQTT clients the tests drive (the mosquitto broker as a bridge, python3-paho-mqtt), and
+# the npm dependencies. Idempotent, and a
 # no-op taking about a second when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl) # tests make throwaway 
 # InfluxDB 1.x runs every dashboard query in a test; Chromium drives the live view's browser test.
 command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing+=(influxdb)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# Clients nobody here wrote: a mosquitto bridge and paho (Debian's python3, not a pyenv one).
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+/usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo=sudo
@@ -28,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The packages enable system services on fixed ports; this project runs its own instances.
   if [ -d /run/systemd/system ]; then
-    for unit in nats-server victoria-metrics influxdb; do
+    for unit in nats-server victoria-metrics influxdb mosquitto; do
       $sudo systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
   fi

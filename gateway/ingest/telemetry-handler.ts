@@ -79,6 +79,8 @@ export class TelemetryHandler {
       maxAgeMs: this.config.TS_MAX_AGE_MS,
     };
     const parsed = parseTelemetryPayload(msg.payload, this.config.MAX_PAYLOAD_BYTES);
+    if (msg.payload.byteLength > this.config.MAX_PAYLOAD_BYTES)
+      this.metrics.limitReached('MAX_PAYLOAD_BYTES');
     const sink =
       msg.qos === 0
         ? this.qos0Sink(parsed.readings.length, done)
@@ -182,6 +184,7 @@ export class TelemetryHandler {
     done();
     if (this.qos0InFlight + parts > this.config.QOS0_MAX_IN_FLIGHT) {
       for (let i = 0; i < parts; i++) this.metrics.event('dropped');
+      this.metrics.limitReached('QOS0_MAX_IN_FLIGHT');
       return undefined;
     }
     this.qos0InFlight += parts;
