@@ -267,8 +267,11 @@ async function main(): Promise<void> {
       cwd: REPO_ROOT,
       natsUrl: gatewayNats.url,
       nodeArgs,
-      // Saturation needs more than a device's default allowance (100/s) from each of the clients.
-      env: { DEVICE_MAX_MSGS_PER_SEC: process.env.DEVICE_MAX_MSGS_PER_SEC ?? '0' },
+      // Saturation needs more than a device's default allowance (100/s, 16 KiB/s) from each client.
+      env: {
+        DEVICE_MAX_MSGS_PER_SEC: process.env.DEVICE_MAX_MSGS_PER_SEC ?? '0',
+        DEVICE_MAX_BYTES_PER_SEC: process.env.DEVICE_MAX_BYTES_PER_SEC ?? '0',
+      },
     });
     hold(
       'gateway',

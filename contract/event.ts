@@ -32,8 +32,20 @@ export const CanonicalEvent = z.object({
 export type CanonicalMetric = z.infer<typeof CanonicalMetric>;
 export type CanonicalEvent = z.infer<typeof CanonicalEvent>;
 
-/** A rejected message or reading, on `deadletter.{tenant}.{reason}`. Nothing is dropped silently. */
+/** One rejected reading of a batch, as its dead letter lists it. */
+export const DeadLetterRejection = z.object({
+  index: z.int().nonnegative(),
+  reason: z.string(),
+  detail: z.string(),
+});
+export type DeadLetterRejection = z.infer<typeof DeadLetterRejection>;
+
+/**
+ * A rejected message, or the rejected readings of one, on `deadletter.{tenant}.{reason}`: at most one
+ * letter per MQTT publish, however many of its readings were rejected. Nothing is dropped silently.
+ */
 export const DeadLetter = z.object({
+  /** The reason of the whole message, or of its first rejected reading. */
   reason: z.string(),
   detail: z.string(),
   tenant: z.string(),
@@ -41,8 +53,13 @@ export const DeadLetter = z.object({
   clientId: z.string(),
   topic: z.string(),
   receivedAt: z.iso.datetime(),
-  /** Position in a batch when only one reading of it was rejected. */
+  /** In a batch: the position of its first rejected reading. */
   index: z.int().nonnegative().optional(),
+  /** In a batch: how many readings it held, and how many of them were rejected. */
+  readings: z.int().nonnegative().optional(),
+  rejected: z.int().nonnegative().optional(),
+  /** In a batch: the rejected readings in order, the first DEADLETTER_MAX_REJECTIONS of them. */
+  rejections: z.array(DeadLetterRejection).optional(),
   payload: z.string(),
   payloadEncoding: z.enum(['utf8', 'base64']),
   payloadBytes: z.int().nonnegative(),
@@ -51,6 +68,8 @@ export const DeadLetter = z.object({
 });
 export type DeadLetter = z.infer<typeof DeadLetter>;
 export const DEADLETTER_PAYLOAD_MAX_BYTES = 64 * 1024;
+/** Rejected readings a letter lists, at ~250 bytes each: the letter stays far below NATS' 1 MB. */
+export const DEADLETTER_MAX_REJECTIONS = 100;
 
 /** Connection lifecycle and device status, on `presence.{tenant}.{deviceId}`. */
 export const PresenceEvent = z.object({

@@ -63,13 +63,40 @@ const newSession = (identity: DeviceIdentity | undefined): Session => ({
 });
 
 type AedesClientInternals = Client & {
-  _parser?: { _parseLength: () => boolean; packet: { length: number }; _emitError: (e: Error) => boolean };
+  _parser?: {
+    _parseLength: () => boolean;
+    packet: { cmd: string; length: number };
+    _emitError: (e: Error) => boolean;
+  };
   /** Set by aedes when the client sent DISCONNECT. */
   _disconnected?: boolean;
   /** Stop and restart reading the connection (aedes uses them around authentication). */
   pause: () => void;
   resume: () => void;
+  _paused: boolean;
+  /** Packets of the current read being handled; the next read waits until none are. */
+  _parsingBatch: number;
+  /** Called as each packet's handling completes (and by resume). */
+  _nextBatch: (err?: Error | null) => void;
 };
+
+/**
+ * Makes aedes 1.2's pause() safe in the middle of a read. Its `nextBatch` returns early while paused,
+ * dropping the completion of each packet of the current read that finishes meanwhile; after resume()
+ * it then waits for completions that already happened, and never reads the connection again (until
+ * the keepalive runs out). This counts those completions without reading. Installed before the first
+ * packet, since aedes passes `client._nextBatch` to each packet's handler as it arrives.
+ */
+function countCompletionsWhilePaused(client: AedesClientInternals): void {
+  const next = client._nextBatch;
+  client._nextBatch = (err) => {
+    if (!err && client._paused) {
+      client._parsingBatch = Math.max(0, client._parsingBatch - 1);
+      return;
+    }
+    next(err);
+  };
+}
 
 const CLIENT_ID_SEPARATOR = ':';
 /** How often drained limiter entries are forgotten. */
@@ -94,6 +121,8 @@ export class DeviceBroker {
   private readonly verifyQueue: VerifyQueue;
   /** Undefined when DEVICE_MAX_MSGS_PER_SEC is 0. */
   private readonly publishRate: TokenBuckets | undefined;
+  /** Undefined when DEVICE_MAX_BYTES_PER_SEC is 0. */
+  private readonly byteRate: TokenBuckets | undefined;
   private readonly sweeper: NodeJS.Timeout;
   private lastBusyWarnMs = 0;
 
@@ -112,11 +141,16 @@ export class DeviceBroker {
       config.DEVICE_MAX_MSGS_PER_SEC > 0
         ? new TokenBuckets(config.DEVICE_MAX_MSGS_PER_SEC, config.DEVICE_MSGS_BURST)
         : undefined;
+    this.byteRate =
+      config.DEVICE_MAX_BYTES_PER_SEC > 0
+        ? new TokenBuckets(config.DEVICE_MAX_BYTES_PER_SEC, config.DEVICE_BYTES_BURST)
+        : undefined;
     deps.metrics.limitSources.blockedSources = () => this.authFailures?.blockedCount() ?? 0;
     deps.metrics.limitSources.verifyQueued = () => this.verifyQueue.queued;
     this.sweeper = setInterval(() => {
       this.authFailures?.sweep();
       this.publishRate?.sweep();
+      this.byteRate?.sweep();
     }, LIMITER_SWEEP_MS).unref();
     this.aedes = new Aedes({
       id: undefined,
@@ -139,6 +173,7 @@ export class DeviceBroker {
             deps.metrics.connects.labels(e.reason).inc();
             if (e.reason === 'rate_limited') deps.metrics.limitReached('AUTH_FAILURES_PER_MINUTE');
             else if (e.reason === 'server_busy') deps.metrics.limitReached('AUTH_VERIFY_QUEUE');
+            else if (e.reason === 'client_id_too_long') deps.metrics.limitReached('MAX_CLIENT_ID_BYTES');
             // Refusals under a flood are counted, not logged one by one: the log would become the flood.
             const quiet = e.reason === 'rate_limited' || e.reason === 'server_busy';
             deps.log[quiet ? 'debug' : 'warn'](
@@ -146,7 +181,10 @@ export class DeviceBroker {
               'connection refused',
             );
             if (e.reason === 'server_busy') this.warnBusy();
-            if (e.reason === 'bad_credentials' && this.authFailures?.failed(sourceKey(remote))) {
+            // A client id refused for its length is a failure too: a source sending them over and over
+            // is refused without its CONNECTs being looked at, like one guessing secrets.
+            const failure = e.reason === 'bad_credentials' || e.reason === 'client_id_too_long';
+            if (failure && this.authFailures?.failed(sourceKey(remote))) {
               deps.log.warn(
                 { remote, source: sourceKey(remote), perMinute: deps.config.AUTH_FAILURES_PER_MINUTE },
                 'too many failed authentications from this source: refusing its CONNECTs until it cools down',
@@ -188,21 +226,30 @@ export class DeviceBroker {
     return this.aedes.connectedClients;
   }
 
-  /** Connection listener for any transport; refuses MQTT frames above MAX_PACKET_BYTES before buffering them. */
+  /**
+   * Connection listener for any transport; refuses MQTT frames above MAX_PACKET_BYTES, and a CONNECT
+   * above MAX_CONNECT_BYTES, as soon as their header arrives, before buffering them.
+   */
   readonly handle = (stream: Parameters<Aedes['handle']>[0], req?: Parameters<Aedes['handle']>[1]): void => {
     const client = this.aedes.handle(stream, req) as AedesClientInternals;
+    countCompletionsWhilePaused(client);
     const parser = client._parser;
     if (parser === undefined) return;
-    const limit = this.deps.config.MAX_PACKET_BYTES;
-    const { metrics } = this.deps;
+    const { metrics, config } = this.deps;
     const parseLength = parser._parseLength;
-    // mqtt-packet has no size limit and would buffer up to 256 MB per frame; stop at the header.
+    // mqtt-packet has no size limit and would buffer up to 256 MB per frame; stop at the header. A
+    // CONNECT (client id, credentials, will) is read before anyone is authenticated: its bound is what
+    // an unknown peer can make the gateway hold.
     parser._parseLength = function (this: typeof parser) {
       const ok = parseLength.call(this);
-      if (ok && this.packet.length > limit) {
-        metrics.limitReached('MAX_PACKET_BYTES');
+      if (!ok) return ok;
+      const isConnect = this.packet.cmd === 'connect';
+      const limit = isConnect ? config.MAX_CONNECT_BYTES : config.MAX_PACKET_BYTES;
+      if (this.packet.length > limit) {
+        metrics.limitReached(isConnect ? 'MAX_CONNECT_BYTES' : 'MAX_PACKET_BYTES');
+        const setting = isConnect ? 'MAX_CONNECT_BYTES' : 'MAX_PACKET_BYTES';
         return this._emitError(
-          new Error(`packet of ${this.packet.length} bytes exceeds MAX_PACKET_BYTES (${limit})`),
+          new Error(`${this.packet.cmd} of ${this.packet.length} bytes exceeds ${setting} (${limit})`),
         );
       }
       return ok;
@@ -303,7 +350,11 @@ export class DeviceBroker {
     password: Buffer | undefined,
     source: string,
   ) {
-    const { registry, verified, metrics } = this.deps;
+    const { registry, verified, metrics, config } = this.deps;
+    // The id travels in presence events and state, logs and dead letters: a long one would make each
+    // of them as long. Refused before any secret is checked; it says nothing about the device.
+    if (Buffer.byteLength(client.id) > config.MAX_CLIENT_ID_BYTES)
+      throw new AuthError('client_id_too_long', 2);
     if (registry === undefined) {
       const deviceId = username !== undefined && isDeviceId(username) ? username : undefined;
       const identity = deviceId ? deviceIdentity(deviceId, DEFAULT_TENANT, {}) : undefined;
@@ -379,14 +430,30 @@ export class DeviceBroker {
       done(this.deny(client, 'publish', packet.topic));
       return;
     }
-    // A closed client's publish is its last will, which is not held back.
-    const wait =
-      this.publishRate === undefined || client.closed ? 0 : this.publishRate.take(identity.deviceId);
+    const wait = this.budget(client, identity.deviceId, packet);
     if (wait === undefined || wait > 0) {
       this.throttle(client, identity.deviceId, packet, wait, done);
       return;
     }
     this.ingest(client, identity, topic.kind, packet, done);
+  }
+
+  /**
+   * What a publish must wait for the device's budgets: publishes and payload bytes a second, over all
+   * its connections (undefined: a whole burst in debt). Bytes bound what the device makes the gateway
+   * parse and store: a few large batches cost as much as many small publishes. A closed client's
+   * publish is its last will, which is not held back.
+   */
+  private budget(client: Client, deviceId: string, packet: PublishPacket): number | undefined {
+    if (client.closed) return 0;
+    const { metrics } = this.deps;
+    const forPublish = this.publishRate === undefined ? 0 : this.publishRate.take(deviceId);
+    if (forPublish !== 0) metrics.limitReached('DEVICE_MAX_MSGS_PER_SEC');
+    const bytes =
+      typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length;
+    const forBytes = this.byteRate === undefined ? 0 : this.byteRate.take(deviceId, bytes);
+    if (forBytes !== 0) metrics.limitReached('DEVICE_MAX_BYTES_PER_SEC');
+    return forPublish === undefined || forBytes === undefined ? undefined : Math.max(forPublish, forBytes);
   }
 
   /**
@@ -403,12 +470,16 @@ export class DeviceBroker {
     done: (err?: Error | null) => void,
   ): void {
     const { metrics, log } = this.deps;
-    metrics.limitReached('DEVICE_MAX_MSGS_PER_SEC');
     if (wait === undefined) {
       metrics.throttled('disconnected');
       metrics.publish('throttled', packet.qos);
       log.warn(
-        { clientId: client.id, device: deviceId, perSec: this.deps.config.DEVICE_MAX_MSGS_PER_SEC },
+        {
+          clientId: client.id,
+          device: deviceId,
+          perSec: this.deps.config.DEVICE_MAX_MSGS_PER_SEC,
+          bytesPerSec: this.deps.config.DEVICE_MAX_BYTES_PER_SEC,
+        },
         'publishing far above the rate limit: disconnecting',
       );
       this.markLost(client, 'publish rate limit');
@@ -461,7 +532,14 @@ export class DeviceBroker {
     };
     // QoS 0 has no acknowledgement to hold, so it is not retried either.
     const wanted = qos === 0 ? () => false : () => !client.closed;
-    const msg = { topic: packet.topic, payload, qos, packetId: packet.messageId, clientId: client.id };
+    const msg = {
+      topic: packet.topic,
+      payload,
+      qos,
+      packetId: packet.messageId,
+      dup: packet.dup === true,
+      clientId: client.id,
+    };
     switch (kind) {
       case 'telemetry':
         telemetry.handle(identity, msg, wanted, finish);
@@ -479,12 +557,11 @@ export class DeviceBroker {
         );
         return;
       default: {
-        const receivedAt = new Date().toISOString();
         const rejection = reject(
           'TOPIC_UNKNOWN',
           `'${packet.topic.slice(0, 256)}' is not a topic of the device contract`,
         );
-        telemetry.deadLetter(identity, msg, rejection, undefined, undefined, receivedAt, wanted, finish);
+        telemetry.rejectMessage(identity, msg, rejection, wanted, finish);
       }
     }
   }
@@ -527,11 +604,31 @@ export class DeviceBroker {
     done(null, sub);
   }
 
+  /**
+   * Adds a device's connection, closing its oldest ones past MAX_CONNECTIONS_PER_DEVICE. The oldest,
+   * not the new one: a device whose network dropped reconnects before the gateway notices, and must
+   * not be locked out by its own dead connections.
+   */
   private track(client: Client, deviceId: string): void {
     let set = this.byDevice.get(deviceId);
     if (!set) {
       set = new Set();
       this.byDevice.set(deviceId, set);
+    }
+    const max = this.deps.config.MAX_CONNECTIONS_PER_DEVICE;
+    let open = 0;
+    for (const c of set) if (!c.closed) open++;
+    for (const oldest of set) {
+      if (open < max) break;
+      if (oldest.closed) continue;
+      open--;
+      this.deps.metrics.limitReached('MAX_CONNECTIONS_PER_DEVICE');
+      this.deps.log.warn(
+        { device: deviceId, clientId: oldest.id, limit: max },
+        'too many connections for one device: closing its oldest',
+      );
+      this.markLost(oldest, 'connection limit');
+      oldest.close();
     }
     set.add(client);
   }

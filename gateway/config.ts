@@ -31,10 +31,46 @@ export const DEFAULT_DEVICE_MSGS_BURST = 200;
 export const DEFAULT_MAX_IN_FLIGHT_PER_CLIENT = 100;
 /** A device needs one subscription (its commands); a hundred leaves room for anything sensible. */
 export const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT = 100;
+/**
+ * Readings one publish may carry. Each costs ~30 µs to validate and store, so this bounds how long one
+ * message holds the event loop (~30 ms) and how many events it becomes.
+ */
+export const DEFAULT_MAX_READINGS_PER_PUBLISH = 1_000;
+/**
+ * Payload bytes a second per device (all its connections). Parsing, validating and storing cost about
+ * 1 µs a byte whatever the payload's shape, so this bounds what one device costs (~2 % of a core);
+ * a device at its full publish rate sends ~4 KiB/s, a backfill of 40-byte readings 400 a second.
+ */
+export const DEFAULT_DEVICE_MAX_BYTES_PER_SEC = 16_384;
+/** Bytes a device may save up; at least MAX_PAYLOAD_BYTES, so that one largest payload always passes. */
+export const DEFAULT_DEVICE_BYTES_BURST = 131_072;
+/**
+ * Publishes remembered to tell a retransmission from a new publish (about 200 bytes each). Past it the
+ * least recently active sessions are forgotten first; a retransmission of theirs is stored again.
+ */
+export const DEFAULT_DEDUP_MAX_PUBLISHES = 100_000;
+/**
+ * A CONNECT is read before its sender is authenticated. Client id (MAX_CLIENT_ID_BYTES), credentials
+ * and a will (a status payload) fit in far less; a larger one is closed at its header.
+ */
+export const DEFAULT_MAX_CONNECT_BYTES = 8_192;
+/** Client ids are kept in presence state and logs; real devices use a few dozen bytes. */
+export const DEFAULT_MAX_CLIENT_ID_BYTES = 128;
+/** Connections one device may hold on one gateway; a ninth closes the oldest. */
+export const DEFAULT_MAX_CONNECTIONS_PER_DEVICE = 8;
+/** Distinct metric names one device may use: each becomes series in the TSDB. */
+export const DEFAULT_DEVICE_MAX_METRICS = 256;
+/** Distinct metric names across a tenant's devices. */
+export const DEFAULT_TENANT_MAX_METRICS = 10_000;
+/** A device silent this long has its metric names forgotten (they count anew when it comes back). */
+export const DEFAULT_METRIC_NAMES_TTL = '24h';
 /** A shorter operator token is too easy to guess for a page that shows the whole fleet. */
 export const MIN_OPERATOR_TOKEN_CHARS = 16;
 /** Below this, heartbeats cost the NATS cluster more than they tell. */
 const MIN_HEARTBEAT_INTERVAL_MS = 100;
+
+/** In a cross-field rule: the fields it compares parsed (a field that failed is reported on its own). */
+const known = (...values: unknown[]) => values.every((v) => typeof v === 'number' && Number.isFinite(v));
 
 export const GatewayConfigSchema = z
   .object({
@@ -71,6 +107,17 @@ export const GatewayConfigSchema = z
     DEVICE_MSGS_BURST: env.positiveInt(DEFAULT_DEVICE_MSGS_BURST),
     MAX_SUBSCRIPTIONS_PER_CLIENT: env.positiveInt(DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT),
     MAX_IN_FLIGHT_PER_CLIENT: env.positiveInt(DEFAULT_MAX_IN_FLIGHT_PER_CLIENT),
+    MAX_READINGS_PER_PUBLISH: env.positiveInt(DEFAULT_MAX_READINGS_PER_PUBLISH),
+    DEVICE_MAX_BYTES_PER_SEC: env.nonNegativeInt(DEFAULT_DEVICE_MAX_BYTES_PER_SEC),
+    DEVICE_BYTES_BURST: env.positiveInt(DEFAULT_DEVICE_BYTES_BURST),
+    DEDUP_MAX_PUBLISHES: env.positiveInt(DEFAULT_DEDUP_MAX_PUBLISHES),
+    // MQTT allows 65,535 bytes; 23 is the minimum a server must accept [MQTT-3.1.3-5].
+    MAX_CONNECT_BYTES: z.coerce.number().int().min(512).max(268_435_455).default(DEFAULT_MAX_CONNECT_BYTES),
+    MAX_CLIENT_ID_BYTES: z.coerce.number().int().min(23).max(65_535).default(DEFAULT_MAX_CLIENT_ID_BYTES),
+    MAX_CONNECTIONS_PER_DEVICE: env.positiveInt(DEFAULT_MAX_CONNECTIONS_PER_DEVICE),
+    DEVICE_MAX_METRICS: env.positiveInt(DEFAULT_DEVICE_MAX_METRICS),
+    TENANT_MAX_METRICS: env.positiveInt(DEFAULT_TENANT_MAX_METRICS),
+    METRIC_NAMES_TTL: env.duration(DEFAULT_METRIC_NAMES_TTL, 60_000),
     /** The live view at `/` of HTTP_PORT (gateway/live/); off, the gateway subscribes to nothing for it. */
     LIVE_VIEW: env.bool(true),
     /** Bearer token for the live view; in AUTH_MODE=registry the view answers 403 without one. */
@@ -95,6 +142,31 @@ export const GatewayConfigSchema = z
   })
   .refine(
     (c) =>
+      !known(c.DEVICE_BYTES_BURST, c.MAX_PAYLOAD_BYTES) ||
+      c.DEVICE_MAX_BYTES_PER_SEC === 0 ||
+      c.DEVICE_BYTES_BURST >= c.MAX_PAYLOAD_BYTES,
+    {
+      path: ['DEVICE_BYTES_BURST'],
+      message: 'must be at least MAX_PAYLOAD_BYTES, or a largest payload could never pass',
+      when: () => true,
+    },
+  )
+  .refine(
+    (c) => !known(c.DEVICE_MAX_METRICS, c.TENANT_MAX_METRICS) || c.DEVICE_MAX_METRICS <= c.TENANT_MAX_METRICS,
+    { path: ['DEVICE_MAX_METRICS'], message: 'must not exceed TENANT_MAX_METRICS', when: () => true },
+  )
+  .refine(
+    (c) =>
+      !known(c.DEDUP_MAX_PUBLISHES, c.MAX_IN_FLIGHT_PER_CLIENT) ||
+      c.DEDUP_MAX_PUBLISHES >= dedupPublishesPerSession(c.MAX_IN_FLIGHT_PER_CLIENT),
+    {
+      path: ['DEDUP_MAX_PUBLISHES'],
+      message: 'must hold at least one connection’s recent publishes (2 × MAX_IN_FLIGHT_PER_CLIENT)',
+      when: () => true,
+    },
+  )
+  .refine(
+    (c) =>
       typeof c.MAX_PAYLOAD_BYTES !== 'number' ||
       typeof c.MAX_PACKET_BYTES !== 'number' ||
       c.MAX_PAYLOAD_BYTES < c.MAX_PACKET_BYTES,
@@ -106,3 +178,12 @@ export const GatewayConfigSchema = z
   );
 
 export type GatewayConfig = z.output<typeof GatewayConfigSchema>;
+
+/**
+ * Publishes remembered per MQTT session to recognise retransmissions. A client retransmits only what
+ * it has not seen acknowledged: at most what the gateway had in flight for it when the connection
+ * broke, plus the acknowledgements lost on the way; twice the in-flight bound covers both.
+ */
+export function dedupPublishesPerSession(maxInFlightPerClient: number): number {
+  return 2 * maxInFlightPerClient;
+}

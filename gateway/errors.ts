@@ -7,6 +7,7 @@ export const REJECTION_REASONS = {
   PAYLOAD_NOT_UTF8: 'payload is not valid UTF-8',
   PAYLOAD_NOT_JSON: 'payload is not JSON',
   BATCH_EMPTY: 'payload is an empty JSON array',
+  BATCH_TOO_LARGE: 'batch of more readings than MAX_READINGS_PER_PUBLISH; none of them is stored',
   VERSION_UNSUPPORTED: '`v` names no payload version this gateway knows',
   SCHEMA_INVALID: 'reading does not have the shape of its version',
   METRICS_EMPTY: '`metrics` has no entries',
@@ -19,6 +20,8 @@ export const REJECTION_REASONS = {
   SEQ_INVALID: '`seq` is not an integer ≥ 0',
   UNIT_UNKNOWN: 'unit not in the units table',
   UNIT_MISMATCH: "unit is of another quantity than the metric's (e.g. psi for temperature)",
+  METRIC_LIMIT:
+    'reading names a metric new to its device past DEVICE_MAX_METRICS distinct names (TENANT_MAX_METRICS for its tenant)',
   TOPIC_UNKNOWN: 'published under the device’s own root, but not on a topic of the contract',
 } as const;
 
@@ -68,6 +71,7 @@ export class AuthError extends Error {
       | 'bad_credentials'
       | 'disabled'
       | 'client_id_rejected'
+      | 'client_id_too_long'
       | 'registry_unavailable'
       | 'rate_limited'
       | 'server_busy',

@@ -44,6 +44,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
   let listeners: MqttListeners | undefined;
   let broker: DeviceBroker | undefined;
   let heartbeat: Heartbeat | undefined;
+  let telemetry: TelemetryHandler | undefined;
   let closing = false;
 
   const metrics = createGatewayMetrics({
@@ -126,7 +127,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
         'AUTH_MODE=open: ANY client may connect and publish as any device. For demos only, never in production.',
       );
     }
-    const telemetry = new TelemetryHandler(publisher, config, metrics, log);
+    telemetry = new TelemetryHandler(publisher, config, metrics, log);
     const presence = new PresencePublisher(publisher, id, log);
     broker = await DeviceBroker.create({
       config,
@@ -151,6 +152,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
   } catch (err) {
     listeners && (await listeners.close());
     broker && (await broker.close());
+    telemetry?.close();
     publisher?.close();
     await live?.close();
     await nc?.close();
@@ -178,6 +180,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
             'shutdown grace over: unacknowledged publishes stay with their devices',
           );
         await broker?.close();
+        telemetry?.close();
         // Beats until the clients are closed: during the shutdown grace they are still connected.
         heartbeat?.close();
         publisher?.close();

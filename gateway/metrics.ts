@@ -8,10 +8,18 @@ import type { RejectionReason } from './errors.js';
  */
 export const GATEWAY_LIMITS = [
   'MAX_PACKET_BYTES',
+  'MAX_CONNECT_BYTES',
   'MAX_PAYLOAD_BYTES',
+  'MAX_READINGS_PER_PUBLISH',
+  'MAX_CLIENT_ID_BYTES',
+  'MAX_CONNECTIONS_PER_DEVICE',
   'AUTH_FAILURES_PER_MINUTE',
   'AUTH_VERIFY_QUEUE',
   'DEVICE_MAX_MSGS_PER_SEC',
+  'DEVICE_MAX_BYTES_PER_SEC',
+  'DEVICE_MAX_METRICS',
+  'TENANT_MAX_METRICS',
+  'DEDUP_MAX_PUBLISHES',
   'MAX_IN_FLIGHT_PER_CLIENT',
   'MAX_SUBSCRIPTIONS_PER_CLIENT',
   'QOS0_MAX_IN_FLIGHT',
@@ -53,9 +61,17 @@ export function createGatewayMetrics(sources: {
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
+  const retransmissions = new Counter({
+    name: 'gateway_mqtt_retransmissions_total',
+    help:
+      'QoS 1/2 publishes with the DUP flag, by what recognised them: publish (the one they repeat was remembered), ' +
+      'content (their readings carry ts), none (stored as new: the original is unknown to this gateway)',
+    labelNames: ['matched'] as const,
+    registers: [registry],
+  });
   const deadletters = new Counter({
     name: 'gateway_deadletters_total',
-    help: 'Rejected payloads or readings by reason code',
+    help: 'Rejected messages, or rejected readings of a batch (one each; a message’s travel in one dead letter), by reason code',
     labelNames: ['reason'] as const,
     registers: [registry],
   });
@@ -166,6 +182,7 @@ export function createGatewayMetrics(sources: {
     retries,
     deadletter: (reason: RejectionReason) => deadletters.labels(reason).inc(),
     limitReached: (limit: GatewayLimit, n = 1) => limitChildren.get(limit)?.inc(n),
+    retransmission: (matched: 'publish' | 'content' | 'none') => retransmissions.labels(matched).inc(),
     ackLatency: (seconds: number) => ackLatency.observe(seconds),
     event: (outcome: 'stored' | 'duplicate' | 'dropped') =>
       (outcome === 'stored' ? stored : outcome === 'duplicate' ? duplicate : droppedQos0).inc(),

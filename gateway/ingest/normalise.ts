@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { DeviceReading } from '../../contract/device-payload.js';
 import type { CanonicalEvent, CanonicalMetric } from '../../contract/event.js';
 import { canonicalUnitOf, quantityOfMetric, toCanonical } from '../../contract/units.js';
@@ -12,8 +12,13 @@ export interface ReadingContext {
   receivedAtMs: number;
   /** ISO form of receivedAtMs, computed once per MQTT message rather than once per reading. */
   receivedAtIso: string;
-  /** MQTT packet identifier for QoS 1/2, reused by the device when it retransmits. */
-  packetId: number | undefined;
+  /**
+   * The name of the MQTT publish the reading came in (PublishIds), asked for only when the reading
+   * cannot be named by its content. Its retransmissions get the same name; nothing else does.
+   */
+  publishName: () => string;
+  /** QoS 1/2: JetStream deduplicates the reading. QoS 0 is sent once and never repeated. */
+  deduplicate: boolean;
   maxFutureMs: number;
   maxAgeMs: number;
 }
@@ -33,21 +38,23 @@ function hash(text: string): string {
 }
 
 /**
- * The dedup key of a reading.
+ * The dedup key of a reading (README, Deduplication).
  * - seq and ts sent: they name the reading; a retransmission repeats both, a rebooted device that
  *   restarts seq at 0 sends a new ts.
  * - ts sent, no seq: the reading's content, which includes its own ts.
- * - no ts: content alone would merge two equal readings sent a second apart, so the MQTT packet id
- *   (which a retransmission repeats [MQTT-4.4.0-1]) is part of it; without one (QoS 0) there is no key.
+ * - no ts: content alone would merge two equal readings sent a second apart, and seq alone those of
+ *   a device that rebooted; the publish's name and the reading's place in it, which a retransmission
+ *   repeats and no other publish has. Without deduplication (QoS 0) there is no key.
  */
 export function messageIdOf(reading: DeviceReading, ctx: ReadingContext, index: number): string | undefined {
   const device = `${ctx.tenant}.${ctx.deviceId}`;
   if (reading.ts !== undefined && reading.seq !== undefined) return `${device}.${reading.seq}.${reading.ts}`;
-  let content = '';
-  for (const m of reading.metrics) content += `${m.name}=${m.value}${m.unit ?? ''};`;
-  if (reading.ts !== undefined) return `${device}.h.${hash(`${reading.ts}|${reading.seq ?? ''}|${content}`)}`;
-  if (ctx.packetId === undefined) return undefined;
-  return `${device}.p.${hash(`${ctx.packetId}|${index}|${reading.seq ?? ''}|${content}`)}`;
+  if (reading.ts !== undefined) {
+    let content = '';
+    for (const m of reading.metrics) content += `${m.name}=${m.value}${m.unit ?? ''};`;
+    return `${device}.h.${hash(`${reading.ts}||${content}`)}`;
+  }
+  return ctx.deduplicate ? `${device}.p.${ctx.publishName()}.${index}` : undefined;
 }
 
 export function normaliseReading(
@@ -82,7 +89,7 @@ export function normaliseReading(
   }
   const msgId = messageIdOf(reading, ctx, index);
   const event: CanonicalEvent = {
-    id: msgId ?? `${ctx.tenant}.${ctx.deviceId}.u.${randomUUID()}`,
+    id: msgId ?? `${ctx.tenant}.${ctx.deviceId}.u.${ctx.publishName()}.${index}`,
     tenant: ctx.tenant,
     deviceId: ctx.deviceId,
     ts: reading.ts === undefined ? ctx.receivedAtIso : new Date(tsMs).toISOString(),

@@ -20,8 +20,7 @@ export interface AcceptedReading {
   reading: DeviceReading;
 }
 
-/** A rejected reading keeps its raw JSON value so the dead letter can show exactly that reading. */
-export type RejectedReading = Rejection & { index: number | undefined; raw?: unknown };
+export type RejectedReading = Rejection & { index: number | undefined };
 
 export type ParsedReading = AcceptedReading | RejectedReading;
 
@@ -69,27 +68,34 @@ function quote(value: unknown): string {
 
 export function parseReading(raw: unknown, index: number): ParsedReading {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    return { ...reject('SCHEMA_INVALID', 'a reading must be a JSON object'), index, raw };
+    return { ...reject('SCHEMA_INVALID', 'a reading must be a JSON object'), index };
   }
   const version = payloadVersionOf(raw);
   if (!isKnownPayloadVersion(version)) {
     return {
       ...reject('VERSION_UNSUPPORTED', `unknown payload version ${quote(version)}`),
       index,
-      raw,
     };
   }
   const { schema, upcast } = PAYLOAD_VERSIONS[version];
   const result = schema.safeParse(raw);
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    return { ...reject(reasonOfIssue(issue), describeIssue(issue)), index, raw };
+    return { ...reject(reasonOfIssue(issue), describeIssue(issue)), index };
   }
   // Each entry's schema and upcaster are typed as a pair; indexing by a union widens them apart.
   return { ok: true, index, version, reading: (upcast as (p: unknown) => DeviceReading)(result.data) };
 }
 
-export function parseTelemetryPayload(payload: Uint8Array, maxBytes: number): ParsedPayload {
+/**
+ * `maxReadings` bounds what one publish costs: past it the batch is refused whole, before any of its
+ * readings is looked at.
+ */
+export function parseTelemetryPayload(
+  payload: Uint8Array,
+  maxBytes: number,
+  maxReadings: number,
+): ParsedPayload {
   if (payload.byteLength > maxBytes) {
     return whole('PAYLOAD_TOO_LARGE', `${payload.byteLength} bytes, at most ${maxBytes} allowed`);
   }
@@ -103,5 +109,8 @@ export function parseTelemetryPayload(payload: Uint8Array, maxBytes: number): Pa
   }
   if (!Array.isArray(raw)) return { batch: false, readings: [parseReading(raw, 0)] };
   if (raw.length === 0) return whole('BATCH_EMPTY', 'empty batch');
+  if (raw.length > maxReadings) {
+    return whole('BATCH_TOO_LARGE', `${raw.length} readings, at most ${maxReadings} allowed in one publish`);
+  }
   return { batch: true, readings: raw.map((r, i) => parseReading(r, i)) };
 }

@@ -1,14 +1,20 @@
 import { isUtf8 } from 'node:buffer';
-import { createHash } from 'node:crypto';
 import type { Logger } from '../../common/logger.js';
-import { DEADLETTER_PAYLOAD_MAX_BYTES, type DeadLetter } from '../../contract/event.js';
+import {
+  DEADLETTER_MAX_REJECTIONS,
+  DEADLETTER_PAYLOAD_MAX_BYTES,
+  type DeadLetter,
+  type DeadLetterRejection,
+} from '../../contract/event.js';
 import { deadletterSubject, telemetrySubject } from '../../contract/subjects.js';
-import type { GatewayConfig } from '../config.js';
-import type { NotStoredError, Rejection } from '../errors.js';
+import { dedupPublishesPerSession, type GatewayConfig } from '../config.js';
+import { type NotStoredError, type Rejection, reject } from '../errors.js';
 import type { JetStreamPublisher } from '../jetstream-publisher.js';
+import { MetricNames } from '../limits/metric-names.js';
 import type { GatewayMetrics } from '../metrics.js';
 import { normaliseReading, type ReadingContext } from './normalise.js';
 import { parseTelemetryPayload } from './parse-payload.js';
+import { PublishIds } from './publish-ids.js';
 
 /** Who sent a message, as authentication established it. */
 export interface DeviceIdentity {
@@ -32,139 +38,241 @@ export interface IncomingPublish {
   payload: Buffer;
   qos: 0 | 1 | 2;
   packetId: number | undefined;
+  /** The DUP flag: the client says it sends this publish again [MQTT-3.3.1-1]. */
+  dup: boolean;
   clientId: string;
 }
 
 /** Called once: with no error when every event and dead letter of the message is stored. */
 export type HandledCallback = (err?: NotStoredError) => void;
 
-function shortHash(parts: string | Buffer, extra: string): string {
-  return createHash('sha256').update(extra).update(parts).digest('base64url').slice(0, 27);
-}
+/** How often expired dedup memory and idle devices' metric names are forgotten. */
+const SWEEP_INTERVAL_MS = 30_000;
 
-/** A batch reading as JSON; undefined when it nests too deep for JSON.stringify (a RangeError). */
-function readingJson(raw: unknown): Buffer | undefined {
-  try {
-    return Buffer.from(JSON.stringify(raw) ?? 'null');
-  } catch {
-    return undefined;
-  }
+interface Outgoing {
+  subject: string;
+  data: Uint8Array;
+  msgId: string | undefined;
+  event: boolean;
 }
 
 export class TelemetryHandler {
   private qos0InFlight = 0;
+  private readonly ids: PublishIds;
+  private readonly metricNames: MetricNames;
+  private readonly sweeper: NodeJS.Timeout;
 
   constructor(
     private readonly publisher: JetStreamPublisher,
     private readonly config: GatewayConfig,
     private readonly metrics: GatewayMetrics,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.ids = new PublishIds({
+      ttlMs: config.DEDUP_WINDOW_MS,
+      perSession: dedupPublishesPerSession(config.MAX_IN_FLIGHT_PER_CLIENT),
+      maxRemembered: config.DEDUP_MAX_PUBLISHES,
+      onEvicted: (n) => metrics.limitReached('DEDUP_MAX_PUBLISHES', n),
+    });
+    this.metricNames = new MetricNames({
+      perDevice: config.DEVICE_MAX_METRICS,
+      perTenant: config.TENANT_MAX_METRICS,
+      ttlMs: config.METRIC_NAMES_TTL,
+    });
+    this.sweeper = setInterval(() => {
+      this.ids.sweep();
+      this.metricNames.sweep();
+    }, SWEEP_INTERVAL_MS).unref();
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+  }
 
   /**
-   * One MQTT publish on `devices/{id}/telemetry` → one event per valid reading on TELEMETRY, one
-   * dead letter per rejection on DEADLETTER. QoS 1/2: `done` fires when all are stored, and only
-   * then does the device get its PUBACK/PUBREC. QoS 0: `done` fires at once; best effort.
+   * One MQTT publish on `devices/{id}/telemetry` → one event per valid reading on TELEMETRY, and at
+   * most one dead letter on DEADLETTER listing whatever was rejected. QoS 1/2: `done` fires when all
+   * are stored, and only then does the device get its PUBACK/PUBREC. QoS 0: `done` fires at once;
+   * best effort.
    */
   handle(identity: DeviceIdentity, msg: IncomingPublish, wanted: () => boolean, done: HandledCallback): void {
     const receivedAtMs = Date.now();
+    const naming = this.naming(identity, msg);
     const ctx: ReadingContext = {
       tenant: identity.tenant,
       deviceId: identity.deviceId,
       labels: identity.labels,
       receivedAtMs,
       receivedAtIso: new Date(receivedAtMs).toISOString(),
-      packetId: msg.qos > 0 ? msg.packetId : undefined,
+      publishName: naming.name,
+      deduplicate: msg.qos > 0,
       maxFutureMs: this.config.TS_MAX_FUTURE_MS,
       maxAgeMs: this.config.TS_MAX_AGE_MS,
     };
-    const parsed = parseTelemetryPayload(msg.payload, this.config.MAX_PAYLOAD_BYTES);
     if (msg.payload.byteLength > this.config.MAX_PAYLOAD_BYTES)
       this.metrics.limitReached('MAX_PAYLOAD_BYTES');
-    const sink =
-      msg.qos === 0
-        ? this.qos0Sink(parsed.readings.length, done)
-        : this.ackSink(parsed.readings.length, done);
-    if (sink === undefined) return;
+    const parsed = parseTelemetryPayload(
+      msg.payload,
+      this.config.MAX_PAYLOAD_BYTES,
+      this.config.MAX_READINGS_PER_PUBLISH,
+    );
+    const out: Outgoing[] = [];
+    const rejected: (Rejection & { index: number | undefined })[] = [];
     for (const result of parsed.readings) {
       if (!result.ok) {
-        this.deadLetter(
-          identity,
-          msg,
-          result,
-          result.index,
-          parsed.batch ? result.raw : undefined,
-          ctx.receivedAtIso,
-          wanted,
-          sink,
-        );
+        rejected.push(result);
         continue;
       }
       const normalised = normaliseReading(result.reading, result.version, result.index, ctx);
       if (!normalised.ok) {
-        this.deadLetter(identity, msg, normalised, result.index, undefined, ctx.receivedAtIso, wanted, sink);
+        rejected.push({ ...normalised, index: result.index });
         continue;
       }
-      this.publisher.publish(
-        identity.subject,
-        Buffer.from(JSON.stringify(normalised.event)),
-        normalised.msgId,
-        wanted,
-        (err, duplicate) => {
-          if (!err) this.metrics.event(duplicate ? 'duplicate' : 'stored');
-          sink(err);
-        },
+      const limit = this.metricNames.admit(
+        identity.tenant,
+        identity.deviceId,
+        result.reading.metrics.map((m) => m.name),
       );
+      if (limit !== undefined) {
+        this.metrics.limitReached(limit === 'device' ? 'DEVICE_MAX_METRICS' : 'TENANT_MAX_METRICS');
+        rejected.push({ ...this.metricLimit(limit), index: result.index });
+        continue;
+      }
+      out.push({
+        subject: identity.subject,
+        data: Buffer.from(JSON.stringify(normalised.event)),
+        msgId: normalised.msgId,
+        event: true,
+      });
     }
+    if (rejected.length > 0) {
+      if (rejected[0]!.reason === 'BATCH_TOO_LARGE') this.metrics.limitReached('MAX_READINGS_PER_PUBLISH');
+      out.push(this.letter(identity, msg, rejected, parsed.batch ? parsed.readings.length : undefined, ctx));
+    }
+    this.send(out, msg, wanted, done);
+    if (msg.dup && msg.qos > 0) this.metrics.retransmission(naming.matched());
   }
 
-  /** Publishes a dead letter for a whole message (index undefined) or for one reading of it. */
-  deadLetter(
+  /** Dead-letters a whole message, with no reading of it looked at (a topic outside the contract). */
+  rejectMessage(
     identity: DeviceIdentity,
     msg: IncomingPublish,
     rejection: Rejection,
-    index: number | undefined,
-    raw: unknown,
-    receivedAtIso: string,
     wanted: () => boolean,
     done: HandledCallback,
   ): void {
-    this.metrics.deadletter(rejection.reason);
-    // A reading the schema rejected is shown alone, unless it nests too deep to serialise; otherwise the
-    // letter holds the whole payload.
-    const reading = raw !== undefined ? readingJson(raw) : undefined;
-    const bytes = reading ?? msg.payload;
-    const kept = bytes.subarray(0, DEADLETTER_PAYLOAD_MAX_BYTES);
+    const receivedAtMs = Date.now();
+    const naming = this.naming(identity, msg);
+    const letter = this.letter(identity, msg, [{ ...rejection, index: undefined }], undefined, {
+      receivedAtIso: new Date(receivedAtMs).toISOString(),
+      publishName: naming.name,
+      deduplicate: msg.qos > 0,
+    });
+    this.send([letter], msg, wanted, done);
+    if (msg.dup && msg.qos > 0) this.metrics.retransmission(naming.matched());
+  }
+
+  /**
+   * The publish's name, asked for lazily: readings that carry `ts` are named by their content and
+   * need none (README, Deduplication).
+   */
+  private naming(identity: DeviceIdentity, msg: IncomingPublish) {
+    let name: string | undefined;
+    let recognised = false;
+    return {
+      name: () => {
+        if (name !== undefined) return name;
+        if (msg.qos === 0 || msg.packetId === undefined) {
+          name = this.ids.fresh();
+          return name;
+        }
+        const named = this.ids.name(
+          `${identity.deviceId}\u0000${msg.clientId}`,
+          msg.packetId,
+          msg.dup,
+          msg.topic,
+          msg.payload,
+        );
+        recognised = named.retransmission === 'recognised';
+        name = named.name;
+        return name;
+      },
+      /** How a DUP publish was matched to the one it repeats. */
+      matched: (): 'publish' | 'content' | 'none' =>
+        name === undefined ? 'content' : recognised ? 'publish' : 'none',
+    };
+  }
+
+  private metricLimit(limit: 'device' | 'tenant'): Rejection {
+    return limit === 'device'
+      ? reject(
+          'METRIC_LIMIT',
+          `a metric new to this device, which already uses ${this.config.DEVICE_MAX_METRICS} (DEVICE_MAX_METRICS)`,
+        )
+      : reject(
+          'METRIC_LIMIT',
+          `a metric new to this tenant, which already uses ${this.config.TENANT_MAX_METRICS} (TENANT_MAX_METRICS)`,
+        );
+  }
+
+  /**
+   * One dead letter for everything a message had rejected: the whole payload (up to
+   * DEADLETTER_PAYLOAD_MAX_BYTES) and, for a batch, its rejected readings with their reasons.
+   */
+  private letter(
+    identity: DeviceIdentity,
+    msg: IncomingPublish,
+    rejected: readonly (Rejection & { index: number | undefined })[],
+    batchSize: number | undefined,
+    ctx: Pick<ReadingContext, 'receivedAtIso' | 'publishName' | 'deduplicate'>,
+  ): Outgoing {
+    const first = rejected[0]!;
+    for (const r of rejected) this.metrics.deadletter(r.reason);
+    const kept = msg.payload.subarray(0, DEADLETTER_PAYLOAD_MAX_BYTES);
     const utf8 = isUtf8(kept);
     const letter: DeadLetter = {
-      reason: rejection.reason,
-      detail: rejection.detail,
+      reason: first.reason,
+      detail:
+        batchSize === undefined || rejected.length === 1
+          ? first.detail
+          : `${rejected.length} of ${batchSize} readings rejected; the first: ${first.detail}`,
       tenant: identity.tenant,
       deviceId: identity.deviceId,
       clientId: msg.clientId,
       topic: msg.topic,
-      receivedAt: receivedAtIso,
+      receivedAt: ctx.receivedAtIso,
       payload: kept.toString(utf8 ? 'utf8' : 'base64'),
       payloadEncoding: utf8 ? 'utf8' : 'base64',
-      payloadBytes: bytes.byteLength,
-      truncated: kept.byteLength < bytes.byteLength,
+      payloadBytes: msg.payload.byteLength,
+      truncated: kept.byteLength < msg.payload.byteLength,
     };
-    if (index !== undefined) letter.index = index;
-    this.log.debug(
-      { device: identity.deviceId, reason: rejection.reason, detail: rejection.detail },
-      'dead letter',
-    );
-    const msgId =
-      msg.packetId !== undefined && msg.qos > 0
-        ? `dl.${identity.tenant}.${identity.deviceId}.${shortHash(msg.payload, `${msg.packetId}|${index ?? ''}|`)}`
-        : undefined;
-    this.publisher.publish(
-      deadletterSubject(identity.tenant, rejection.reason),
-      Buffer.from(JSON.stringify(letter)),
-      msgId,
-      wanted,
-      (err) => done(err),
-    );
+    if (batchSize !== undefined && first.index !== undefined) {
+      letter.index = first.index;
+      letter.readings = batchSize;
+      letter.rejected = rejected.length;
+      letter.rejections = rejected
+        .slice(0, DEADLETTER_MAX_REJECTIONS)
+        .map((r): DeadLetterRejection => ({ index: r.index!, reason: r.reason, detail: r.detail }));
+    }
+    this.log.debug({ device: identity.deviceId, reason: first.reason, detail: letter.detail }, 'dead letter');
+    return {
+      subject: deadletterSubject(identity.tenant, first.reason),
+      data: Buffer.from(JSON.stringify(letter)),
+      msgId: ctx.deduplicate ? `dl.${identity.tenant}.${identity.deviceId}.${ctx.publishName()}` : undefined,
+      event: false,
+    };
+  }
+
+  /** Publishes a message's events and letter; `done` once all are stored (QoS 1/2) or at once (QoS 0). */
+  private send(out: readonly Outgoing[], msg: IncomingPublish, wanted: () => boolean, done: HandledCallback) {
+    const sink = msg.qos === 0 ? this.qos0Sink(out, done) : this.ackSink(out.length, done);
+    if (sink === undefined) return;
+    for (const o of out) {
+      this.publisher.publish(o.subject, o.data, o.msgId, wanted, (err, duplicate) => {
+        if (!err && o.event) this.metrics.event(duplicate ? 'duplicate' : 'stored');
+        sink(err);
+      });
+    }
   }
 
   /** Counts down the stored parts of one message and calls `done` once, on the first failure or at 0. */
@@ -180,10 +288,15 @@ export class TelemetryHandler {
     };
   }
 
-  private qos0Sink(parts: number, done: HandledCallback): HandledCallback | undefined {
+  /**
+   * QoS 0 within QOS0_MAX_IN_FLIGHT unstored events, gateway-wide. An idle gateway takes any message
+   * (MAX_READINGS_PER_PUBLISH bounds it): the budget is for a backlog, not for one batch.
+   */
+  private qos0Sink(out: readonly Outgoing[], done: HandledCallback): HandledCallback | undefined {
     done();
-    if (this.qos0InFlight + parts > this.config.QOS0_MAX_IN_FLIGHT) {
-      for (let i = 0; i < parts; i++) this.metrics.event('dropped');
+    const parts = out.length;
+    if (this.qos0InFlight > 0 && this.qos0InFlight + parts > this.config.QOS0_MAX_IN_FLIGHT) {
+      for (const o of out) if (o.event) this.metrics.event('dropped');
       this.metrics.limitReached('QOS0_MAX_IN_FLIGHT');
       return undefined;
     }

@@ -2,6 +2,7 @@
  * Token buckets by key (a device id): `ratePerSec` tokens a second, at most `burst` saved up. A
  * take beyond the saved tokens is granted a wait instead of a refusal, as a debt of at most `burst`
  * more tokens: a device slightly over its rate is slowed down, one far over it has to be cut off.
+ * Tokens are publishes, or bytes (a take then costs the payload's size).
  */
 export class TokenBuckets {
   private readonly buckets = new Map<string, { tokens: number; atMs: number }>();
@@ -16,18 +17,22 @@ export class TokenBuckets {
     return this.buckets.size;
   }
 
-  /** Takes one token: the milliseconds to wait before going ahead (0: at once), or undefined when the debt is full. */
-  take(key: string): number | undefined {
+  /**
+   * Takes `cost` tokens: the milliseconds to wait before going ahead (0: at once), or undefined when
+   * the debt would pass `burst`.
+   */
+  take(key: string, cost = 1): number | undefined {
     const now = this.now();
-    const bucket = this.buckets.get(key);
+    let bucket = this.buckets.get(key);
     if (bucket === undefined) {
-      this.buckets.set(key, { tokens: this.burst - 1, atMs: now });
-      return 0;
+      bucket = { tokens: this.burst, atMs: now };
+      this.buckets.set(key, bucket);
+    } else {
+      bucket.tokens = this.refilled(bucket, now);
+      bucket.atMs = now;
     }
-    bucket.tokens = this.refilled(bucket, now);
-    bucket.atMs = now;
-    if (bucket.tokens - 1 < -this.burst) return undefined;
-    bucket.tokens -= 1;
+    if (bucket.tokens - cost < -this.burst) return undefined;
+    bucket.tokens -= cost;
     return bucket.tokens >= 0 ? 0 : (-bucket.tokens * 1000) / this.ratePerSec;
   }
 

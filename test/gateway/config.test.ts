@@ -55,8 +55,23 @@ describe('gateway config', () => {
   });
 
   it('keeps the payload limit below the frame limit', () => {
-    expect(problemsOf({ MAX_PAYLOAD_BYTES: '2000000' })).toEqual([
+    expect(problemsOf({ MAX_PAYLOAD_BYTES: '2000000', DEVICE_BYTES_BURST: '2000000' })).toEqual([
       expect.stringMatching(/MAX_PAYLOAD_BYTES: must be below/),
+    ]);
+  });
+
+  it('lets one largest payload through the byte budget, and a device no more metrics than its tenant', () => {
+    expect(problemsOf({ MAX_PAYLOAD_BYTES: '300000', MAX_PACKET_BYTES: '400000' })).toEqual([
+      expect.stringMatching(/DEVICE_BYTES_BURST: must be at least MAX_PAYLOAD_BYTES/),
+    ]);
+    expect(
+      problemsOf({ MAX_PAYLOAD_BYTES: '300000', MAX_PACKET_BYTES: '400000', DEVICE_MAX_BYTES_PER_SEC: '0' }),
+    ).toEqual([]);
+    expect(problemsOf({ DEVICE_MAX_METRICS: '20', TENANT_MAX_METRICS: '10' })).toEqual([
+      expect.stringMatching(/DEVICE_MAX_METRICS: must not exceed TENANT_MAX_METRICS/),
+    ]);
+    expect(problemsOf({ DEDUP_MAX_PUBLISHES: '100', MAX_IN_FLIGHT_PER_CLIENT: '100' })).toEqual([
+      expect.stringMatching(/DEDUP_MAX_PUBLISHES: must hold/),
     ]);
   });
 

@@ -30,6 +30,16 @@ describe('TokenBuckets', () => {
     expect(buckets.take('d')).toBe(0);
   });
 
+  it('takes a cost in tokens (bytes), waiting in proportion and cutting off past a burst of debt', () => {
+    const t = clock();
+    const bytes = new TokenBuckets(1_000, 4_000, t.now);
+    expect(bytes.take('d', 4_000)).toBe(0);
+    expect(bytes.take('d', 500)).toBe(500);
+    expect(bytes.take('d', 3_600)).toBeUndefined();
+    // A refused take costs nothing: the debt stays what it was.
+    expect(bytes.take('d', 3_500)).toBe(4_000);
+  });
+
   it('forgets only buckets that have refilled', () => {
     const t = clock();
     const buckets = new TokenBuckets(10, 5, t.now);

@@ -9,7 +9,8 @@ const ctx = (over: Partial<ReadingContext> = {}): ReadingContext => ({
   labels: { type: 'thermo' },
   receivedAtMs: NOW,
   receivedAtIso: new Date(NOW).toISOString(),
-  packetId: 17,
+  publishName: () => 'pub17',
+  deduplicate: true,
   maxFutureMs: 60_000,
   maxAgeMs: 3_600_000,
   ...over,
@@ -108,8 +109,8 @@ describe('normaliseReading', () => {
 describe('messageIdOf (dedup key)', () => {
   it('is the same for a retransmission of a reading with seq and ts', () => {
     const r = reading({ seq: 5, ts: NOW - 10 });
-    expect(messageIdOf(r, ctx({ packetId: 1 }), 0)).toBe(
-      messageIdOf(r, ctx({ packetId: 999, receivedAtMs: NOW + 5000 }), 0),
+    expect(messageIdOf(r, ctx({ publishName: () => 'a' }), 0)).toBe(
+      messageIdOf(r, ctx({ publishName: () => 'b', receivedAtMs: NOW + 5000 }), 0),
     );
   });
 
@@ -131,26 +132,46 @@ describe('messageIdOf (dedup key)', () => {
 
   it('without seq, hashes the content including ts', () => {
     const a = messageIdOf(reading({ ts: NOW }), ctx(), 0);
-    expect(a).toBe(messageIdOf(reading({ ts: NOW }), ctx({ packetId: 3 }), 0));
+    expect(a).toBe(messageIdOf(reading({ ts: NOW }), ctx({ publishName: () => 'other' }), 0));
     expect(a).not.toBe(messageIdOf(reading({ ts: NOW + 1 }), ctx(), 0));
     expect(a).not.toBe(
       messageIdOf(reading({ ts: NOW, metrics: [{ name: 'temperature', value: 21.6 }] }), ctx(), 0),
     );
   });
 
-  it('without ts, tells equal readings apart by packet id and batch position', () => {
+  it('without ts, names equal readings by their publish and place in it, with or without seq', () => {
     const r = reading();
-    expect(messageIdOf(r, ctx({ packetId: 1 }), 0)).toBe(
-      messageIdOf(r, ctx({ packetId: 1, receivedAtMs: NOW + 9 }), 0),
+    expect(messageIdOf(r, ctx({ publishName: () => 'p1' }), 0)).toBe(
+      messageIdOf(r, ctx({ publishName: () => 'p1', receivedAtMs: NOW + 9 }), 0),
     );
-    expect(messageIdOf(r, ctx({ packetId: 1 }), 0)).not.toBe(messageIdOf(r, ctx({ packetId: 2 }), 0));
-    expect(messageIdOf(r, ctx({ packetId: 1 }), 0)).not.toBe(messageIdOf(r, ctx({ packetId: 1 }), 1));
+    expect(messageIdOf(r, ctx({ publishName: () => 'p1' }), 0)).not.toBe(
+      messageIdOf(r, ctx({ publishName: () => 'p2' }), 0),
+    );
+    expect(messageIdOf(r, ctx({ publishName: () => 'p1' }), 0)).not.toBe(
+      messageIdOf(r, ctx({ publishName: () => 'p1' }), 1),
+    );
+    // seq alone does not name a reading: a rebooted device starts it over.
+    expect(messageIdOf(reading({ seq: 0 }), ctx({ publishName: () => 'p1' }), 0)).not.toBe(
+      messageIdOf(reading({ seq: 0 }), ctx({ publishName: () => 'p2' }), 0),
+    );
+  });
+
+  it('asks for the publish name only when the content cannot name the reading', () => {
+    let asked = 0;
+    const counting = ctx({ publishName: () => `p${++asked}` });
+    messageIdOf(reading({ ts: NOW }), counting, 0);
+    messageIdOf(reading({ ts: NOW, seq: 1 }), counting, 0);
+    expect(asked).toBe(0);
+    messageIdOf(reading(), counting, 0);
+    expect(asked).toBe(1);
   });
 
   it('has no key for QoS 0 readings without ts, and the event still gets a unique id', () => {
-    expect(messageIdOf(reading(), ctx({ packetId: undefined }), 0)).toBeUndefined();
-    const a = normaliseReading(reading(), 1, 0, ctx({ packetId: undefined }));
-    const b = normaliseReading(reading(), 1, 0, ctx({ packetId: undefined }));
+    let n = 0;
+    const qos0 = ctx({ deduplicate: false, publishName: () => `q${n++}` });
+    expect(messageIdOf(reading(), qos0, 0)).toBeUndefined();
+    const a = normaliseReading(reading(), 1, 0, qos0);
+    const b = normaliseReading(reading(), 1, 0, qos0);
     expect(a.ok && b.ok && a.event.id !== b.event.id).toBe(true);
   });
 });

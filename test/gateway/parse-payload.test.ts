@@ -4,7 +4,9 @@ import { isMetricName, MAX_METRICS_PER_READING } from '../../contract/index.js';
 import { type ParsedReading, parseTelemetryPayload } from '../../gateway/ingest/parse-payload.js';
 
 const MAX = 65_536;
-const parse = (value: unknown) => parseTelemetryPayload(Buffer.from(JSON.stringify(value)), MAX);
+const MAX_READINGS = 1_000;
+const parse = (value: unknown) =>
+  parseTelemetryPayload(Buffer.from(JSON.stringify(value)), MAX, MAX_READINGS);
 const only = (value: unknown): ParsedReading => {
   const { readings } = parse(value);
   expect(readings).toHaveLength(1);
@@ -77,7 +79,18 @@ describe('batches', () => {
     ]);
     expect(batch).toBe(true);
     expect(readings.map((r) => (r.ok ? 'ok' : r.reason))).toEqual(['ok', 'VALUE_INVALID', 'ok']);
-    expect(readings[1]).toMatchObject({ index: 1, raw: { metrics: { a: 'x' } } });
+    expect(readings[1]).toMatchObject({ index: 1, reason: 'VALUE_INVALID' });
+  });
+
+  it('refuses a batch of more than the readings allowed in one publish whole, before looking at them', () => {
+    const { batch, readings } = parse(Array.from({ length: MAX_READINGS + 1 }, () => 1));
+    expect(batch).toBe(false);
+    expect(readings).toEqual([
+      expect.objectContaining({ ok: false, reason: 'BATCH_TOO_LARGE', index: undefined }),
+    ]);
+    expect(parse(Array.from({ length: MAX_READINGS }, () => ({ metrics: { a: 1 } }))).readings).toHaveLength(
+      MAX_READINGS,
+    );
   });
 });
 
@@ -114,19 +127,23 @@ describe('rejections carry their reason code', () => {
   });
 
   it('refuses __proto__ and constructor as metric names instead of dropping them', () => {
-    const proto = parseTelemetryPayload(Buffer.from('{"metrics":{"__proto__":{"polluted":1},"x":1}}'), MAX);
+    const proto = parseTelemetryPayload(
+      Buffer.from('{"metrics":{"__proto__":{"polluted":1},"x":1}}'),
+      MAX,
+      MAX_READINGS,
+    );
     expect(proto.readings[0]).toMatchObject({ ok: false, reason: 'METRIC_NAME_INVALID' });
     expect(reasonOf({ metrics: { constructor: 1 } })).toBe('METRIC_NAME_INVALID');
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 
   it('a huge number that JSON turns into Infinity', () => {
-    const r = parseTelemetryPayload(Buffer.from('{"metrics":{"a":1e999}}'), MAX);
+    const r = parseTelemetryPayload(Buffer.from('{"metrics":{"a":1e999}}'), MAX, MAX_READINGS);
     expect(r.readings[0]).toMatchObject({ ok: false, reason: 'VALUE_INVALID' });
   });
 
   it('whole-payload problems', () => {
-    const whole = (bytes: Buffer, max = MAX) => parseTelemetryPayload(bytes, max).readings[0];
+    const whole = (bytes: Buffer, max = MAX) => parseTelemetryPayload(bytes, max, MAX_READINGS).readings[0];
     expect(whole(Buffer.from('{"metrics":{"a":1}}'), 10)).toMatchObject({
       reason: 'PAYLOAD_TOO_LARGE',
       index: undefined,
@@ -163,7 +180,7 @@ describe('properties', () => {
     fc.assert(
       fc.property(fc.oneof(anyJson, plausible, fc.array(plausible, { maxLength: 5 })), (value) => {
         const text = JSON.stringify(value) ?? 'null';
-        const { readings } = parseTelemetryPayload(Buffer.from(text), MAX);
+        const { readings } = parseTelemetryPayload(Buffer.from(text), MAX, MAX_READINGS);
         expect(readings.length).toBeGreaterThan(0);
         for (const r of readings) {
           if (!r.ok) continue;
@@ -186,7 +203,7 @@ describe('properties', () => {
   it('never throws on arbitrary bytes', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 512 }), (bytes) => {
-        expect(parseTelemetryPayload(bytes, MAX).readings.length).toBeGreaterThan(0);
+        expect(parseTelemetryPayload(bytes, MAX, MAX_READINGS).readings.length).toBeGreaterThan(0);
       }),
       { numRuns: 2000 },
     );

@@ -18,6 +18,7 @@ import { readStream, waitForStream } from '../kit/streams.js';
 
 const MAX_PAYLOAD_BYTES = 4096;
 const MAX_PACKET_BYTES = 16_384;
+const DEVICE_MAX_METRICS = 20;
 
 let nats: NatsServer;
 let nc: NatsConnection;
@@ -58,6 +59,7 @@ beforeAll(async () => {
   ({ gateway } = await startGateway(nats.url, {
     MAX_PAYLOAD_BYTES: String(MAX_PAYLOAD_BYTES),
     MAX_PACKET_BYTES: String(MAX_PACKET_BYTES),
+    DEVICE_MAX_METRICS: String(DEVICE_MAX_METRICS),
   }));
 });
 
@@ -188,6 +190,7 @@ describe('every rejection reason lands in DEADLETTER', () => {
     PAYLOAD_NOT_UTF8: { payload: Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]) },
     PAYLOAD_NOT_JSON: { payload: '{"metrics": {' },
     BATCH_EMPTY: { payload: '[]' },
+    BATCH_TOO_LARGE: { payload: JSON.stringify(Array.from({ length: 1_001 }, () => ({}))) },
     VERSION_UNSUPPORTED: { payload: JSON.stringify({ v: 3, metrics: { a: 1 } }) },
     SCHEMA_INVALID: { payload: JSON.stringify({ metrics: 'hot' }) },
     METRICS_EMPTY: { payload: JSON.stringify({ metrics: {} }) },
@@ -204,6 +207,11 @@ describe('every rejection reason lands in DEADLETTER', () => {
     SEQ_INVALID: { payload: JSON.stringify({ seq: -3, metrics: { a: 1 } }) },
     UNIT_UNKNOWN: { payload: JSON.stringify({ v: 2, metrics: { a: { value: 1, unit: 'parsec' } } }) },
     UNIT_MISMATCH: { payload: JSON.stringify({ v: 2, metrics: { temperature: { value: 1, unit: 'psi' } } }) },
+    METRIC_LIMIT: {
+      payload: JSON.stringify({
+        metrics: Object.fromEntries(Array.from({ length: DEVICE_MAX_METRICS + 1 }, (_, i) => [`n${i}`, i])),
+      }),
+    },
     TOPIC_UNKNOWN: { payload: '{"metrics":{"a":1}}', topic: 'devices/bad-1/telemetry/extra' },
   };
 
@@ -235,25 +243,38 @@ describe('every rejection reason lands in DEADLETTER', () => {
     ).toEqual([]);
   });
 
-  it('a batch with one bad reading stores the good ones and dead-letters the bad one with its index', async () => {
+  it('a batch with bad readings stores the good ones and dead-letters the bad ones in one letter', async () => {
     const client = await device('bad');
     const ts = Date.now();
-    await client.publishAsync(
-      telemetryTopic('bad-1'),
-      JSON.stringify([
-        { ts, seq: 100, metrics: { a: 1 } },
-        { ts, seq: 101, metrics: { a: true, 'b c': 2 } },
-        { ts, seq: 102, metrics: { a: 3 } },
-      ]),
-      { qos: 1 },
-    );
+    const batch = JSON.stringify([
+      { ts, seq: 100, metrics: { a: 1 } },
+      { ts, seq: 101, metrics: { a: true, 'b c': 2 } },
+      { ts, seq: 102, metrics: { a: 3 } },
+      { ts: 'soon', seq: 103, metrics: { a: 4 } },
+    ]);
+    await client.publishAsync(telemetryTopic('bad-1'), batch, { qos: 1 });
     const events = (await readStream<CanonicalEvent>(nc, TELEMETRY_STREAM)).filter(
       (e) => e.data.deviceId === 'bad-1',
     );
     expect(events.map((e) => e.data.seq)).toEqual([100, 102]);
-    const letter = (await readStream<DeadLetter>(nc, DEADLETTER_STREAM)).find((l) => l.data.index === 1);
-    expect(letter?.data).toMatchObject({ reason: 'METRIC_NAME_INVALID', deviceId: 'bad-1' });
-    expect(JSON.parse(letter!.data.payload)).toEqual({ ts, seq: 101, metrics: { a: true, 'b c': 2 } });
+    const letters = (await readStream<DeadLetter>(nc, DEADLETTER_STREAM)).filter(
+      (l) => l.data.readings !== undefined,
+    );
+    expect(letters).toHaveLength(1);
+    expect(letters[0]!.subject).toBe('deadletter.acme.METRIC_NAME_INVALID');
+    expect(letters[0]!.data).toMatchObject({
+      reason: 'METRIC_NAME_INVALID',
+      deviceId: 'bad-1',
+      index: 1,
+      readings: 4,
+      rejected: 2,
+      rejections: [
+        { index: 1, reason: 'METRIC_NAME_INVALID', detail: expect.any(String) },
+        { index: 3, reason: 'TS_INVALID', detail: expect.any(String) },
+      ],
+      payload: batch,
+    });
+    expect(letters[0]!.data.detail).toMatch(/^2 of 4 readings rejected; the first: /);
   });
 });
 

@@ -81,3 +81,29 @@ export async function mosquittoPub(
     { timeout: 10_000 },
   );
 }
+
+/** Debian's python3, which has python3-paho-mqtt (a pyenv python3 earlier on PATH would not). */
+const DEBIAN_PYTHON = '/usr/bin/python3';
+
+/**
+ * Publishes each payload with Eclipse paho-mqtt, a new client object (so a new connection starting at
+ * packet id 1) per payload. Resolves with each message's packet id and whether it was acknowledged.
+ */
+export async function pahoPublishEach(
+  port: number,
+  device: Pick<ProvisionedDevice, 'id' | 'secret'>,
+  topic: string,
+  payloads: string[],
+  qos: 0 | 1 | 2 = 1,
+): Promise<{ mid: number; published: boolean }[]> {
+  const script = new URL('./paho/publish.py', import.meta.url).pathname;
+  const { stdout } = await run(
+    DEBIAN_PYTHON,
+    [script, String(port), device.id, device.id, device.secret, topic, String(qos), ...payloads],
+    { timeout: 30_000 },
+  );
+  return stdout
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { mid: number; published: boolean });
+}

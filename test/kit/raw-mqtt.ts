@@ -1,5 +1,5 @@
-import { connect, type Socket } from 'node:net';
-import { generate } from 'mqtt-packet';
+import { connect, connect as createConnection, type Socket } from 'node:net';
+import mqttPacket, { generate } from 'mqtt-packet';
 
 /**
  * MQTT from raw sockets, for the hostile-input tests that need thousands of connections: an mqtt.js
@@ -79,4 +79,73 @@ export async function pool<T, R>(items: readonly T[], concurrency: number, task:
     }),
   );
   return results;
+}
+
+/**
+ * One MQTT connection from a raw socket, for tests that need exact bytes: a chosen packet id, the
+ * DUP flag set by hand, a PUBLISH sent and the socket dropped before its PUBACK.
+ */
+export class RawSession {
+  private readonly acks = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  private connack: ((code: number) => void) | undefined;
+  readonly closed: Promise<void>;
+
+  private constructor(readonly socket: Socket) {
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    parser.on('packet', (packet) => {
+      if (packet.cmd === 'connack') this.connack?.(packet.returnCode ?? 0);
+      else if ((packet.cmd === 'puback' || packet.cmd === 'pubrec') && packet.messageId !== undefined)
+        this.acks.get(packet.messageId)?.resolve();
+    });
+    socket.on('data', (chunk: Buffer) => parser.parse(chunk));
+    this.closed = new Promise((resolve) =>
+      socket.once('close', () => {
+        for (const ack of [...this.acks.values()]) ack.reject(new Error('connection closed'));
+        resolve();
+      }),
+    );
+    socket.on('error', () => {});
+  }
+
+  /** Connects and waits for the CONNACK; rejects unless it accepts. */
+  static open(port: number, connect: RawConnect): Promise<RawSession> {
+    return new Promise((resolve, reject) => {
+      const socket = createConnection({ port, host: '127.0.0.1' });
+      const session = new RawSession(socket);
+      const timer = setTimeout(() => reject(new Error('no CONNACK')), 10_000);
+      session.connack = (code) => {
+        clearTimeout(timer);
+        if (code === 0) resolve(session);
+        else reject(new Error(`CONNACK ${code}`));
+      };
+      socket.once('connect', () => socket.write(connectPacket(connect)));
+      void session.closed.then(() => reject(new Error('closed before CONNACK')));
+    });
+  }
+
+  /** Writes a QoS 1 PUBLISH without waiting for anything. */
+  send(topic: string, payload: string | Buffer, messageId: number, dup = false): void {
+    this.socket.write(generate({ cmd: 'publish', topic, payload, qos: 1, messageId, dup, retain: false }));
+  }
+
+  /** Sends a QoS 1 PUBLISH and resolves at its PUBACK. */
+  publish(topic: string, payload: string | Buffer, messageId: number, dup = false, timeoutMs = 10_000) {
+    return new Promise<void>((resolve, reject) => {
+      const settle = (err?: Error) => {
+        clearTimeout(timer);
+        this.acks.delete(messageId);
+        if (err) reject(err);
+        else resolve();
+      };
+      const timer = setTimeout(() => settle(new Error(`no PUBACK for ${messageId}`)), timeoutMs);
+      this.acks.set(messageId, { resolve: () => settle(), reject: settle });
+      this.send(topic, payload, messageId, dup);
+    });
+  }
+
+  /** Drops the connection without DISCONNECT, as a device losing its network does. */
+  drop(): Promise<void> {
+    this.socket.destroy();
+    return this.closed;
+  }
 }

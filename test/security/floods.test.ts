@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CanonicalEvent, TELEMETRY_STREAM, telemetryTopic } from '../../contract/index.js';
 import type { Gateway } from '../../gateway/gateway.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
+import { measurePubacks, showLatencies as show } from '../kit/latency.js';
 import { closedByBroker, connectDevice } from '../kit/mqtt.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
 import { type Started, startScript } from '../kit/processes.js';
@@ -18,7 +19,6 @@ import { readStream } from '../kit/streams.js';
  */
 
 const DEVICES = 20;
-const PUBLISH_INTERVAL_MS = 100;
 const RATE_PER_SEC = 100;
 const BURST = 200;
 
@@ -38,52 +38,6 @@ const metricValue = async (gw: Gateway, name: string, labels: Record<string, str
   )?.value ?? 0;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface Latencies {
-  sent: number;
-  acked: number;
-  failed: number;
-  p50: number;
-  p99: number;
-  max: number;
-}
-
-/** Every client publishes QoS 1 every PUBLISH_INTERVAL_MS for `durationMs`; publish→PUBACK times. */
-async function measure(connected: MqttClient[], ids: string[], durationMs: number): Promise<Latencies> {
-  const times: number[] = [];
-  let sent = 0;
-  let failed = 0;
-  const pending: Promise<void>[] = [];
-  const end = Date.now() + durationMs;
-  await Promise.all(
-    connected.map(async (client, i) => {
-      // Spread the clients over the interval rather than all at once.
-      await sleep((PUBLISH_INTERVAL_MS * i) / connected.length);
-      while (Date.now() < end) {
-        const started = performance.now();
-        sent++;
-        pending.push(
-          client
-            .publishAsync(telemetryTopic(ids[i]!), JSON.stringify({ ts: Date.now(), metrics: { t: i } }), {
-              qos: 1,
-            })
-            .then(
-              () => void times.push(performance.now() - started),
-              () => void failed++,
-            ),
-        );
-        await sleep(PUBLISH_INTERVAL_MS);
-      }
-    }),
-  );
-  await Promise.race([Promise.all(pending), sleep(15_000)]);
-  times.sort((x, y) => x - y);
-  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(q * times.length))] ?? Number.NaN;
-  return { sent, acked: times.length, failed, p50: at(0.5), p99: at(0.99), max: times.at(-1) ?? Number.NaN };
-}
-
-const show = (l: Latencies) =>
-  `${l.acked}/${l.sent} acked, p50 ${l.p50.toFixed(1)} ms, p99 ${l.p99.toFixed(1)} ms, max ${l.max.toFixed(1)} ms`;
 
 function startFlooder(port: number): { child: Started; stats: () => Record<string, number> } {
   const child = startScript('test/security/clients/flood.ts', [String(port), flooder.id, flooder.secret]);
@@ -133,13 +87,13 @@ afterAll(async () => {
 describe('a device publishing far above its rate', () => {
   it('is throttled and cut off, while the others keep getting their PUBACKs', async () => {
     const ids = devices.map((d) => d.id);
-    const calm = await measure(clients, ids, 4_000);
+    const calm = await measurePubacks(clients, ids, 4_000);
     console.log(`[flood] ${DEVICES} devices at 10/s, no flood:          ${show(calm)}`);
 
     const started = Date.now();
     const { child, stats } = startFlooder(gateway.ports.mqtt);
     await until(() => (stats().written ?? 0) > 10_000, 'the flooder to be flooding');
-    const flooded = await measure(clients, ids, 6_000);
+    const flooded = await measurePubacks(clients, ids, 6_000);
     const flood = stats();
     child.kill();
     await child.finished;
@@ -178,7 +132,7 @@ describe('the same flood with the rate limit off', () => {
     clients.push(...others);
     const { child, stats } = startFlooder(open.ports.mqtt);
     await until(() => (stats().written ?? 0) > 10_000, 'the flooder to be flooding');
-    const flooded = await measure(
+    const flooded = await measurePubacks(
       others,
       devices.map((d) => d.id),
       5_000,

@@ -38,6 +38,7 @@ const runs = (numRuns: number): { numRuns: number; seed?: number; path?: string 
 });
 
 const MAX_PAYLOAD_BYTES = 65_536;
+const MAX_READINGS = 1_000;
 const YEAR_MS = 365 * 24 * 3_600_000;
 /** Details quote device input; they must stay short whatever the input was. */
 const MAX_DETAIL_CHARS = 400;
@@ -54,7 +55,7 @@ const contextArb = fc.record({
     min: Date.parse('2000-01-01T00:00:00Z'),
     max: Date.parse('2100-01-01T00:00:00Z'),
   }),
-  packetId: fc.option(fc.integer({ min: 1, max: 65_535 }), { nil: undefined }),
+  publishName: fc.option(fc.string({ minLength: 1, maxLength: 12 }), { nil: undefined }),
   maxFutureMs: fc.oneof(fc.constant(5 * 60_000), fc.integer({ min: 0, max: 10 * YEAR_MS })),
   maxAgeMs: fc.oneof(fc.constant(7 * 24 * 3_600_000), fc.integer({ min: 1, max: 10 * YEAR_MS })),
 });
@@ -67,7 +68,8 @@ function contextOf(c: ContextInput): ReadingContext {
     labels: { type: 'thermometer' },
     receivedAtMs: c.receivedAtMs,
     receivedAtIso: new Date(c.receivedAtMs).toISOString(),
-    packetId: c.packetId,
+    publishName: () => c.publishName ?? 'qos0',
+    deduplicate: c.publishName !== undefined,
     maxFutureMs: c.maxFutureMs,
     maxAgeMs: c.maxAgeMs,
   };
@@ -113,7 +115,7 @@ function expectCanonical(event: CanonicalEvent, ctx: ReadingContext): void {
  * payload is checked; the accepted ones are returned with their raw JSON for input/output checks.
  */
 function ingest(bytes: Uint8Array, ctx: ReadingContext): Array<{ raw: unknown; event: CanonicalEvent }> {
-  const parsed = parseTelemetryPayload(bytes, MAX_PAYLOAD_BYTES);
+  const parsed = parseTelemetryPayload(bytes, MAX_PAYLOAD_BYTES, MAX_READINGS);
   expect(parsed.readings.length).toBeGreaterThan(0);
   let json: unknown;
   const accepted: Array<{ raw: unknown; event: CanonicalEvent }> = [];
@@ -356,7 +358,11 @@ describe('nothing the contract forbids is accepted', () => {
           const trapValue = v2 ? '{"value":1,"polluted":true}' : '{"polluted":true}';
           const version = v2 ? '"v":2,' : '';
           const inMetrics = `{${version}"metrics":{${[...entries, `"${trap}":${trapValue}`].join(',')}}}`;
-          const [reading] = parseTelemetryPayload(Buffer.from(inMetrics), MAX_PAYLOAD_BYTES).readings;
+          const [reading] = parseTelemetryPayload(
+            Buffer.from(inMetrics),
+            MAX_PAYLOAD_BYTES,
+            MAX_READINGS,
+          ).readings;
           expect(reading).toMatchObject({ ok: false, reason: 'METRIC_NAME_INVALID' });
 
           if (entries.length === 0) return;

@@ -48,11 +48,12 @@ function gatewayView(payload: string | Buffer, receivedAtMs: number) {
     labels: {},
     receivedAtMs,
     receivedAtIso: new Date(receivedAtMs).toISOString(),
-    packetId: 1,
+    publishName: () => 'publish-1',
+    deduplicate: true,
     maxFutureMs: 5 * 60_000,
     maxAgeMs: 7 * 24 * 3_600_000,
   };
-  const parsed = parseTelemetryPayload(Buffer.from(payload), 65_536);
+  const parsed = parseTelemetryPayload(Buffer.from(payload), 65_536, 1_000);
   return parsed.readings.map((r) => (r.ok ? normaliseReading(r.reading, r.version, r.index, ctx) : r));
 }
 
