@@ -8,6 +8,16 @@ export const DEFAULT_ALLOWED_LATENESS = '5s';
 export const DEFAULT_IDLE_TIMEOUT = '30s';
 export const DEFAULT_LEASE_TTL = '10s';
 export const DEFAULT_CHECKPOINT_INTERVAL = '1s';
+export const DEFAULT_ROLE_STALL_TIMEOUT = '30s';
+/** Four gateways' worth of the gateway's own cap (8 connections per device per gateway). */
+export const DEFAULT_PRESENCE_MAX_CONNECTIONS = 32;
+/** Twice the gateway's own cap on client ids (128 bytes); MQTT allows 65,535. */
+export const DEFAULT_PRESENCE_MAX_CLIENT_ID_BYTES = 256;
+/** The gateway's default MAX_PAYLOAD_BYTES: a status it accepts is kept whole. */
+export const DEFAULT_PRESENCE_MAX_STATUS_BYTES = 64 * 1024;
+export const DEFAULT_PRESENCE_MAX_GATEWAYS = 1_000;
+/** A kept client id longer than this becomes `#sha256:` and 43 base64url characters (51 bytes). */
+export const MIN_PRESENCE_MAX_CLIENT_ID_BYTES = 64;
 /** The issue's bound: results must not wait longer than this in the writer. */
 export const MAX_FLUSH_INTERVAL_MS = 1_000;
 
@@ -57,6 +67,16 @@ export const ProcessorConfigSchema = z.object({
     .optional(),
   STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   LOG_LEVEL: env.logLevel(),
+  /** A role (presence, fleet rollup) stuck this long on the same work makes /readyz answer 503. */
+  ROLE_STALL_TIMEOUT: env.duration(DEFAULT_ROLE_STALL_TIMEOUT),
+  PRESENCE_MAX_CONNECTIONS: env.positiveInt(DEFAULT_PRESENCE_MAX_CONNECTIONS),
+  PRESENCE_MAX_CLIENT_ID_BYTES: z.coerce
+    .number()
+    .int()
+    .min(MIN_PRESENCE_MAX_CLIENT_ID_BYTES)
+    .default(DEFAULT_PRESENCE_MAX_CLIENT_ID_BYTES),
+  PRESENCE_MAX_STATUS_BYTES: env.positiveInt(DEFAULT_PRESENCE_MAX_STATUS_BYTES),
+  PRESENCE_MAX_GATEWAYS: env.positiveInt(DEFAULT_PRESENCE_MAX_GATEWAYS),
 });
 
 export type ProcessorConfig = z.output<typeof ProcessorConfigSchema>;

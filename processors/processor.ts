@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { ConfigError } from '../common/config.js';
 import { createOpsServer } from '../common/http-server.js';
 import { closeServer, listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
@@ -20,7 +21,8 @@ import { InfluxWriteRejectedError } from './errors.js';
 import { PartitionLeases } from './leases/partition-leases.js';
 import { createProcessorMetrics, type ProcessorMetrics } from './metrics.js';
 import { PresenceOwner } from './presence/presence-owner.js';
-import { openRoles, type Role } from './roles.js';
+import { type PresenceLimits, presenceStateMaxBytes } from './presence/presence-tracker.js';
+import { FLEET_ROLLUP_ROLE, openRoles, PRESENCE_ROLE, type Role, type Roles } from './roles.js';
 import { DEFAULT_ROLLUP_HORIZON_MS } from './rollups/fleet-rollup.js';
 import { RollupOwner } from './rollups/rollup-owner.js';
 import { ensureWindowsStream } from './rollups/windows-stream.js';
@@ -63,6 +65,31 @@ async function waitForStream(jsm: JetStreamManager, log: Logger, cancelled: () =
   }
 }
 
+function presenceLimits(config: ProcessorConfig): PresenceLimits {
+  return {
+    maxConnections: config.PRESENCE_MAX_CONNECTIONS,
+    maxClientIdBytes: config.PRESENCE_MAX_CLIENT_ID_BYTES,
+    maxStatusBytes: config.PRESENCE_MAX_STATUS_BYTES,
+    maxGateways: config.PRESENCE_MAX_GATEWAYS,
+  };
+}
+
+/**
+ * Settings whose product must fit what the NATS server accepts in one message (its max_payload,
+ * 1 MiB unless configured): checked once connected, so that a bad combination stops the start
+ * instead of being refused, message after message, at run time.
+ */
+export function checkServerLimits(config: ProcessorConfig, maxPayload: number | undefined): void {
+  if (maxPayload === undefined) return;
+  const problems: string[] = [];
+  const presence = presenceStateMaxBytes(presenceLimits(config));
+  if (presence > maxPayload)
+    problems.push(
+      `PRESENCE_MAX_CONNECTIONS, PRESENCE_MAX_CLIENT_ID_BYTES, PRESENCE_MAX_STATUS_BYTES: a device's presence state may take ${presence} bytes, over the NATS server's max_payload (${maxPayload})`,
+    );
+  if (problems.length > 0) throw new ConfigError(problems);
+}
+
 /**
  * A processor instance: holds leases on some telemetry partitions and runs one PartitionConsumer
  * per partition it holds. Start as many as you like; they share the partitions.
@@ -79,13 +106,14 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
    */
   let control: NatsConnection | undefined;
   let leases: PartitionLeases | undefined;
-  let roles: PartitionLeases | undefined;
+  let roles: Roles | undefined;
   let sink: TsdbSink | undefined;
   let effects: InfluxEffects | undefined;
   let closing = false;
   let timer: NodeJS.Timeout | undefined;
 
   const metrics = createProcessorMetrics({
+    stalledRoles: () => roles?.stalled().map((s) => s.role) ?? [],
     ownedPartitions: () => consumers.size,
     pendingLines: () => sink?.pendingLines ?? 0,
     lag: async () => {
@@ -105,6 +133,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     if (!nc || nc.isClosed() || !control || control.isClosed()) missing.push('nats');
     if (!leases) missing.push('leases');
     if (sink?.overloaded) missing.push('tsdb');
+    for (const { role, reason } of roles?.stalled() ?? []) missing.push(`${role}: ${reason}`);
     return missing;
   };
   const http = createOpsServer({ metrics: metrics.registry, ready: notReady });
@@ -126,6 +155,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     log.info({ nats: config.NATS_URL, instance: instanceId }, 'connecting to NATS');
     nc = await connectNats(config.NATS_URL, `processor ${instanceId}`);
     control = await connectNats(config.NATS_URL, `processor ${instanceId} control`);
+    checkServerLimits(config, nc.info?.max_payload);
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
     const checkpoints = await new Kvm(nc).create(PROCESSOR_CHECKPOINTS_BUCKET, {
@@ -209,7 +239,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     );
     leases.start();
     const rollupRole: Role = {
-      name: 'fleet-rollup',
+      name: FLEET_ROLLUP_ROLE,
       start: () =>
         RollupOwner.start({
           nc: nc!,
@@ -220,7 +250,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         }),
     };
     const presenceRole: Role = {
-      name: 'presence',
+      name: PRESENCE_ROLE,
       start: () =>
         PresenceOwner.start({
           nc: nc!,
@@ -236,6 +266,10 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
               metrics.invalid(rows.length);
             }),
           log,
+          limits: presenceLimits(config),
+          onLimit: metrics.limitReached,
+          onRefused: metrics.presenceRefused,
+          stallTimeoutMs: config.ROLE_STALL_TIMEOUT,
         }),
     };
     roles = await openRoles(control, [rollupRole, presenceRole], {
