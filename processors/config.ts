@@ -18,6 +18,22 @@ export const DEFAULT_PRESENCE_MAX_STATUS_BYTES = 64 * 1024;
 export const DEFAULT_PRESENCE_MAX_GATEWAYS = 1_000;
 /** A kept client id longer than this becomes `#sha256:` and 43 base64url characters (51 bytes). */
 export const MIN_PRESENCE_MAX_CLIENT_ID_BYTES = 64;
+/**
+ * Distinct metrics one window of one device aggregates. Each costs a sketch per window and ten
+ * series in `telemetry_agg`; devices here send a handful.
+ */
+export const DEFAULT_WINDOW_MAX_METRICS = 256;
+/** A device silent this long, its windows all final, has its window and alert state freed. */
+export const DEFAULT_DEVICE_STATE_TTL = '1h';
+/** Watermarks of freed devices kept per partition: ~150 bytes each, 3 MiB per partition at most. */
+export const DEFAULT_MAX_FREED_DEVICES = 20_000;
+/**
+ * Half of NATS's default max payload (1 MiB), checked against the server at start: ~4,600
+ * watermarks with the longest ids, ~12,000 with 25-character ones.
+ */
+export const DEFAULT_CHECKPOINT_MAX_BYTES = 512 * 1024;
+/** Below this a checkpoint holds too few devices to be of use. */
+export const MIN_CHECKPOINT_MAX_BYTES = 4 * 1024;
 /** The issue's bound: results must not wait longer than this in the writer. */
 export const MAX_FLUSH_INTERVAL_MS = 1_000;
 
@@ -69,6 +85,14 @@ export const ProcessorConfigSchema = z.object({
   LOG_LEVEL: env.logLevel(),
   /** A role (presence, fleet rollup) stuck this long on the same work makes /readyz answer 503. */
   ROLE_STALL_TIMEOUT: env.duration(DEFAULT_ROLE_STALL_TIMEOUT),
+  WINDOW_MAX_METRICS: env.positiveInt(DEFAULT_WINDOW_MAX_METRICS),
+  DEVICE_STATE_TTL: env.duration(DEFAULT_DEVICE_STATE_TTL),
+  MAX_FREED_DEVICES: env.nonNegativeInt(DEFAULT_MAX_FREED_DEVICES),
+  CHECKPOINT_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(MIN_CHECKPOINT_MAX_BYTES)
+    .default(DEFAULT_CHECKPOINT_MAX_BYTES),
   PRESENCE_MAX_CONNECTIONS: env.positiveInt(DEFAULT_PRESENCE_MAX_CONNECTIONS),
   PRESENCE_MAX_CLIENT_ID_BYTES: z.coerce
     .number()

@@ -93,8 +93,8 @@ export class InfluxEffects implements PartitionEffects {
     this.o.alerts?.restoreFiring(alerts, Date.now());
   }
 
-  releaseDevices(devices: ReadonlyArray<readonly [string, string]>): void {
-    for (const [tenant, deviceId] of devices) this.o.alerts?.forgetDevice(tenant, deviceId);
+  releasePartition(partition: number): void {
+    this.o.alerts?.forgetDevices((tenant, deviceId) => partitionOf(tenant, deviceId) === partition);
   }
 
   /** Time-based alert transitions (absence, durations elapsed on quiet devices). */

@@ -13,6 +13,10 @@ export const PROCESSOR_LIMITS = [
   'PRESENCE_MAX_CLIENT_ID_BYTES',
   'PRESENCE_MAX_STATUS_BYTES',
   'PRESENCE_MAX_GATEWAYS',
+  'WINDOW_MAX_METRICS',
+  'DEVICE_STATE_TTL',
+  'MAX_FREED_DEVICES',
+  'CHECKPOINT_MAX_BYTES',
 ] as const;
 export type ProcessorLimit = (typeof PROCESSOR_LIMITS)[number];
 /** Counts `n` hits of a bound (1 when left out). */

@@ -28,6 +28,7 @@ import { RollupOwner } from './rollups/rollup-owner.js';
 import { ensureWindowsStream } from './rollups/windows-stream.js';
 import { deviceStatusLine, fleetLine } from './sink/lines.js';
 import { TsdbSink } from './sink/tsdb-sink.js';
+import type { PartitionWindowSettings } from './windows/partition-windows.js';
 
 export interface Processor {
   readonly instanceId: string;
@@ -87,8 +88,15 @@ export function checkServerLimits(config: ProcessorConfig, maxPayload: number | 
     problems.push(
       `PRESENCE_MAX_CONNECTIONS, PRESENCE_MAX_CLIENT_ID_BYTES, PRESENCE_MAX_STATUS_BYTES: a device's presence state may take ${presence} bytes, over the NATS server's max_payload (${maxPayload})`,
     );
+  // The KV put adds its subject and headers to the value.
+  if (config.CHECKPOINT_MAX_BYTES > maxPayload - KV_PUT_OVERHEAD_BYTES)
+    problems.push(
+      `CHECKPOINT_MAX_BYTES: ${config.CHECKPOINT_MAX_BYTES} is over what the NATS server takes in one message (max_payload ${maxPayload}, less ${KV_PUT_OVERHEAD_BYTES} for the KV put)`,
+    );
   if (problems.length > 0) throw new ConfigError(problems);
 }
+
+const KV_PUT_OVERHEAD_BYTES = 1_024;
 
 /**
  * A processor instance: holds leases on some telemetry partitions and runs one PartitionConsumer
@@ -134,6 +142,10 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     if (!leases) missing.push('leases');
     if (sink?.overloaded) missing.push('tsdb');
     for (const { role, reason } of roles?.stalled() ?? []) missing.push(`${role}: ${reason}`);
+    for (const consumer of consumers.values()) {
+      const blocked = consumer.checkpointBlocked;
+      if (blocked !== undefined) missing.push(blocked);
+    }
     return missing;
   };
   const http = createOpsServer({ metrics: metrics.registry, ready: notReady });
@@ -170,7 +182,14 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       2 * (config.WINDOWS.at(-1)! + config.ALLOWED_LATENESS + config.IDLE_TIMEOUT),
     );
     await ensureWindowsStream(jsm, { replicas: config.STREAM_REPLICAS, horizonMs }, log);
-    const alerts = rules.length > 0 ? new AlertEngine(rules) : undefined;
+    const alerts =
+      rules.length > 0
+        ? new AlertEngine(rules, {
+            deviceStateTtlMs: config.DEVICE_STATE_TTL,
+            maxForgotten: config.MAX_FREED_DEVICES * TELEMETRY_PARTITIONS,
+            onLimit: metrics.limitReached,
+          })
+        : undefined;
     const partitionEffects = new InfluxEffects({
       sink,
       nc,
@@ -181,10 +200,13 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       publishWindows: true,
     });
     effects = partitionEffects;
-    const windows = {
+    const windows: PartitionWindowSettings = {
       sizesMs: config.WINDOWS,
       allowedLatenessMs: config.ALLOWED_LATENESS,
       idleTimeoutMs: config.IDLE_TIMEOUT,
+      maxMetrics: config.WINDOW_MAX_METRICS,
+      deviceStateTtlMs: config.DEVICE_STATE_TTL,
+      maxFreedDevices: config.MAX_FREED_DEVICES,
     };
 
     const startPartition = (partition: number) =>
@@ -196,6 +218,8 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         effects: partitionEffects,
         windows,
         checkpointIntervalMs: config.CHECKPOINT_INTERVAL,
+        checkpointMaxBytes: config.CHECKPOINT_MAX_BYTES,
+        onLimit: metrics.limitReached,
         log,
         observer: metrics,
         onFailure: (p) => void restartPartition(p),

@@ -26,8 +26,18 @@ describe('processor limits in the configuration', () => {
     expect(problemsOf(() => checkServerLimits(config, NATS_MAX_PAYLOAD))).toEqual([
       expect.stringMatching(/^PRESENCE_MAX_CONNECTIONS, .*over the NATS server's max_payload \(1048576\)$/),
     ]);
-    // A server configured with a smaller max_payload fails the defaults too.
-    expect(problemsOf(() => checkServerLimits(load(), 64 * 1024))).toHaveLength(1);
+    // A server configured with a smaller max_payload fails the defaults too, every one named.
+    expect(problemsOf(() => checkServerLimits(load(), 64 * 1024))).toEqual([
+      expect.stringMatching(/^PRESENCE_MAX_CONNECTIONS, /),
+      expect.stringMatching(/^CHECKPOINT_MAX_BYTES: /),
+    ]);
+  });
+
+  it('stop the start when a checkpoint could outgrow the server’s max_payload', () => {
+    const config = load({ CHECKPOINT_MAX_BYTES: String(NATS_MAX_PAYLOAD) });
+    expect(problemsOf(() => checkServerLimits(config, NATS_MAX_PAYLOAD))).toEqual([
+      expect.stringMatching(/^CHECKPOINT_MAX_BYTES: 1048576 is over what the NATS server takes/),
+    ]);
   });
 
   it('refuse a client id bound too small to hold the digest that replaces a longer id', () => {
