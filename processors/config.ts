@@ -34,6 +34,11 @@ export const DEFAULT_MAX_FREED_DEVICES = 20_000;
 export const DEFAULT_CHECKPOINT_MAX_BYTES = 512 * 1024;
 /** Below this a checkpoint holds too few devices to be of use. */
 export const MIN_CHECKPOINT_MAX_BYTES = 4 * 1024;
+/**
+ * Fleet rows (metric × group value) one tenant has for one window instant: 100 metrics over 99
+ * device types and sites is under it.
+ */
+export const DEFAULT_FLEET_MAX_ROWS_PER_TENANT = 10_000;
 /** The bound: results must not wait longer than this in the writer. */
 export const MAX_FLUSH_INTERVAL_MS = 1_000;
 
@@ -88,6 +93,7 @@ export const ProcessorConfigSchema = z.object({
   WINDOW_MAX_METRICS: env.positiveInt(DEFAULT_WINDOW_MAX_METRICS),
   DEVICE_STATE_TTL: env.duration(DEFAULT_DEVICE_STATE_TTL),
   MAX_FREED_DEVICES: env.nonNegativeInt(DEFAULT_MAX_FREED_DEVICES),
+  FLEET_MAX_ROWS_PER_TENANT: env.positiveInt(DEFAULT_FLEET_MAX_ROWS_PER_TENANT),
   CHECKPOINT_MAX_BYTES: z.coerce
     .number()
     .int()

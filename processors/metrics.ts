@@ -17,6 +17,7 @@ export const PROCESSOR_LIMITS = [
   'DEVICE_STATE_TTL',
   'MAX_FREED_DEVICES',
   'CHECKPOINT_MAX_BYTES',
+  'FLEET_MAX_ROWS_PER_TENANT',
 ] as const;
 export type ProcessorLimit = (typeof PROCESSOR_LIMITS)[number];
 /** Counts `n` hits of a bound (1 when left out). */

@@ -16,7 +16,7 @@ import { AlertEngine } from './alerts/alert-engine.js';
 import { loadAlertRules } from './alerts/alert-rules.js';
 import type { ProcessorConfig } from './config.js';
 import { consumerName, PartitionConsumer } from './consume/partition-consumer.js';
-import { InfluxEffects } from './effects.js';
+import { fleetRowsWriter, InfluxEffects } from './effects.js';
 import { InfluxWriteRejectedError } from './errors.js';
 import { PartitionLeases } from './leases/partition-leases.js';
 import { createProcessorMetrics, type ProcessorMetrics } from './metrics.js';
@@ -26,7 +26,7 @@ import { FLEET_ROLLUP_ROLE, openRoles, PRESENCE_ROLE, type Role, type Roles } fr
 import { DEFAULT_ROLLUP_HORIZON_MS } from './rollups/fleet-rollup.js';
 import { RollupOwner } from './rollups/rollup-owner.js';
 import { ensureWindowsStream } from './rollups/windows-stream.js';
-import { deviceStatusLine, fleetLine } from './sink/lines.js';
+import { deviceStatusLine } from './sink/lines.js';
 import { TsdbSink } from './sink/tsdb-sink.js';
 import type { PartitionWindowSettings } from './windows/partition-windows.js';
 
@@ -268,9 +268,12 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         RollupOwner.start({
           nc: nc!,
           horizonMs,
-          write: (rows) => sink!.ordered.write(rows.map(fleetLine)),
+          write: fleetRowsWriter(sink!, log, metrics.invalid),
           log,
           observer: { rows: metrics.fleetRows, skipped: metrics.fleetSkipped, invalid: metrics.invalid },
+          maxRowsPerTenant: config.FLEET_MAX_ROWS_PER_TENANT,
+          onLimit: metrics.limitReached,
+          stallTimeoutMs: config.ROLE_STALL_TIMEOUT,
         }),
     };
     const presenceRole: Role = {
