@@ -39,6 +39,8 @@ export const MIN_CHECKPOINT_MAX_BYTES = 4 * 1024;
  * device types and sites is under it.
  */
 export const DEFAULT_FLEET_MAX_ROWS_PER_TENANT = 10_000;
+/** Lines waiting for the TSDB (per writer) past which partitions stop pulling: four full batches. */
+export const DEFAULT_TSDB_MAX_PENDING_LINES = 20_000;
 /** The bound: results must not wait longer than this in the writer. */
 export const MAX_FLUSH_INTERVAL_MS = 1_000;
 
@@ -94,6 +96,7 @@ export const ProcessorConfigSchema = z.object({
   DEVICE_STATE_TTL: env.duration(DEFAULT_DEVICE_STATE_TTL),
   MAX_FREED_DEVICES: env.nonNegativeInt(DEFAULT_MAX_FREED_DEVICES),
   FLEET_MAX_ROWS_PER_TENANT: env.positiveInt(DEFAULT_FLEET_MAX_ROWS_PER_TENANT),
+  TSDB_MAX_PENDING_LINES: env.positiveInt(DEFAULT_TSDB_MAX_PENDING_LINES),
   CHECKPOINT_MAX_BYTES: z.coerce
     .number()
     .int()

@@ -18,6 +18,7 @@ export const PROCESSOR_LIMITS = [
   'MAX_FREED_DEVICES',
   'CHECKPOINT_MAX_BYTES',
   'FLEET_MAX_ROWS_PER_TENANT',
+  'TSDB_MAX_PENDING_LINES',
 ] as const;
 export type ProcessorLimit = (typeof PROCESSOR_LIMITS)[number];
 /** Counts `n` hits of a bound (1 when left out). */

@@ -157,6 +157,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       token: config.INFLUX_TOKEN,
       org: config.INFLUX_ORG,
       bucket: config.INFLUX_BUCKET,
+      highWaterLines: config.TSDB_MAX_PENDING_LINES,
       logger: log,
       observer: {
         batchWritten: (e) => metrics.tsdbWritten(e.requestMs, e.waitMs),

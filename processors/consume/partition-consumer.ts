@@ -338,6 +338,7 @@ export class PartitionConsumer {
     // Only devices with new readings can have windows due on event time; the rest are for flushWindows.
     this.submit(events, this.windows.collect(this.windowsClock(), true), false);
     if (this.o.effects.overloaded && !this.gate && !this.stopping) {
+      this.o.onLimit?.('TSDB_MAX_PENDING_LINES');
       this.gatedSince = this.clock();
       this.gate = new Promise<void>((resolve) => {
         this.wakeGate = resolve;

@@ -199,8 +199,12 @@ describe('PartitionConsumer', () => {
     effects.hold();
     const events = Array.from({ length: 5_000 }, (_, i) => event(`dev${i % 10}`, i, T0 + 1_000 * S + i, i));
     await publish(3, events);
-    const consumer = await start(3, effects, () => T0 + 1_000 * S);
+    const hits: ProcessorLimit[] = [];
+    const consumer = await start(3, effects, () => T0 + 1_000 * S, undefined, {
+      onLimit: (limit) => hits.push(limit),
+    });
     await new Promise((r) => setTimeout(r, 300)); // bounded: lets it pull what it would
+    expect(hits).toContain('TSDB_MAX_PENDING_LINES');
     const info = await (await jetstreamManager(nc)).consumers.info(TELEMETRY_STREAM, consumerName(3));
     expect(info.num_pending).toBeGreaterThan(2_000); // most of the partition is still on the server
     effects.release();
