@@ -75,6 +75,9 @@ function presenceLimits(config: ProcessorConfig): PresenceLimits {
   };
 }
 
+/** A KV put sends its subject and headers with the value. */
+const KV_PUT_OVERHEAD_BYTES = 1_024;
+
 /**
  * Settings whose product must fit what the NATS server accepts in one message (its max_payload,
  * 1 MiB unless configured): checked once connected, so that a bad combination stops the start
@@ -88,15 +91,12 @@ export function checkServerLimits(config: ProcessorConfig, maxPayload: number | 
     problems.push(
       `PRESENCE_MAX_CONNECTIONS, PRESENCE_MAX_CLIENT_ID_BYTES, PRESENCE_MAX_STATUS_BYTES: a device's presence state may take ${presence} bytes, over the NATS server's max_payload (${maxPayload})`,
     );
-  // The KV put adds its subject and headers to the value.
   if (config.CHECKPOINT_MAX_BYTES > maxPayload - KV_PUT_OVERHEAD_BYTES)
     problems.push(
       `CHECKPOINT_MAX_BYTES: ${config.CHECKPOINT_MAX_BYTES} is over what the NATS server takes in one message (max_payload ${maxPayload}, less ${KV_PUT_OVERHEAD_BYTES} for the KV put)`,
     );
   if (problems.length > 0) throw new ConfigError(problems);
 }
-
-const KV_PUT_OVERHEAD_BYTES = 1_024;
 
 /**
  * A processor instance: holds leases on some telemetry partitions and runs one PartitionConsumer

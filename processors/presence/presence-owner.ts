@@ -249,6 +249,7 @@ export class PresenceOwner {
         const consumer = await this.js.consumers.get(PRESENCE_STREAM, { opt_start_seq: this.appliedSeq + 1 });
         const messages = await consumer.consume({ max_messages: FETCH_BATCH });
         this.messages = messages;
+        this.failingSince = undefined;
         if (this.stopping) {
           await messages.close();
           return;
