@@ -129,6 +129,19 @@ export const PresenceState = z.object({
 export type PresenceState = z.infer<typeof PresenceState>;
 
 /**
+ * What PresenceState.status holds instead of a status payload larger than the presence owner keeps
+ * (PRESENCE_MAX_STATUS_BYTES): its size and digest, so that a change is still seen as one.
+ */
+export const OversizedStatus = z.object({
+  oversized: z.literal(true),
+  /** Bytes of the payload as JSON. */
+  bytes: z.int().positive(),
+  /** SHA-256 of that JSON, base64url. */
+  sha256: z.string(),
+});
+export type OversizedStatus = z.infer<typeof OversizedStatus>;
+
+/**
  * One emission of a device window (on time, corrected or final). The fleet rollup merges these per
  * tenant and label; a later emission of the same device window replaces the earlier one, so replays
  * and corrections never double count. They travel in batches (DeviceWindowBatch).

@@ -4,6 +4,8 @@
  */
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 export const TENANT_PATTERN = /^[a-z0-9_-]{1,32}$/;
+/** A gateway's id (its GATEWAY_ID): a presence connection is keyed by gateway and client id. */
+export const GATEWAY_ID_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 export const METRIC_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 /** Registry label keys become InfluxDB tag keys downstream; keep them boring. */
 export const LABEL_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,31}$/;
@@ -24,6 +26,10 @@ export function isDeviceId(value: string): boolean {
 
 export function isTenant(value: string): boolean {
   return TENANT_PATTERN.test(value);
+}
+
+export function isGatewayId(value: string): boolean {
+  return GATEWAY_ID_PATTERN.test(value);
 }
 
 export function isMetricName(value: string): boolean {

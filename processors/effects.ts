@@ -8,7 +8,8 @@ import { partitionOf, windowsSubject } from '../contract/subjects.js';
 import type { AlertEngine, AlertTransition } from './alerts/alert-engine.js';
 import type { PartitionEffects } from './consume/partition-consumer.js';
 import { InfluxWriteRejectedError } from './errors.js';
-import { aggregateLine, alertLine, telemetryLine } from './sink/lines.js';
+import type { FleetRow } from './rollups/fleet-rollup.js';
+import { aggregateLine, alertLine, fleetLine, telemetryLine } from './sink/lines.js';
 import type { TsdbSink } from './sink/tsdb-sink.js';
 import type { WindowResult } from './windows/device-windows.js';
 
@@ -93,8 +94,8 @@ export class InfluxEffects implements PartitionEffects {
     this.o.alerts?.restoreFiring(alerts, Date.now());
   }
 
-  releaseDevices(devices: ReadonlyArray<readonly [string, string]>): void {
-    for (const [tenant, deviceId] of devices) this.o.alerts?.forgetDevice(tenant, deviceId);
+  releasePartition(partition: number): void {
+    this.o.alerts?.forgetDevices((tenant, deviceId) => partitionOf(tenant, deviceId) === partition);
   }
 
   /** Time-based alert transitions (absence, durations elapsed on quiet devices). */
@@ -144,6 +145,37 @@ export class InfluxEffects implements PartitionEffects {
       }
     }
   }
+}
+
+/**
+ * How the fleet rollup's rows are written. A row that cannot be a line (a label value ending in a
+ * backslash) is skipped, and rows the TSDB refuses for good are dropped, both logged and counted:
+ * handed back, they would be retried at every flush for ever, and every other row of the batch
+ * with them. Each fleet window is rewritten whole at its next change anyway.
+ */
+export function fleetRowsWriter(
+  sink: Pick<TsdbSink, 'ordered'>,
+  log: Logger,
+  onInvalid: (count: number) => void,
+): (rows: FleetRow[]) => Promise<void> {
+  return async (rows) => {
+    const lines: string[] = [];
+    for (const row of rows) {
+      try {
+        lines.push(fleetLine(row));
+      } catch (err) {
+        onInvalid(1);
+        log.error({ err, tenant: row.tenant, metric: row.metric }, 'fleet row cannot be a line: skipped');
+      }
+    }
+    try {
+      await sink.ordered.write(lines);
+    } catch (err) {
+      if (!(err instanceof InfluxWriteRejectedError)) throw err;
+      onInvalid(lines.length);
+      log.error({ err, rows: lines.length }, 'fleet rows refused by the TSDB: dropped');
+    }
+  };
 }
 
 /** A window result as the fleet rollup receives it (only the promoted labels travel). */

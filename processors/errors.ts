@@ -1,3 +1,6 @@
+import { JetStreamApiError } from '@nats-io/jetstream';
+import { InvalidArgumentError } from '@nats-io/nats-core';
+
 /**
  * Errors of the processors stage, each with a stable `code`. Protocol data travels in fields, not
  * only in the message.
@@ -77,4 +80,16 @@ export class DeliveryGapError extends Error {
     super(`partition ${partition}: deliveries ${expected}–${received - 1} never arrived`);
     this.name = 'DeliveryGapError';
   }
+}
+
+/** JetStream's err_code for a message over the stream's max_msg_size (a KV bucket's max value size). */
+const JS_MESSAGE_TOO_LARGE = 10054;
+
+/**
+ * A publish (a KV put) that retrying cannot fix: the message is over the server's max payload
+ * (nats.js refuses it before sending) or over the stream's max message size.
+ */
+export function isPermanentPublishError(err: unknown): boolean {
+  if (err instanceof InvalidArgumentError) return true;
+  return err instanceof JetStreamApiError && err.code === JS_MESSAGE_TOO_LARGE;
 }

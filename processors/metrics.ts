@@ -1,12 +1,36 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { formatDuration } from '../common/duration.js';
+import { ROLE_NAMES } from './roles.js';
 import type { WindowResult } from './windows/device-windows.js';
+
+/**
+ * Every bound input can run the processors into, named by the setting that configures it. Each is
+ * counted in `processor_limit_reached_total{limit}` when it is hit and has a row in the README's
+ * Limits table (a test keeps the three in step).
+ */
+export const PROCESSOR_LIMITS = [
+  'PRESENCE_MAX_CONNECTIONS',
+  'PRESENCE_MAX_CLIENT_ID_BYTES',
+  'PRESENCE_MAX_STATUS_BYTES',
+  'PRESENCE_MAX_GATEWAYS',
+  'WINDOW_MAX_METRICS',
+  'DEVICE_STATE_TTL',
+  'MAX_FREED_DEVICES',
+  'CHECKPOINT_MAX_BYTES',
+  'FLEET_MAX_ROWS_PER_TENANT',
+  'TSDB_MAX_PENDING_LINES',
+] as const;
+export type ProcessorLimit = (typeof PROCESSOR_LIMITS)[number];
+/** Counts `n` hits of a bound (1 when left out). */
+export type LimitReached = (limit: ProcessorLimit, n?: number) => void;
 
 /** The processors' Prometheus metrics, on their own registry (several instances may share a process in tests). */
 export function createProcessorMetrics(sources: {
   ownedPartitions: () => number;
   pendingLines: () => number;
   lag: () => Promise<Map<number, number>>;
+  /** Names of the roles held here that cannot make progress. */
+  stalledRoles?: () => readonly string[];
 }) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'processor_' });
@@ -32,6 +56,34 @@ export function createProcessorMetrics(sources: {
     labelNames: ['role'],
     registers: [registry],
   });
+  new Gauge({
+    name: 'processor_role_stalled',
+    help: '1 while a role held here has been stuck on the same work for ROLE_STALL_TIMEOUT',
+    labelNames: ['role'],
+    registers: [registry],
+    collect() {
+      const stalled = new Set(sources.stalledRoles?.() ?? []);
+      for (const role of ROLE_NAMES) this.labels(role).set(stalled.has(role) ? 1 : 0);
+    },
+  });
+  const limitReached = counter(
+    'processor_limit_reached_total',
+    'Times a bound was hit, by the setting that configures it (see the README, Limits)',
+    ['limit'],
+  );
+  // Every limit shows from the start, at 0, so that an alert on it needs no special case.
+  // (prom-client's labels() alone creates nothing: only inc(0) makes the child show.)
+  const limitChildren = new Map(
+    PROCESSOR_LIMITS.map((l) => {
+      const child = limitReached.labels(l);
+      child.inc(0);
+      return [l, child] as const;
+    }),
+  );
+  const presenceRefused = counter(
+    'processor_presence_states_refused_total',
+    'Presence states NATS refused for good (skipped, not retried; the device keeps its previous state)',
+  );
   const checkpoints = counter('processor_checkpoints_total', 'Partition checkpoints saved');
   const retries = counter('processor_tsdb_retries_total', 'TSDB writes retried');
   const rejected = counter('processor_tsdb_rejected_lines_total', 'Lines the TSDB refused for good');
@@ -103,6 +155,8 @@ export function createProcessorMetrics(sources: {
     role: (name: string, held: boolean) => roles.labels(name).set(held ? 1 : 0),
     tsdbRetry: () => retries.inc(),
     tsdbRejected: (lines: number) => rejected.inc(lines),
+    limitReached: ((limit, n = 1) => limitChildren.get(limit)?.inc(n)) as LimitReached,
+    presenceRefused: (n: number) => presenceRefused.inc(n),
   };
 }
 

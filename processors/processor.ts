@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { ConfigError } from '../common/config.js';
 import { createOpsServer } from '../common/http-server.js';
 import { closeServer, listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
@@ -15,17 +16,19 @@ import { AlertEngine } from './alerts/alert-engine.js';
 import { loadAlertRules } from './alerts/alert-rules.js';
 import type { ProcessorConfig } from './config.js';
 import { consumerName, PartitionConsumer } from './consume/partition-consumer.js';
-import { InfluxEffects } from './effects.js';
+import { fleetRowsWriter, InfluxEffects } from './effects.js';
 import { InfluxWriteRejectedError } from './errors.js';
 import { PartitionLeases } from './leases/partition-leases.js';
 import { createProcessorMetrics, type ProcessorMetrics } from './metrics.js';
 import { PresenceOwner } from './presence/presence-owner.js';
-import { openRoles, type Role } from './roles.js';
+import { type PresenceLimits, presenceStateMaxBytes } from './presence/presence-tracker.js';
+import { FLEET_ROLLUP_ROLE, openRoles, PRESENCE_ROLE, type Role, type Roles } from './roles.js';
 import { DEFAULT_ROLLUP_HORIZON_MS } from './rollups/fleet-rollup.js';
 import { RollupOwner } from './rollups/rollup-owner.js';
 import { ensureWindowsStream } from './rollups/windows-stream.js';
-import { deviceStatusLine, fleetLine } from './sink/lines.js';
+import { deviceStatusLine } from './sink/lines.js';
 import { TsdbSink } from './sink/tsdb-sink.js';
+import type { PartitionWindowSettings } from './windows/partition-windows.js';
 
 export interface Processor {
   readonly instanceId: string;
@@ -63,6 +66,38 @@ async function waitForStream(jsm: JetStreamManager, log: Logger, cancelled: () =
   }
 }
 
+function presenceLimits(config: ProcessorConfig): PresenceLimits {
+  return {
+    maxConnections: config.PRESENCE_MAX_CONNECTIONS,
+    maxClientIdBytes: config.PRESENCE_MAX_CLIENT_ID_BYTES,
+    maxStatusBytes: config.PRESENCE_MAX_STATUS_BYTES,
+    maxGateways: config.PRESENCE_MAX_GATEWAYS,
+  };
+}
+
+/** A KV put sends its subject and headers with the value. */
+const KV_PUT_OVERHEAD_BYTES = 1_024;
+
+/**
+ * Settings whose product must fit what the NATS server accepts in one message (its max_payload,
+ * 1 MiB unless configured): checked once connected, so that a bad combination stops the start
+ * instead of being refused, message after message, at run time.
+ */
+export function checkServerLimits(config: ProcessorConfig, maxPayload: number | undefined): void {
+  if (maxPayload === undefined) return;
+  const problems: string[] = [];
+  const presence = presenceStateMaxBytes(presenceLimits(config));
+  if (presence > maxPayload)
+    problems.push(
+      `PRESENCE_MAX_CONNECTIONS, PRESENCE_MAX_CLIENT_ID_BYTES, PRESENCE_MAX_STATUS_BYTES: a device's presence state may take ${presence} bytes, over the NATS server's max_payload (${maxPayload})`,
+    );
+  if (config.CHECKPOINT_MAX_BYTES > maxPayload - KV_PUT_OVERHEAD_BYTES)
+    problems.push(
+      `CHECKPOINT_MAX_BYTES: ${config.CHECKPOINT_MAX_BYTES} is over what the NATS server takes in one message (max_payload ${maxPayload}, less ${KV_PUT_OVERHEAD_BYTES} for the KV put)`,
+    );
+  if (problems.length > 0) throw new ConfigError(problems);
+}
+
 /**
  * A processor instance: holds leases on some telemetry partitions and runs one PartitionConsumer
  * per partition it holds. Start as many as you like; they share the partitions.
@@ -79,13 +114,14 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
    */
   let control: NatsConnection | undefined;
   let leases: PartitionLeases | undefined;
-  let roles: PartitionLeases | undefined;
+  let roles: Roles | undefined;
   let sink: TsdbSink | undefined;
   let effects: InfluxEffects | undefined;
   let closing = false;
   let timer: NodeJS.Timeout | undefined;
 
   const metrics = createProcessorMetrics({
+    stalledRoles: () => roles?.stalled().map((s) => s.role) ?? [],
     ownedPartitions: () => consumers.size,
     pendingLines: () => sink?.pendingLines ?? 0,
     lag: async () => {
@@ -105,6 +141,11 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     if (!nc || nc.isClosed() || !control || control.isClosed()) missing.push('nats');
     if (!leases) missing.push('leases');
     if (sink?.overloaded) missing.push('tsdb');
+    for (const { role, reason } of roles?.stalled() ?? []) missing.push(`${role}: ${reason}`);
+    for (const consumer of consumers.values()) {
+      const blocked = consumer.checkpointBlocked;
+      if (blocked !== undefined) missing.push(blocked);
+    }
     return missing;
   };
   const http = createOpsServer({ metrics: metrics.registry, ready: notReady });
@@ -116,6 +157,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       token: config.INFLUX_TOKEN,
       org: config.INFLUX_ORG,
       bucket: config.INFLUX_BUCKET,
+      highWaterLines: config.TSDB_MAX_PENDING_LINES,
       logger: log,
       observer: {
         batchWritten: (e) => metrics.tsdbWritten(e.requestMs, e.waitMs),
@@ -126,6 +168,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     log.info({ nats: config.NATS_URL, instance: instanceId }, 'connecting to NATS');
     nc = await connectNats(config.NATS_URL, `processor ${instanceId}`);
     control = await connectNats(config.NATS_URL, `processor ${instanceId} control`);
+    checkServerLimits(config, nc.info?.max_payload);
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
     const checkpoints = await new Kvm(nc).create(PROCESSOR_CHECKPOINTS_BUCKET, {
@@ -140,7 +183,14 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       2 * (config.WINDOWS.at(-1)! + config.ALLOWED_LATENESS + config.IDLE_TIMEOUT),
     );
     await ensureWindowsStream(jsm, { replicas: config.STREAM_REPLICAS, horizonMs }, log);
-    const alerts = rules.length > 0 ? new AlertEngine(rules) : undefined;
+    const alerts =
+      rules.length > 0
+        ? new AlertEngine(rules, {
+            deviceStateTtlMs: config.DEVICE_STATE_TTL,
+            maxForgotten: config.MAX_FREED_DEVICES * TELEMETRY_PARTITIONS,
+            onLimit: metrics.limitReached,
+          })
+        : undefined;
     const partitionEffects = new InfluxEffects({
       sink,
       nc,
@@ -151,10 +201,13 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       publishWindows: true,
     });
     effects = partitionEffects;
-    const windows = {
+    const windows: PartitionWindowSettings = {
       sizesMs: config.WINDOWS,
       allowedLatenessMs: config.ALLOWED_LATENESS,
       idleTimeoutMs: config.IDLE_TIMEOUT,
+      maxMetrics: config.WINDOW_MAX_METRICS,
+      deviceStateTtlMs: config.DEVICE_STATE_TTL,
+      maxFreedDevices: config.MAX_FREED_DEVICES,
     };
 
     const startPartition = (partition: number) =>
@@ -166,6 +219,8 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         effects: partitionEffects,
         windows,
         checkpointIntervalMs: config.CHECKPOINT_INTERVAL,
+        checkpointMaxBytes: config.CHECKPOINT_MAX_BYTES,
+        onLimit: metrics.limitReached,
         log,
         observer: metrics,
         onFailure: (p) => void restartPartition(p),
@@ -209,18 +264,21 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     );
     leases.start();
     const rollupRole: Role = {
-      name: 'fleet-rollup',
+      name: FLEET_ROLLUP_ROLE,
       start: () =>
         RollupOwner.start({
           nc: nc!,
           horizonMs,
-          write: (rows) => sink!.ordered.write(rows.map(fleetLine)),
+          write: fleetRowsWriter(sink!, log, metrics.invalid),
           log,
           observer: { rows: metrics.fleetRows, skipped: metrics.fleetSkipped, invalid: metrics.invalid },
+          maxRowsPerTenant: config.FLEET_MAX_ROWS_PER_TENANT,
+          onLimit: metrics.limitReached,
+          stallTimeoutMs: config.ROLE_STALL_TIMEOUT,
         }),
     };
     const presenceRole: Role = {
-      name: 'presence',
+      name: PRESENCE_ROLE,
       start: () =>
         PresenceOwner.start({
           nc: nc!,
@@ -236,6 +294,10 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
               metrics.invalid(rows.length);
             }),
           log,
+          limits: presenceLimits(config),
+          onLimit: metrics.limitReached,
+          onRefused: metrics.presenceRefused,
+          stallTimeoutMs: config.ROLE_STALL_TIMEOUT,
         }),
     };
     roles = await openRoles(control, [rollupRole, presenceRole], {

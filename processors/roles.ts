@@ -1,5 +1,7 @@
 import type { NatsConnection } from '@nats-io/nats-core';
+import { parseDuration } from '../common/duration.js';
 import type { Logger } from '../common/logger.js';
+import { DEFAULT_ROLE_STALL_TIMEOUT } from './config.js';
 import { PartitionLeases } from './leases/partition-leases.js';
 
 /**
@@ -8,8 +10,15 @@ import { PartitionLeases } from './leases/partition-leases.js';
  * holds a role runs it, a killed holder's role is taken over within the lease TTL, and with several
  * instances the roles spread over them (fair share).
  */
+export const FLEET_ROLLUP_ROLE = 'fleet-rollup';
+export const PRESENCE_ROLE = 'presence';
+/** In lease order: the index of a name is its lease. */
+export const ROLE_NAMES = [FLEET_ROLLUP_ROLE, PRESENCE_ROLE] as const;
+export type RoleName = (typeof ROLE_NAMES)[number];
+export const DEFAULT_ROLE_STALL_TIMEOUT_MS = parseDuration(DEFAULT_ROLE_STALL_TIMEOUT)!;
+
 export interface Role {
-  readonly name: string;
+  readonly name: RoleName;
   /** Starts the work; resolves once it runs. */
   start(): Promise<RunningRole>;
 }
@@ -17,6 +26,11 @@ export interface Role {
 export interface RunningRole {
   /** Stops the work, making durable what it has (the next holder continues from there). */
   stop(): Promise<void>;
+  /**
+   * Why the role cannot make progress, once it has been stuck on the same work for the stall
+   * timeout (a write that does not complete, a consumer that keeps failing); undefined otherwise.
+   */
+  stalled?(): string | undefined;
 }
 
 export interface RolesOptions {
@@ -27,13 +41,16 @@ export interface RolesOptions {
   onChange?: (role: string, held: boolean) => void;
 }
 
-export async function openRoles(
-  nc: NatsConnection,
-  roles: readonly Role[],
-  o: RolesOptions,
-): Promise<PartitionLeases> {
+export interface Roles {
+  start(): void;
+  stop(): Promise<void>;
+  /** The roles held here that cannot make progress, and why. */
+  stalled(): Array<{ role: RoleName; reason: string }>;
+}
+
+export async function openRoles(nc: NatsConnection, roles: readonly Role[], o: RolesOptions): Promise<Roles> {
   const running = new Map<number, RunningRole>();
-  return PartitionLeases.open(
+  const leases = await PartitionLeases.open(
     nc,
     {
       instanceId: o.instanceId,
@@ -56,4 +73,16 @@ export async function openRoles(
     },
     o.replicas,
   );
+  return {
+    start: () => leases.start(),
+    stop: () => leases.stop(),
+    stalled: () => {
+      const stuck: Array<{ role: RoleName; reason: string }> = [];
+      for (const [i, role] of running) {
+        const reason = role.stalled?.();
+        if (reason !== undefined) stuck.push({ role: roles[i]!.name, reason });
+      }
+      return stuck;
+    },
+  };
 }

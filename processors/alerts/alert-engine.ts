@@ -1,5 +1,8 @@
 import { formatDuration } from '../../common/duration.js';
 import type { CanonicalEvent } from '../../contract/index.js';
+import { TELEMETRY_PARTITIONS } from '../../contract/subjects.js';
+import { DEFAULT_MAX_FREED_DEVICES } from '../config.js';
+import type { LimitReached } from '../metrics.js';
 import type { AlertRule, AlertSeverity, AnomalyRule, ComparisonOp, RateOfChangeRule } from './alert-rules.js';
 
 /**
@@ -36,7 +39,11 @@ import type { AlertRule, AlertSeverity, AnomalyRule, ComparisonOp, RateOfChangeR
  *
  * Memory: per device a few numbers and, per rule it has readings for, one small object (anomaly
  * adds three numbers; a windowed rate keeps at most ~RATE_SAMPLES_PER_WINDOW earlier readings).
- * State lives until `forgetDevice`.
+ * State lives until `forgetDevice`, or until the device has been silent for `deviceStateTtlMs`
+ * (DEVICE_STATE_TTL) with nothing left to come due and no alert firing: then only its event clock
+ * is kept (at most `maxForgotten`, the longest-forgotten dropped first), so that a reading older
+ * than what the rules already took is still ignored when the device comes back. Its rules start
+ * over: a rate needs two readings again, an anomaly baseline its warm-up.
  */
 export type AlertState = 'firing' | 'resolved';
 
@@ -90,6 +97,8 @@ const ruleIndex = (rules: readonly AlertRule[], name: string) => rules.findIndex
 interface DeviceState {
   readonly tenant: string;
   readonly deviceId: string;
+  /** A new rule state starts from here: the event clock the device had when its state was freed. */
+  floorTs: number;
   /** Latest event time seen, and the wall time it was handled at. */
   clockTs: number;
   clockWallMs: number;
@@ -206,20 +215,44 @@ function learn(rule: AnomalyRule, state: RuleState, value: number): void {
   state.variance = (1 - a) * (state.variance + diff * incr);
 }
 
+export interface AlertEngineOptions {
+  /** DEVICE_STATE_TTL: silence after which a device's rule state is freed; never when left out. */
+  deviceStateTtlMs?: number;
+  /** Event clocks of freed devices kept, at most; DEFAULT_MAX_FORGOTTEN_DEVICES when left out. */
+  maxForgotten?: number;
+  onLimit?: LimitReached;
+}
+
+/** MAX_FREED_DEVICES for each of the partitions one instance may hold. */
+export const DEFAULT_MAX_FORGOTTEN_DEVICES = DEFAULT_MAX_FREED_DEVICES * TELEMETRY_PARTITIONS;
+
 export class AlertEngine {
   private readonly rules: readonly AlertRule[];
   private readonly conditions: readonly (Condition | undefined)[];
   private readonly devices = new Map<string, DeviceState>();
+  /** Freed devices' event clocks, longest-forgotten first. */
+  private readonly forgotten = new Map<string, number>();
+  private readonly ttlMs: number;
+  private readonly maxForgotten: number;
+  private readonly onLimit: LimitReached;
   /** Firing alerts by `${tenant}/${deviceId}/${rule}`, as their firing transition. */
   private readonly firing = new Map<string, AlertTransition>();
   private ignored = 0;
 
-  constructor(rules: readonly AlertRule[]) {
+  constructor(rules: readonly AlertRule[], options: AlertEngineOptions = {}) {
     const names = new Set(rules.map((r) => r.name));
     // Names key the alerts (and the `rule` tag); loadAlertRules guarantees this, hand-built lists may not.
     if (names.size !== rules.length) throw new Error('alert rule names must be unique');
     this.rules = [...rules];
     this.conditions = this.rules.map(conditionOf);
+    this.ttlMs = options.deviceStateTtlMs ?? Number.POSITIVE_INFINITY;
+    this.maxForgotten = options.maxForgotten ?? DEFAULT_MAX_FORGOTTEN_DEVICES;
+    this.onLimit = options.onLimit ?? (() => undefined);
+  }
+
+  /** Freed devices whose event clock is still kept. */
+  get forgottenCount(): number {
+    return this.forgotten.size;
   }
 
   get deviceCount(): number {
@@ -255,10 +288,13 @@ export class AlertEngine {
       const value = event.metrics[rule.metric]!.value;
       if (!Number.isFinite(value)) continue;
       if (!device) {
+        const floorTs = this.forgotten.get(key) ?? Number.NEGATIVE_INFINITY;
+        this.forgotten.delete(key);
         device = {
           tenant: event.tenant,
           deviceId: event.deviceId,
-          clockTs: Number.NEGATIVE_INFINITY,
+          floorTs,
+          clockTs: floorTs,
           clockWallMs: wallNowMs,
           rules: [],
           deadline: Number.POSITIVE_INFINITY,
@@ -268,6 +304,8 @@ export class AlertEngine {
       let state = device.rules[i];
       if (!state) {
         state = new RuleState();
+        // Readings up to the clock the device had when it was freed were judged already.
+        state.lastTs = device.floorTs;
         device.rules[i] = state;
       }
       if (ts <= state.lastTs) {
@@ -291,12 +329,41 @@ export class AlertEngine {
    */
   tick(wallNowMs: number): AlertTransition[] {
     const out: AlertTransition[] = [];
-    for (const device of this.devices.values()) {
-      if (device.deadline === Number.POSITIVE_INFINITY) continue;
-      const clock = device.clockTs + Math.max(0, wallNowMs - device.clockWallMs);
-      this.advance(device, clock, true, out);
+    for (const [key, device] of this.devices) {
+      if (device.deadline !== Number.POSITIVE_INFINITY) {
+        const clock = device.clockTs + Math.max(0, wallNowMs - device.clockWallMs);
+        this.advance(device, clock, true, out);
+      }
+      // Silent for the TTL, nothing left to come due (an absence not yet fired keeps it), no alert
+      // firing (what would resolve it): only its clock is worth keeping.
+      if (
+        device.deadline === Number.POSITIVE_INFINITY &&
+        wallNowMs - device.clockWallMs >= this.ttlMs &&
+        !device.rules.some((r) => r?.phase === FIRING)
+      )
+        this.free(key, device);
     }
     return out;
+  }
+
+  /** Forgets every device `which` picks, as forgetDevice does (a partition moved to another instance). */
+  forgetDevices(which: (tenant: string, deviceId: string) => boolean): void {
+    for (const device of [...this.devices.values()])
+      if (which(device.tenant, device.deviceId)) this.forgetDevice(device.tenant, device.deviceId);
+    for (const key of [...this.forgotten.keys()]) {
+      const slash = key.indexOf('/');
+      if (which(key.slice(0, slash), key.slice(slash + 1))) this.forgotten.delete(key);
+    }
+  }
+
+  private free(key: string, device: DeviceState): void {
+    this.devices.delete(key);
+    if (!Number.isFinite(device.clockTs)) return;
+    this.forgotten.set(key, device.clockTs);
+    if (this.forgotten.size <= this.maxForgotten) return;
+    const oldest = this.forgotten.keys().next().value!;
+    this.forgotten.delete(oldest);
+    this.onLimit('MAX_FREED_DEVICES');
   }
 
   /** Alerts firing now, as their firing transitions. */
@@ -317,9 +384,11 @@ export class AlertEngine {
       const key = deviceKey(t.tenant, t.deviceId);
       let device = this.devices.get(key);
       if (!device) {
+        this.forgotten.delete(key);
         device = {
           tenant: t.tenant,
           deviceId: t.deviceId,
+          floorTs: Number.NEGATIVE_INFINITY,
           clockTs: Number.NEGATIVE_INFINITY,
           clockWallMs: wallNowMs,
           rules: [],

@@ -12,9 +12,12 @@ import type { Logger } from '../../common/logger.js';
 import { type CanonicalEvent, CanonicalEvent as CanonicalEventSchema } from '../../contract/event.js';
 import { TELEMETRY_STREAM, telemetryPartitionFilter } from '../../contract/subjects.js';
 import type { AlertTransition } from '../alerts/alert-engine.js';
+import { DEFAULT_CHECKPOINT_MAX_BYTES } from '../config.js';
 import { DeliveryGapError } from '../errors.js';
-import type { WindowResult, WindowSettings } from '../windows/device-windows.js';
-import { type PartitionCheckpoint, PartitionWindows } from '../windows/partition-windows.js';
+import type { LimitReached } from '../metrics.js';
+import type { WindowResult } from '../windows/device-windows.js';
+import { type PartitionWindowSettings, PartitionWindows } from '../windows/partition-windows.js';
+import { fitCheckpoint, type SavedCheckpoint } from './checkpoint-fit.js';
 
 /**
  * Consumes one telemetry partition: raw events and window results go to `effects`; once they are
@@ -42,12 +45,7 @@ export interface PartitionEffects {
   /** Alerts the partition's previous owner had firing (from its checkpoint). */
   restoreAlerts?(alerts: AlertTransition[]): void;
   /** The partition is no longer processed here: forget its devices' alert state. */
-  releaseDevices?(devices: ReadonlyArray<readonly [tenant: string, deviceId: string]>): void;
-}
-
-/** What is saved per partition: the windows' checkpoint and the alerts firing at that point. */
-interface SavedCheckpoint extends PartitionCheckpoint {
-  firing?: AlertTransition[];
+  releasePartition?(partition: number): void;
 }
 
 export interface PartitionObserver {
@@ -65,8 +63,11 @@ export interface PartitionConsumerOptions {
   jsm: JetStreamManager;
   checkpoints: KV;
   effects: PartitionEffects;
-  windows: WindowSettings;
+  windows: PartitionWindowSettings;
   checkpointIntervalMs: number;
+  /** CHECKPOINT_MAX_BYTES: what one checkpoint may take in KV (checkpoint-fit.ts). */
+  checkpointMaxBytes?: number;
+  onLimit?: LimitReached;
   log: Logger;
   observer?: PartitionObserver;
   clock?: () => number;
@@ -143,6 +144,9 @@ export class PartitionConsumer {
    */
   private gatedMs = 0;
   private gatedSince: number | undefined;
+  /** Since when the checkpoint's required watermarks have not fitted CHECKPOINT_MAX_BYTES. */
+  private checkpointOverSince: number | undefined;
+  private caughtUp = false;
 
   /** The clock the windows see: wall time that stands still while the partition is gated. */
   private windowsClock(): number {
@@ -162,10 +166,10 @@ export class PartitionConsumer {
   static async start(o: PartitionConsumerOptions): Promise<PartitionConsumer> {
     const saved = await o.checkpoints.get(checkpointKey(o.partition));
     const checkpoint = saved?.operation === 'PUT' ? saved.json<SavedCheckpoint>() : undefined;
-    if (checkpoint?.firing) o.effects.restoreAlerts?.(checkpoint.firing);
+    if (checkpoint?.firing) o.effects.restoreAlerts?.(checkpoint.firing.map((a) => ({ message: '', ...a })));
     const consumer = new PartitionConsumer(
       o,
-      new PartitionWindows(o.windows, checkpoint),
+      new PartitionWindows(o.windows, checkpoint, o.onLimit),
       checkpoint?.ackSeq ?? 0,
     );
     await consumer.attach(checkpoint?.ackSeq ?? 0);
@@ -181,6 +185,16 @@ export class PartitionConsumer {
     return this.lastSavedSeq;
   }
 
+  /**
+   * Why the partition cannot checkpoint (and so acknowledge) any more: more devices with readings
+   * in the replay range than CHECKPOINT_MAX_BYTES holds. Undefined while it can.
+   */
+  get checkpointBlocked(): string | undefined {
+    return this.checkpointOverSince === undefined
+      ? undefined
+      : `partition ${this.o.partition}: checkpoint over CHECKPOINT_MAX_BYTES`;
+  }
+
   /** Stops pulling, waits for what is in flight to be durable, saves the checkpoint. */
   async stop(): Promise<void> {
     this.stopping = true;
@@ -191,7 +205,7 @@ export class PartitionConsumer {
     await this.settling;
     await this.settle(true);
     // Its alerts are in the checkpoint now; the next owner restores them.
-    this.o.effects.releaseDevices?.(this.windows.deviceIds());
+    this.o.effects.releasePartition?.(this.o.partition);
     this.o.log.info({ partition: this.o.partition, ackSeq: this.lastSavedSeq }, 'partition consumer stopped');
   }
 
@@ -268,6 +282,12 @@ export class PartitionConsumer {
           );
           if (outcome.duplicate) this.o.observer?.duplicates?.(1);
           if (outcome.lateFor.length > 0) this.o.observer?.late?.(1);
+          if (outcome.metricsRefused > 0) this.o.onLimit?.('WINDOW_MAX_METRICS', outcome.metricsRefused);
+        }
+        if (!this.caughtUp && msg.info.pending === 0) {
+          // Everything stored when this was sent has been delivered: the replay is over.
+          this.caughtUp = true;
+          this.windows.replayCaughtUp();
         }
         if (this.events.length >= FETCH_BATCH) this.handOver();
         if (++sinceYield >= YIELD_EVERY) {
@@ -318,6 +338,7 @@ export class PartitionConsumer {
     // Only devices with new readings can have windows due on event time; the rest are for flushWindows.
     this.submit(events, this.windows.collect(this.windowsClock(), true), false);
     if (this.o.effects.overloaded && !this.gate && !this.stopping) {
+      this.o.onLimit?.('TSDB_MAX_PENDING_LINES');
       this.gatedSince = this.clock();
       this.gate = new Promise<void>((resolve) => {
         this.wakeGate = resolve;
@@ -371,11 +392,38 @@ export class PartitionConsumer {
     const now = this.clock();
     const take = forceCheckpoint || now - this.lastCheckpointTakenAt >= this.o.checkpointIntervalMs / 2;
     if (take) this.lastCheckpointTakenAt = now;
-    const checkpoint: SavedCheckpoint | undefined = take
-      ? { ...this.windows.checkpoint(), firing: this.o.effects.firingAlerts?.(this.o.partition) }
-      : undefined;
+    const checkpoint = take ? this.takeCheckpoint() : undefined;
     this.inFlight.push({ written, checkpoint });
     this.settling = this.settling.then(() => this.settle(false));
+  }
+
+  /** The checkpoint as it stands, fitted into CHECKPOINT_MAX_BYTES; undefined when it cannot be. */
+  private takeCheckpoint(): SavedCheckpoint | undefined {
+    const fitted = fitCheckpoint(
+      this.windows.checkpointPlan(),
+      this.o.effects.firingAlerts?.(this.o.partition) ?? [],
+      this.o.checkpointMaxBytes ?? DEFAULT_CHECKPOINT_MAX_BYTES,
+    );
+    if (fitted.checkpoint === undefined || fitted.foldedWatermarks + fitted.alertsLeftOut > 0)
+      this.o.onLimit?.('CHECKPOINT_MAX_BYTES');
+    if (fitted.checkpoint === undefined) {
+      if (this.checkpointOverSince === undefined)
+        this.o.log.error(
+          { partition: this.o.partition },
+          'more devices in the replay range than CHECKPOINT_MAX_BYTES holds: not checkpointing or acknowledging until fewer are',
+        );
+      this.checkpointOverSince ??= this.clock();
+      return undefined;
+    }
+    if (this.checkpointOverSince !== undefined)
+      this.o.log.info({ partition: this.o.partition }, 'checkpoint fits again');
+    this.checkpointOverSince = undefined;
+    if (fitted.alertsLeftOut > 0)
+      this.o.log.warn(
+        { partition: this.o.partition, alerts: fitted.alertsLeftOut },
+        'firing alerts left out of the checkpoint (CHECKPOINT_MAX_BYTES): a new owner may fire them again',
+      );
+    return fitted.checkpoint;
   }
 
   /** Once the batches handed over so far are durable: checkpoint (at most once per interval) and ack. */

@@ -12,14 +12,22 @@ import { z } from 'zod';
 import type { Logger } from '../../common/logger.js';
 import { Naps } from '../../common/naps.js';
 import { GatewayHeartbeat, PresenceEvent, PresenceState } from '../../contract/event.js';
-import { isDeviceId, isTenant } from '../../contract/ids.js';
+import { isDeviceId, isGatewayId, isTenant } from '../../contract/ids.js';
 import {
   GATEWAY_HEARTBEAT_SUBJECTS,
   PRESENCE_STATE_BUCKET,
   PRESENCE_STREAM,
   presenceStateKey,
 } from '../../contract/subjects.js';
-import { type DeviceStatusRow, type PresenceChanges, PresenceTracker } from './presence-tracker.js';
+import { isPermanentPublishError } from '../errors.js';
+import type { LimitReached } from '../metrics.js';
+import { DEFAULT_ROLE_STALL_TIMEOUT_MS } from '../roles.js';
+import {
+  type DeviceStatusRow,
+  type PresenceChanges,
+  type PresenceLimits,
+  PresenceTracker,
+} from './presence-tracker.js';
 
 /**
  * The presence owner: one per deployment (the processors hand the role out by lease). It reads
@@ -50,6 +58,13 @@ export interface PresenceOwnerOptions {
   write: (rows: DeviceStatusRow[]) => Promise<void>;
   log: Logger;
   clock?: () => number;
+  /** What a device's state may hold (PRESENCE_MAX_*); the defaults when left out. */
+  limits?: Partial<PresenceLimits>;
+  onLimit?: LimitReached;
+  /** A state NATS refused for good (skipped: the device keeps its previous state in KV). */
+  onRefused?: (states: number) => void;
+  /** How long the same work may be stuck before stalled() says so (ROLE_STALL_TIMEOUT). */
+  stallTimeoutMs?: number;
 }
 
 export const PRESENCE_CHECKPOINT_KEY = 'presence';
@@ -99,6 +114,11 @@ export class PresenceOwner {
   private checkpointDirty = false;
   private lastCheckpointAt = Number.NEGATIVE_INFINITY;
   private streamCreated: string | undefined;
+  /** Since when a batch has been on its way to durability, and what it waits for now. */
+  private persistingSince: number | undefined;
+  private waitingFor = 'status rows not written';
+  /** Since when the consumer has been failing without a message in between. */
+  private failingSince: number | undefined;
 
   private constructor(
     private readonly o: PresenceOwnerOptions,
@@ -122,6 +142,8 @@ export class PresenceOwner {
     const tracker = new PresenceTracker({
       defaultHeartbeatIntervalMs: o.defaultHeartbeatIntervalMs,
       nowMs: clock(),
+      ...(o.limits ? { limits: o.limits } : {}),
+      ...(o.onLimit ? { onLimit: o.onLimit } : {}),
     });
     tracker.restore(states);
     const owner = new PresenceOwner(o, kv, jsm, tracker, checkpoint);
@@ -134,6 +156,20 @@ export class PresenceOwner {
   /** Last PRESENCE sequence saved in the checkpoint. */
   get checkpointSeq(): number {
     return this.savedSeq;
+  }
+
+  /**
+   * Why presence cannot make progress, once a batch has waited longer than the stall timeout to
+   * become durable (the TSDB or KV does not take it) or the consumer has kept failing that long.
+   */
+  stalled(): string | undefined {
+    const now = this.clock();
+    const timeout = this.o.stallTimeoutMs ?? DEFAULT_ROLE_STALL_TIMEOUT_MS;
+    if (this.persistingSince !== undefined && now - this.persistingSince >= timeout)
+      return `${this.waitingFor} for ${Math.round((now - this.persistingSince) / 1_000)} s`;
+    if (this.failingSince !== undefined && now - this.failingSince >= timeout)
+      return `PRESENCE not consumed for ${Math.round((now - this.failingSince) / 1_000)} s`;
+    return undefined;
   }
 
   /** Stops consuming, waits for what is in flight to be durable, saves the checkpoint, unsubscribes. */
@@ -158,7 +194,7 @@ export class PresenceOwner {
       callback: (err, msg) => {
         if (err) return;
         const hb = parseJson(GatewayHeartbeat, () => msg.json());
-        if (hb === undefined) {
+        if (hb === undefined || !isGatewayId(hb.gateway)) {
           this.o.log.warn({ subject: msg.subject }, 'heartbeat does not match the contract: ignored');
           return;
         }
@@ -213,6 +249,7 @@ export class PresenceOwner {
         const consumer = await this.js.consumers.get(PRESENCE_STREAM, { opt_start_seq: this.appliedSeq + 1 });
         const messages = await consumer.consume({ max_messages: FETCH_BATCH });
         this.messages = messages;
+        this.failingSince = undefined;
         if (this.stopping) {
           await messages.close();
           return;
@@ -224,6 +261,7 @@ export class PresenceOwner {
         if (this.stopping) return;
         this.o.log.error({ err, seq: this.appliedSeq }, 'presence consumer failed; restarting');
       }
+      this.failingSince ??= this.clock();
       await this.sleep(backoff(attempt));
     }
   }
@@ -264,6 +302,7 @@ export class PresenceOwner {
   private async consume(messages: ConsumerMessages): Promise<void> {
     let inBatch = 0;
     for await (const msg of messages) {
+      this.failingSince = undefined;
       const event = this.parse(msg);
       if (event !== undefined) this.collect(this.tracker.apply(event, msg.seq));
       this.appliedSeq = msg.seq;
@@ -279,7 +318,14 @@ export class PresenceOwner {
   private parse(msg: JsMsg): PresenceEvent | undefined {
     const event = parseJson(PresenceEvent, () => msg.json());
     // Tenant and device id become the KV key: one that KV refuses would stall every event behind it.
-    if (event !== undefined && isTenant(event.tenant) && isDeviceId(event.deviceId)) return event;
+    // The gateway id keys connections and heartbeats: held to its grammar, it is 32 bytes at most.
+    if (
+      event !== undefined &&
+      isTenant(event.tenant) &&
+      isDeviceId(event.deviceId) &&
+      isGatewayId(event.gateway)
+    )
+      return event;
     this.o.log.error(
       { seq: msg.seq, subject: msg.subject },
       'presence event does not match the contract: skipped',
@@ -320,28 +366,46 @@ export class PresenceOwner {
   }
 
   private async persist(batch: Batch): Promise<void> {
+    this.persistingSince = this.clock();
     try {
+      this.waitingFor = 'status rows not written';
       if (batch.rows.length > 0) await this.retry('status rows not written', () => this.o.write(batch.rows));
+      this.waitingFor = 'presence states not saved';
       const entries = [...batch.states];
       for (let i = 0; i < entries.length; i += PUT_CONCURRENCY) {
-        await Promise.all(
-          entries
-            .slice(i, i + PUT_CONCURRENCY)
-            .map(([key, state]) =>
-              this.retry('presence state not saved', () => this.kv.put(key, JSON.stringify(state))),
-            ),
-        );
+        await Promise.all(entries.slice(i, i + PUT_CONCURRENCY).map(([key, state]) => this.save(key, state)));
       }
     } catch (err) {
       this.broken = true;
       this.o.log.warn({ err, rows: batch.rows.length }, 'stopping: batch not durable, it will be replayed');
       return;
+    } finally {
+      this.persistingSince = undefined;
     }
     if (batch.seq !== undefined && !this.broken) {
       this.durableSeq = batch.seq;
       this.checkpointDirty = true;
     }
     await this.saveCheckpoint(false);
+  }
+
+  /**
+   * Saves one device's state. A refusal that retrying cannot fix (the value over what the server
+   * accepts) skips that device, which keeps its previous state: retrying it would hold every other
+   * device's presence behind it for ever.
+   */
+  private async save(key: string, state: PresenceState): Promise<void> {
+    const value = JSON.stringify(state);
+    try {
+      await this.retry('presence state not saved', () => this.kv.put(key, value), isPermanentPublishError);
+    } catch (err) {
+      if (!isPermanentPublishError(err)) throw err;
+      this.o.onRefused?.(1);
+      this.o.log.error(
+        { err, key, bytes: Buffer.byteLength(value), connections: state.connections.length },
+        'presence state refused by NATS: skipped, the device keeps its previous state',
+      );
+    }
   }
 
   private async saveCheckpoint(force: boolean): Promise<void> {
@@ -360,13 +424,17 @@ export class PresenceOwner {
     this.lastCheckpointAt = now;
   }
 
-  /** Retries for as long as the owner runs; once it stops, a failure is final. */
-  private async retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  /** Retries for as long as the owner runs; once it stops, or for an error `final` picks, a failure is final. */
+  private async retry<T>(
+    what: string,
+    fn: () => Promise<T>,
+    final: (err: unknown) => boolean = () => false,
+  ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await fn();
       } catch (err) {
-        if (this.stopping) throw err;
+        if (this.stopping || final(err)) throw err;
         this.o.log.warn({ err, attempt }, `${what}; retrying`);
         await this.sleep(backoff(attempt));
       }

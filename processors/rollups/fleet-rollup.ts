@@ -1,5 +1,7 @@
 import type { DeviceWindow } from '../../contract/event.js';
 import { GROUP_ALL, PROMOTED_LABELS } from '../../contract/measurements.js';
+import { DEFAULT_FLEET_MAX_ROWS_PER_TENANT } from '../config.js';
+import type { LimitReached } from '../metrics.js';
 
 /**
  * Fleet rollups: per tenant, metric and window, the devices' window results merged, once over every
@@ -48,6 +50,9 @@ export type AddOutcome = 'accepted' | 'skipped';
 export interface FleetRollupOptions {
   /** See the module comment; at least largest window + allowed lateness + idle timeout + margin. */
   horizonMs?: number;
+  /** FLEET_MAX_ROWS_PER_TENANT; DEFAULT_FLEET_MAX_ROWS_PER_TENANT when left out. */
+  maxRowsPerTenant?: number;
+  onLimit?: LimitReached;
 }
 
 export const DEFAULT_ROLLUP_HORIZON_MS = 10 * 60_000;
@@ -74,6 +79,8 @@ interface FleetWindow {
 /** Everything about windows ending at one instant: dropped together once that end is past the horizon. */
 interface EndBucket {
   fleet: Map<string, FleetWindow>;
+  /** Fleet windows per tenant. */
+  rows: Map<string, number>;
   /** Device window → the fleet windows its latest emission is in (its labels may change between emissions). */
   memberOf: Map<string, string[]>;
 }
@@ -97,9 +104,14 @@ export class FleetRollup {
   /** Latest time seen by expire/collect; never moves back, so a dropped window stays unwritable. */
   private nowMs = Number.NEGATIVE_INFINITY;
 
+  private readonly maxRows: number;
+  private readonly onLimit: LimitReached;
+
   constructor(options: FleetRollupOptions = {}) {
     this.horizonMs = options.horizonMs ?? DEFAULT_ROLLUP_HORIZON_MS;
     if (!(this.horizonMs > 0)) throw new RangeError(`horizonMs must be positive, got ${this.horizonMs}`);
+    this.maxRows = options.maxRowsPerTenant ?? DEFAULT_FLEET_MAX_ROWS_PER_TENANT;
+    this.onLimit = options.onLimit ?? (() => undefined);
   }
 
   /** Fleet windows held (every group counted). */
@@ -115,7 +127,7 @@ export class FleetRollup {
     if (Math.abs(streamTimeMs - endMs) > this.horizonMs) return 'skipped';
     let bucket = this.buckets.get(endMs);
     if (!bucket) {
-      bucket = { fleet: new Map(), memberOf: new Map() };
+      bucket = { fleet: new Map(), rows: new Map(), memberOf: new Map() };
       this.buckets.set(endMs, bucket);
     }
     const stats: DeviceStats = { count: dw.count, sum: dw.sum, min: dw.min, max: dw.max };
@@ -124,13 +136,34 @@ export class FleetRollup {
       const value = dw.labels[label];
       if (value !== undefined) groups.push([label, value]);
     }
-    const keys: string[] = [];
     const prefix = `${dw.tenant}\0${dw.metric}\0${dw.window}\0${dw.startMs}\0`;
-    for (const [group, groupValue] of groups) {
-      const key = `${prefix}${group}\0${groupValue}`;
-      keys.push(key);
+    const wanted = groups.map(([group, groupValue]) => `${prefix}${group}\0${groupValue}`);
+    const deviceKey = `${prefix}${dw.deviceId}`;
+    // A device whose label changed between emissions leaves its old group first (which may make
+    // room for its new one): the latest emission is the whole truth about that device window.
+    for (const old of bucket.memberOf.get(deviceKey) ?? []) {
+      if (wanted.includes(old)) continue;
+      const fw = bucket.fleet.get(old);
+      if (!fw) continue;
+      fw.devices.delete(dw.deviceId);
+      this.dirty.add(fw);
+      // Nothing left to write; a row written before for it stays in the TSDB (rows are not deleted).
+      if (fw.devices.size === 0) {
+        bucket.fleet.delete(old);
+        bucket.rows.set(fw.tenant, (bucket.rows.get(fw.tenant) ?? 1) - 1);
+      }
+    }
+    const keys: string[] = [];
+    groups.forEach(([group, groupValue], i) => {
+      const key = wanted[i]!;
       let fw = bucket.fleet.get(key);
       if (!fw) {
+        const rows = bucket.rows.get(dw.tenant) ?? 0;
+        if (rows >= this.maxRows) {
+          this.onLimit('FLEET_MAX_ROWS_PER_TENANT');
+          return;
+        }
+        bucket.rows.set(dw.tenant, rows + 1);
         fw = {
           key,
           tenant: dw.tenant,
@@ -144,21 +177,10 @@ export class FleetRollup {
         };
         bucket.fleet.set(key, fw);
       }
+      keys.push(key);
       fw.devices.set(dw.deviceId, stats);
       this.dirty.add(fw);
-    }
-    const deviceKey = `${prefix}${dw.deviceId}`;
-    // A device whose label changed between emissions leaves its old group: the latest emission is
-    // the whole truth about that device window.
-    for (const old of bucket.memberOf.get(deviceKey) ?? []) {
-      if (keys.includes(old)) continue;
-      const fw = bucket.fleet.get(old);
-      if (!fw) continue;
-      fw.devices.delete(dw.deviceId);
-      this.dirty.add(fw);
-      // Nothing left to write; a row written before for it stays in the TSDB (rows are not deleted).
-      if (fw.devices.size === 0) bucket.fleet.delete(old);
-    }
+    });
     bucket.memberOf.set(deviceKey, keys);
     return 'accepted';
   }

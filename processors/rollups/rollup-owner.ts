@@ -17,6 +17,8 @@ import {
   DeviceWindowBatch as DeviceWindowBatchSchema,
 } from '../../contract/event.js';
 import { WINDOWS_STREAM } from '../../contract/subjects.js';
+import type { LimitReached } from '../metrics.js';
+import { DEFAULT_ROLE_STALL_TIMEOUT_MS } from '../roles.js';
 import { DEFAULT_ROLLUP_HORIZON_MS, FleetRollup, type FleetRow, fleetRowKey } from './fleet-rollup.js';
 
 /**
@@ -59,6 +61,11 @@ export interface RollupOwnerOptions {
   clock?: () => number;
   /** How often to look for stream WINDOWS while it does not exist, and to retry after an error. */
   retryIntervalMs?: number;
+  /** FLEET_MAX_ROWS_PER_TENANT; the default when left out. */
+  maxRowsPerTenant?: number;
+  onLimit?: LimitReached;
+  /** How long the same work may be stuck before stalled() says so (ROLE_STALL_TIMEOUT). */
+  stallTimeoutMs?: number;
 }
 
 export const DEFAULT_FLUSH_INTERVAL_MS = 1_000;
@@ -86,6 +93,11 @@ export class RollupOwner {
   /** Collected rows not durable yet, by fleet window: a newer row of the same window replaces it. */
   private readonly unwritten = new Map<string, FleetRow>();
   private readonly naps = new Naps();
+  /** Since when a write has been waiting for the TSDB. */
+  private writingSince: number | undefined;
+  /** Since when the stream could not be consumed, without a message in between. */
+  private failingSince: number | undefined;
+  private lastExpireAt = Number.NEGATIVE_INFINITY;
 
   private constructor(
     private readonly o: RollupOwnerOptions,
@@ -93,7 +105,11 @@ export class RollupOwner {
     private readonly jsm: JetStreamManager,
   ) {
     const horizonMs = o.horizonMs ?? DEFAULT_ROLLUP_HORIZON_MS;
-    this.rollup = new FleetRollup({ horizonMs });
+    this.rollup = new FleetRollup({
+      horizonMs,
+      ...(o.maxRowsPerTenant === undefined ? {} : { maxRowsPerTenant: o.maxRowsPerTenant }),
+      ...(o.onLimit ? { onLimit: o.onLimit } : {}),
+    });
     this.clock = o.clock ?? Date.now;
     this.flushIntervalMs = o.flushIntervalMs ?? DEFAULT_FLUSH_INTERVAL_MS;
     this.retryIntervalMs = o.retryIntervalMs ?? DEFAULT_RETRY_INTERVAL_MS;
@@ -114,6 +130,25 @@ export class RollupOwner {
   /** True once the replay reached the end of the stream and rows are being written. */
   get isCaughtUp(): boolean {
     return this.caughtUp;
+  }
+
+  /** Fleet windows held now (every group counted). */
+  get fleetWindows(): number {
+    return this.rollup.size;
+  }
+
+  /**
+   * Why the fleet rollup cannot make progress, once a write has waited longer than the stall
+   * timeout for the TSDB, or the stream has not been consumable that long; undefined otherwise.
+   */
+  stalled(): string | undefined {
+    const now = this.clock();
+    const timeout = this.o.stallTimeoutMs ?? DEFAULT_ROLE_STALL_TIMEOUT_MS;
+    if (this.writingSince !== undefined && now - this.writingSince >= timeout)
+      return `fleet rows not written for ${Math.round((now - this.writingSince) / 1_000)} s`;
+    if (this.failingSince !== undefined && now - this.failingSince >= timeout)
+      return `${WINDOWS_STREAM} not consumed for ${Math.round((now - this.failingSince) / 1_000)} s`;
+    return undefined;
   }
 
   /** Stops consuming, then writes what changed one last time (waiting for the write). */
@@ -149,10 +184,12 @@ export class RollupOwner {
         } else {
           this.o.log.warn({ stream: WINDOWS_STREAM, err }, 'cannot consume the stream; retrying');
         }
+        this.failingSince ??= this.clock();
         await this.sleep(this.retryIntervalMs);
         continue;
       }
       waiting = false;
+      this.failingSince = undefined;
       if (this.stopping) {
         await messages.close();
         return;
@@ -213,6 +250,13 @@ export class RollupOwner {
     // A recreated consumer could overlap what the previous one delivered; stream order is the truth.
     if (msg.seq <= this.lastSeq) return;
     this.lastSeq = msg.seq;
+    // Windows past the horizon go even while a write waits for the TSDB (flush() expires them
+    // too, but it waits with the write): otherwise a TSDB outage would hold every window it lasts.
+    const now = this.clock();
+    if (now - this.lastExpireAt >= this.flushIntervalMs) {
+      this.lastExpireAt = now;
+      this.rollup.expire(now);
+    }
     const streamTimeMs = Number(msg.timestampNanos / 1_000_000n);
     for (const dw of this.parse(msg) ?? []) {
       if (this.rollup.add(dw, streamTimeMs) === 'skipped') {
@@ -278,6 +322,8 @@ export class RollupOwner {
     if (this.unwritten.size === 0) return;
     const rows = [...this.unwritten.values()];
     this.unwritten.clear();
+    // Kept across failed attempts: rows the TSDB keeps refusing are no progress either.
+    this.writingSince ??= now;
     try {
       await this.o.write(rows);
     } catch (err) {
@@ -290,6 +336,7 @@ export class RollupOwner {
       this.o.log.warn({ err, rows: rows.length }, 'fleet rows not written; retrying at the next flush');
       return;
     }
+    this.writingSince = undefined;
     this.o.observer?.rows?.(rows.length);
   }
 

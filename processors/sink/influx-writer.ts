@@ -1,7 +1,7 @@
 import { HttpError, InfluxDB, type WriteApi } from '@influxdata/influxdb-client';
 import type { Logger } from '../../common/logger.js';
 import { Naps } from '../../common/naps.js';
-import { MAX_FLUSH_INTERVAL_MS } from '../config.js';
+import { DEFAULT_TSDB_MAX_PENDING_LINES, MAX_FLUSH_INTERVAL_MS } from '../config.js';
 import { InfluxWriteRejectedError, InfluxWriterClosedError, InfluxWriterConfigError } from '../errors.js';
 import { WRITE_PRECISION } from './lines.js';
 
@@ -46,8 +46,8 @@ export const DEFAULT_BATCH_LINES = 5_000;
 export const DEFAULT_FLUSH_INTERVAL_MS = 1_000;
 export const DEFAULT_MIN_RETRY_DELAY_MS = 100;
 export const DEFAULT_MAX_RETRY_DELAY_MS = 5_000;
-/** Four full batches: enough to ride out a slow request, small enough to stop pulling early. */
-export const DEFAULT_HIGH_WATER_LINES = 4 * DEFAULT_BATCH_LINES;
+/** Four full batches (TSDB_MAX_PENDING_LINES): enough to ride out a slow request, small enough to stop pulling early. */
+export const DEFAULT_HIGH_WATER_LINES = DEFAULT_TSDB_MAX_PENDING_LINES;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 export const DEFAULT_CLOSE_GRACE_MS = 5_000;
 /** The library's default: smaller bodies cost more to gzip than they save. */

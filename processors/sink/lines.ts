@@ -145,6 +145,8 @@ export function fleetLine(row: FleetRow): string {
     [TAG_GROUP, row.group],
     [TAG_GROUP_VALUE, row.groupValue],
   ];
+  // group_value is a registry label's value: it may end in a backslash.
+  checkTags(tags, `fleet ${row.tenant} ${row.metric} ${row.window} ${row.startMs}`);
   const fields = `count=${float(row.count)},devices=${float(row.devices)},max=${float(row.max)},mean=${float(row.mean)},min=${float(row.min)}`;
   return `${seriesKey(FLEET_MEASUREMENT, tags)} ${fields} ${row.startMs}`;
 }

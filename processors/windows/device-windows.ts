@@ -1,3 +1,4 @@
+import { DEFAULT_WINDOW_MAX_METRICS } from '../config.js';
 import { type AggregateValues, WindowAggregate } from './window-aggregate.js';
 
 /**
@@ -19,12 +20,19 @@ import { type AggregateValues, WindowAggregate } from './window-aggregate.js';
  * Windows are aligned to the epoch and each size is a multiple of the smaller ones, so a window
  * always lies inside one window of every larger size. That nesting is what makes replays exact
  * (see PartitionWindows).
+ *
+ * A window aggregates at most `maxMetrics` distinct metrics (WINDOW_MAX_METRICS): the first ones to
+ * arrive in it. A further metric is counted (`metricsRefused`), not aggregated; the raw measurement
+ * still has it. Being decided per window, in the order of the readings, the choice is the same when
+ * a window is rebuilt from a replay.
  */
 export interface WindowSettings {
   /** Ascending; each a multiple of the previous. */
   sizesMs: readonly number[];
   allowedLatenessMs: number;
   idleTimeoutMs: number;
+  /** WINDOW_MAX_METRICS; DEFAULT_WINDOW_MAX_METRICS when left out. */
+  maxMetrics?: number;
 }
 
 export interface WindowResult {
@@ -52,6 +60,8 @@ export interface AddOutcome {
   lateFor: number[];
   /** The reading's id was already aggregated into its open windows. */
   duplicate: boolean;
+  /** Metrics of the reading left out of at least one window that already held maxMetrics others. */
+  metricsRefused: number;
 }
 
 interface OpenWindow {
@@ -70,7 +80,11 @@ export class DeviceWindows {
   /** Every window ending at or before this is final. Saved with checkpoints. */
   watermark: number;
   private maxTs = Number.NEGATIVE_INFINITY;
-  private lastWallMs = 0;
+  /** Wall time of the latest reading: how long the device has been silent. */
+  lastWallMs = 0;
+  /** Highest stream sequence added: a replay from below it needs this device's exact watermark. */
+  lastSeq = 0;
+  private readonly maxMetrics: number;
   /** Ids aggregated into the open windows of the largest size, to drop redelivered readings. */
   private readonly seenIds = new Map<number, Set<string>>();
   private labels: Readonly<Record<string, string>> | undefined;
@@ -83,6 +97,7 @@ export class DeviceWindows {
   ) {
     this.open = settings.sizesMs.map(() => new Map());
     this.watermark = restoredWatermark;
+    this.maxMetrics = settings.maxMetrics ?? DEFAULT_WINDOW_MAX_METRICS;
   }
 
   /** Lowest stream sequence still needed by an open window, or undefined when none is open. */
@@ -100,6 +115,7 @@ export class DeviceWindows {
 
   add(reading: ReadingInput, seq: number, wallNowMs: number): AddOutcome {
     this.lastWallMs = wallNowMs;
+    if (seq > this.lastSeq) this.lastSeq = seq;
     if (reading.labels) this.labels = reading.labels;
     const sizes = this.settings.sizesMs;
     const largest = sizes.length - 1;
@@ -107,11 +123,12 @@ export class DeviceWindows {
     const lateFor: number[] = [];
     if (largestStart + sizes[largest]! > this.watermark) {
       const ids = this.seenIds.get(largestStart);
-      if (ids?.has(reading.id)) return { lateFor, duplicate: true };
+      if (ids?.has(reading.id)) return { lateFor, duplicate: true, metricsRefused: 0 };
       if (ids) ids.add(reading.id);
       else this.seenIds.set(largestStart, new Set([reading.id]));
     }
     const metrics = Object.entries(reading.metrics);
+    let refused: Set<string> | undefined;
     for (let i = 0; i < sizes.length; i++) {
       const size = sizes[i]!;
       const startMs = alignDown(reading.tsMs, size);
@@ -134,16 +151,21 @@ export class DeviceWindows {
       for (const [name, m] of metrics) {
         let agg = w.metrics.get(name);
         if (!agg) {
+          if (w.metrics.size >= this.maxMetrics) {
+            refused ??= new Set();
+            refused.add(name);
+            continue;
+          }
           agg = new WindowAggregate();
           w.metrics.set(name, agg);
         }
         agg.add(m.value, reading.tsMs);
+        w.dirty = true;
       }
-      w.dirty = true;
     }
     if (reading.tsMs > this.maxTs) this.maxTs = reading.tsMs;
     this.watermark = Math.max(this.watermark, this.maxTs - this.settings.allowedLatenessMs);
-    return { lateFor, duplicate: false };
+    return { lateFor, duplicate: false, metricsRefused: refused?.size ?? 0 };
   }
 
   /**

@@ -557,6 +557,70 @@ describe('late and out-of-order readings', () => {
 });
 
 describe('engine state', () => {
+  const TTL = 3_600 * S;
+  const freeing = (yaml: string, maxForgotten?: number) => {
+    const hits: string[] = [];
+    const engine = new AlertEngine(parseAlertRules(`rules:\n${yaml}`, 'yaml'), {
+      deviceStateTtlMs: TTL,
+      ...(maxForgotten === undefined ? {} : { maxForgotten }),
+      onLimit: (limit) => hits.push(limit),
+    });
+    return { engine, hits };
+  };
+
+  it('frees a device silent for DEVICE_STATE_TTL, keeping only its clock: older readings stay ignored', () => {
+    const { engine } = freeing(`${HOT}    clear: 75\n`);
+    feed(engine, 'temperature', [
+      [0, 90],
+      [10 * S, 20],
+    ]); // fired and resolved
+    engine.tick(T0 + 10 * S + TTL - 1);
+    expect(engine.deviceCount).toBe(1);
+    engine.tick(T0 + 10 * S + TTL);
+    expect([engine.deviceCount, engine.forgottenCount]).toEqual([0, 1]);
+    // A reading from before what the rule took would otherwise fire again, back in time.
+    expect(feed(engine, 'temperature', [[5 * S, 95]])).toEqual([]);
+    expect(engine.ignoredReadings).toBe(1);
+    expect(brief(feed(engine, 'temperature', [[TTL + 20 * S, 95]]))).toEqual([
+      ['firing', 'hot', TTL + 20 * S, 95],
+    ]);
+    expect(engine.forgottenCount).toBe(0);
+  });
+
+  it('keeps a silent device whose alert fires, or whose absence has not come due yet', () => {
+    const { engine } = freeing(
+      `${HOT}  - { name: gone, type: absence, severity: warning, metric: humidity, after: 2h }\n`,
+    );
+    feed(engine, 'temperature', [[0, 90]], { deviceId: 'hot' });
+    feed(engine, 'humidity', [[0, 50]], { deviceId: 'quiet' });
+    engine.tick(T0 + TTL + S);
+    expect(engine.deviceCount).toBe(2);
+    // The absence fires at 2 h; then `quiet` is kept for its firing alert, which its next reading resolves.
+    expect(brief(engine.tick(T0 + 2 * TTL))).toEqual([['firing', 'gone', 2 * TTL, 7_200]]);
+    engine.tick(T0 + 4 * TTL);
+    expect(engine.deviceCount).toBe(2);
+    expect(brief(feed(engine, 'humidity', [[4 * TTL, 51]], { deviceId: 'quiet' }))).toEqual([
+      ['resolved', 'gone', 4 * TTL, 4 * 3_600],
+    ]);
+  });
+
+  it('keeps at most maxForgotten clocks of freed devices, counting the ones it drops', () => {
+    const { engine, hits } = freeing(HOT, 2);
+    for (const d of ['a', 'b', 'c']) feed(engine, 'temperature', [[0, 20]], { deviceId: d });
+    engine.tick(T0 + TTL);
+    expect([engine.deviceCount, engine.forgottenCount]).toEqual([0, 2]);
+    expect(hits).toEqual(['MAX_FREED_DEVICES']);
+  });
+
+  it('forgets every device of a partition it gives up, freed ones too', () => {
+    const { engine } = freeing(HOT);
+    feed(engine, 'temperature', [[0, 90]], { deviceId: 'a' });
+    feed(engine, 'temperature', [[0, 20]], { deviceId: 'b' });
+    engine.tick(T0 + TTL); // b is freed, a fires
+    engine.forgetDevices((_, deviceId) => deviceId === 'a' || deviceId === 'b');
+    expect([engine.deviceCount, engine.forgottenCount, engine.active().length]).toEqual([0, 0, 0]);
+  });
+
   it('keeps devices apart and lists what fires across them', () => {
     const engine = engineFor(HOT);
     feed(engine, 'temperature', [[0, 90]], { deviceId: 'a' });

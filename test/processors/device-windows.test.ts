@@ -40,7 +40,7 @@ describe('DeviceWindows', () => {
     expect(tenSecond(w.collect(T0 + 11 * S))[0]!.values.count).toBe(1);
     // 4 s late for the first window: the watermark (11 s − 5 s) has not passed its end (10 s).
     const [outcome] = feed(w, [7 * S, 30]);
-    expect(outcome).toEqual({ lateFor: [], duplicate: false });
+    expect(outcome).toEqual({ lateFor: [], duplicate: false, metricsRefused: 0 });
     const corrected = tenSecond(w.collect(T0 + 12 * S)).find((r) => r.startMs === T0);
     expect(corrected!.values).toMatchObject({ count: 2, sum: 40, max: 30, last: 30 });
   });
@@ -87,5 +87,27 @@ describe('DeviceWindows', () => {
     w.add(reading(T0 + S, 1), 41, T0);
     w.add(reading(T0 + 2 * S, 1), 42, T0);
     expect(w.firstOpenSeq).toBe(41);
+  });
+
+  it('aggregates at most WINDOW_MAX_METRICS metrics per window, the first to arrive, and counts the rest', () => {
+    const w = new DeviceWindows('acme', 'd1', { ...settings, maxMetrics: 2 });
+    const many = (tsMs: number, names: string[]) => ({
+      id: `m${nextId++}`,
+      tsMs,
+      metrics: Object.fromEntries(names.map((n) => [n, { value: 1 }])),
+    });
+    expect(w.add(many(T0 + S, ['a', 'b', 'c']), 1, T0 + S).metricsRefused).toBe(1);
+    expect(w.add(many(T0 + 2 * S, ['c', 'a']), 2, T0 + 2 * S).metricsRefused).toBe(1);
+    // A new 10 s window takes the first two it sees; the minute, full already, still refuses `c`.
+    expect(w.add(many(T0 + 11 * S, ['c']), 3, T0 + 11 * S).metricsRefused).toBe(1);
+    const results = w.collect(T0 + 200 * S);
+    const held = (size: number, start: number) =>
+      results
+        .filter((r) => r.windowMs === size && r.startMs === start)
+        .map((r) => `${r.metric}:${r.values.count}`)
+        .sort();
+    expect(held(10 * S, T0)).toEqual(['a:2', 'b:1']);
+    expect(held(10 * S, T0 + 10 * S)).toEqual(['c:1']);
+    expect(held(60 * S, T0)).toEqual(['a:2', 'b:1']);
   });
 });

@@ -133,4 +133,27 @@ describe('FleetRollup', () => {
     rollup.add(dw('d2', [3]), END + 20 * S); // changes the first window, which then expires
     expect(rollup.collect(END + H + 1)).toEqual([]);
   });
+
+  it('holds at most FLEET_MAX_ROWS_PER_TENANT rows per tenant and window end, counting what it leaves out', () => {
+    const hits: string[] = [];
+    const rollup = new FleetRollup({ horizonMs: H, maxRowsPerTenant: 3, onLimit: (l) => hits.push(l) });
+    rollup.add(dw('d1', [1], { labels: { type: 'boiler' } }), END); // all, type=boiler
+    rollup.add(dw('d2', [2], { labels: { type: 'pump', site: 'oslo' } }), END); // type=pump; site=oslo refused
+    rollup.add(dw('d3', [3], { metric: 'humidity' }), END); // a new metric: refused
+    rollup.add(dw('d4', [4], { tenant: 'globex' }), END); // another tenant has its own rows
+    rollup.add(dw('d5', [5], { startMs: T0 + 10 * S }), END + 10 * S); // another window end too
+    expect(hits).toEqual(['FLEET_MAX_ROWS_PER_TENANT', 'FLEET_MAX_ROWS_PER_TENANT']);
+    const rows = rollup.collect(END + 10 * S);
+    const first = rows.filter((r) => r.tenant === 'acme' && r.startMs === T0);
+    expect(first.map((r) => `${r.metric} ${r.group}=${r.groupValue}:${r.devices}`).sort()).toEqual([
+      'temperature all=all:2',
+      'temperature type=boiler:1',
+      'temperature type=pump:1',
+    ]);
+    expect(rows.filter((r) => r.tenant === 'globex')).toHaveLength(1);
+    expect(rows.filter((r) => r.startMs === T0 + 10 * S)).toHaveLength(1);
+    // A row freed by a device leaving its group makes room again.
+    rollup.add(dw('d2', [2], { labels: { site: 'oslo' } }), END + S);
+    expect(byGroup(rollup.collect(END + S), 'site', 'oslo')).toMatchObject({ devices: 1 });
+  });
 });

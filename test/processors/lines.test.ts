@@ -194,6 +194,23 @@ describe('lines equal what the client Point would write', () => {
     expect(fleetLine(row)).toBe(point.toLineProtocol(api));
   });
 
+  it('fleet_agg refuses a group value ending in a backslash, which would escape the separator', () => {
+    const row = {
+      tenant: 'acme',
+      metric: 'temperature',
+      window: '10s',
+      startMs: 1_714_564_800_000,
+      group: 'site',
+      groupValue: 'hall\\',
+      devices: 1,
+      count: 1,
+      mean: 1,
+      min: 1,
+      max: 1,
+    };
+    expect(() => fleetLine(row)).toThrow(PointInvalidError);
+  });
+
   it('device_status', () => {
     const row = {
       tenant: 'acme',

@@ -4,11 +4,15 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
 import { type CanonicalEvent, PROCESSOR_CHECKPOINTS_BUCKET, TELEMETRY_STREAM } from '../../contract/index.js';
+import type { SavedCheckpoint } from '../../processors/consume/checkpoint-fit.js';
 import {
+  checkpointKey,
   consumerName,
   PartitionConsumer,
+  type PartitionConsumerOptions,
   type PartitionEffects,
 } from '../../processors/consume/partition-consumer.js';
+import type { ProcessorLimit } from '../../processors/metrics.js';
 import type { WindowResult, WindowSettings } from '../../processors/windows/device-windows.js';
 import { natsClient } from '../kit/gateway.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
@@ -106,6 +110,7 @@ async function start(
   effects: PartitionEffects,
   clock: () => number,
   onFailure?: (partition: number) => void,
+  over: Partial<PartitionConsumerOptions> = {},
 ) {
   return PartitionConsumer.start({
     partition,
@@ -118,7 +123,16 @@ async function start(
     log,
     clock,
     onFailure,
+    ...over,
   });
+}
+
+async function savedCheckpoint(
+  partition: number,
+): Promise<{ bytes: number; checkpoint: SavedCheckpoint } | undefined> {
+  const kv = await new Kvm(nc).open(PROCESSOR_CHECKPOINTS_BUCKET);
+  const entry = await kv.get(checkpointKey(partition));
+  return entry?.operation === 'PUT' ? { bytes: entry.value.length, checkpoint: entry.json() } : undefined;
 }
 
 beforeAll(async () => {
@@ -185,8 +199,12 @@ describe('PartitionConsumer', () => {
     effects.hold();
     const events = Array.from({ length: 5_000 }, (_, i) => event(`dev${i % 10}`, i, T0 + 1_000 * S + i, i));
     await publish(3, events);
-    const consumer = await start(3, effects, () => T0 + 1_000 * S);
+    const hits: ProcessorLimit[] = [];
+    const consumer = await start(3, effects, () => T0 + 1_000 * S, undefined, {
+      onLimit: (limit) => hits.push(limit),
+    });
     await new Promise((r) => setTimeout(r, 300)); // bounded: lets it pull what it would
+    expect(hits).toContain('TSDB_MAX_PENDING_LINES');
     const info = await (await jetstreamManager(nc)).consumers.info(TELEMETRY_STREAM, consumerName(3));
     expect(info.num_pending).toBeGreaterThan(2_000); // most of the partition is still on the server
     effects.release();
@@ -268,23 +286,23 @@ describe('PartitionConsumer', () => {
       message: 'temperature 90 > 80',
     } as const;
     const restored: unknown[] = [];
-    const released: string[] = [];
+    const released: number[] = [];
     const withAlerts = (effects: RecordingEffects): PartitionEffects =>
       Object.assign(effects, {
         firingAlerts: (p: number) => (p === 7 ? [firing] : []),
         restoreAlerts: (alerts: unknown[]) => restored.push(...alerts),
-        releaseDevices: (devices: ReadonlyArray<readonly [string, string]>) =>
-          released.push(...devices.map(([t, d]) => `${t}/${d}`)),
+        releasePartition: (p: number) => released.push(p),
       });
     await publish(7, [event('dev1', 0, T0 + 4_000 * S, 90)]);
     const effects = new RecordingEffects();
     const first = await start(7, withAlerts(effects), () => T0 + 4_000 * S);
     await until(() => effects.raw.length === 1, 'the event');
     await first.stop();
-    expect(released).toEqual(['acme/dev1']);
+    expect(released).toEqual([7]);
     expect(restored).toEqual([]);
     const second = await start(7, withAlerts(new RecordingEffects()), () => T0 + 4_000 * S);
-    expect(restored).toEqual([firing]);
+    // Saved without its message (the next transition has its own): half the bytes per alert.
+    expect(restored).toEqual([{ ...firing, message: '' }]);
     await second.stop();
   });
 
@@ -299,6 +317,66 @@ describe('PartitionConsumer', () => {
     await (await jetstreamManager(nc)).consumers.delete(TELEMETRY_STREAM, consumerName(4));
     await until(() => failures.length > 0, 'the failure to be reported');
     expect(failures).toEqual([4]);
+    await consumer.stop();
+  });
+
+  /** Device ids as long as the contract allows (64), 150 of them: ~12 KB of watermarks. */
+  const longId = (i: number) => `dev-${String(i).padStart(60, '0')}`;
+
+  it('keeps its checkpoint under CHECKPOINT_MAX_BYTES however many devices it has seen', async () => {
+    const hits: ProcessorLimit[] = [];
+    const effects = new RecordingEffects();
+    const at = T0 + 5_000 * S;
+    const events = Array.from({ length: 150 }, (_, i) => event(longId(i), 0, at + i, i));
+    events.push({
+      ...event('chatty', 0, at, 1),
+      metrics: { a: { value: 1, unit: '' }, b: { value: 2, unit: '' } },
+    });
+    await publish(9, events);
+    let wall = at;
+    const consumer = await start(9, effects, () => wall, undefined, {
+      checkpointMaxBytes: 4_096,
+      windows: { ...windows, maxMetrics: 1 },
+      onLimit: (limit) => hits.push(limit),
+    });
+    await until(() => effects.raw.length === 151, 'every event');
+    wall += 500 * S; // every device idle: every window final, nothing left for a replay
+    consumer.flushWindows();
+    await until(() => consumer.ackSeq > 0, 'a checkpoint');
+    await consumer.stop();
+    const saved = (await savedCheckpoint(9))!;
+    expect(saved.bytes).toBeLessThanOrEqual(4_096);
+    // What did not fit is in the floor: no device of this partition may reopen a window it closed.
+    expect(saved.checkpoint.floor).toBeGreaterThanOrEqual(at);
+    expect(hits).toContain('CHECKPOINT_MAX_BYTES');
+    expect(hits).toContain('WINDOW_MAX_METRICS'); // `chatty` sent two metrics, the windows keep one
+    expect(effects.windows.has(`chatty|b|${60 * S}|${at - (at % (60 * S))}`)).toBe(false);
+  });
+
+  it('neither checkpoints nor acknowledges, and says so, while the replay range holds more devices than fit', async () => {
+    const hits: ProcessorLimit[] = [];
+    const effects = new RecordingEffects();
+    const at = T0 + 7_000 * S;
+    const before = (await (await jetstreamManager(nc)).streams.info(TELEMETRY_STREAM)).state.last_seq;
+    await publish(
+      10,
+      Array.from({ length: 150 }, (_, i) => event(longId(i), 0, at + i, i)),
+    );
+    let wall = at + 200;
+    const consumer = await start(10, effects, () => wall, undefined, {
+      checkpointMaxBytes: 4_096,
+      onLimit: (limit) => hits.push(limit),
+    });
+    await until(() => effects.raw.length === 150, 'every event');
+    consumer.flushWindows(true);
+    await until(() => consumer.checkpointBlocked !== undefined, 'the checkpoint to be refused');
+    expect(consumer.checkpointBlocked).toBe('partition 10: checkpoint over CHECKPOINT_MAX_BYTES');
+    expect(consumer.ackSeq).toBeLessThanOrEqual(before); // none of these events acknowledged
+    expect(hits).toContain('CHECKPOINT_MAX_BYTES');
+    wall += 500 * S; // the windows close: nothing needs replaying any more
+    consumer.flushWindows(true);
+    await until(() => consumer.ackSeq > before, 'the checkpoint once it fits');
+    expect(consumer.checkpointBlocked).toBeUndefined();
     await consumer.stop();
   });
 });

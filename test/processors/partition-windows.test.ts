@@ -1,7 +1,14 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { fitCheckpoint } from '../../processors/consume/checkpoint-fit.js';
+import type { ProcessorLimit } from '../../processors/metrics.js';
 import type { WindowResult, WindowSettings } from '../../processors/windows/device-windows.js';
-import { type PartitionReading, PartitionWindows } from '../../processors/windows/partition-windows.js';
+import {
+  type PartitionCheckpoint,
+  type PartitionReading,
+  type PartitionWindowSettings,
+  PartitionWindows,
+} from '../../processors/windows/partition-windows.js';
 
 const S = 1_000;
 const settings: WindowSettings = {
@@ -154,6 +161,166 @@ describe('PartitionWindows', () => {
           .filter((r) => r.windowMs === 60 * S)
           .reduce((n, r) => n + r.values.count, 0);
         expect(counted + late).toBe(steps.length);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('PartitionWindows freeing silent devices', () => {
+  const TTL = 120 * S;
+  const freeing: PartitionWindowSettings = { ...settings, deviceStateTtlMs: TTL };
+  const at = (device: string, tsMs: number, id: string, value = 1): PartitionReading => ({
+    tenant: 'acme',
+    deviceId: device,
+    id,
+    tsMs,
+    metrics: { m: { value } },
+  });
+  const counting = () => {
+    const hits: ProcessorLimit[] = [];
+    return { hits, onLimit: (l: ProcessorLimit, n = 1) => hits.push(...Array<ProcessorLimit>(n).fill(l)) };
+  };
+
+  it('frees a device silent for DEVICE_STATE_TTL and keeps its watermark: a late reading stays late', () => {
+    const { hits, onLimit } = counting();
+    const p = new PartitionWindows(freeing, undefined, onLimit);
+    const tsdb: Tsdb = new Map();
+    p.add(at('a', T0 + S, 'a1', 10), 1, T0 + S);
+    p.add(at('a', T0 + 2 * S, 'a2', 20), 2, T0 + 2 * S);
+    flush(p, tsdb, T0 + 100 * S); // idle: both windows final
+    expect(p.deviceCount).toBe(1); // silent for 98 s: kept
+    flush(p, tsdb, T0 + 2 * S + TTL);
+    expect([p.deviceCount, p.freedCount]).toEqual([0, 1]);
+    expect(hits).toEqual(['DEVICE_STATE_TTL']);
+    const minute = tsdb.get(`a|m|${60 * S}|${T0}`)!;
+    expect(minute).toMatchObject({ final: true, values: { count: 2, sum: 30 } });
+    // Much later, a reading of that minute: without the watermark it would open it again, alone.
+    expect(p.add(at('a', T0 + 3 * S, 'a3', 500), 3, T0 + 1_000 * S).lateFor).toEqual([10 * S, 60 * S]);
+    flush(p, tsdb, T0 + 2_000 * S);
+    expect(tsdb.get(`a|m|${60 * S}|${T0}`)).toBe(minute);
+  });
+
+  it('folds the longest-freed watermarks into the floor past MAX_FREED_DEVICES, which only ever errs late', () => {
+    const { hits, onLimit } = counting();
+    const p = new PartitionWindows({ ...freeing, maxFreedDevices: 1 }, undefined, onLimit);
+    const tsdb: Tsdb = new Map();
+    p.add(at('a', T0 + S, 'a1'), 1, T0 + S);
+    p.add(at('b', T0 + 61 * S, 'b1'), 2, T0 + 61 * S);
+    flush(p, tsdb, T0 + 61 * S + TTL);
+    expect(hits).toEqual(['DEVICE_STATE_TTL', 'DEVICE_STATE_TTL', 'MAX_FREED_DEVICES']);
+    expect(p.freedCount).toBe(1);
+    // a was folded: the floor is at least its watermark, so its final minute stays closed.
+    expect(p.add(at('a', T0 + 2 * S, 'a2'), 3, T0 + 1_000 * S).lateFor).toEqual([10 * S, 60 * S]);
+    // A device never seen meets the floor too: its reading from before it is late, not aggregated.
+    expect(p.add(at('new', T0 + 5 * S, 'n1'), 4, T0 + 1_000 * S).lateFor).toEqual([10 * S, 60 * S]);
+    expect(p.add(at('new', T0 + 3_600 * S, 'n2'), 5, T0 + 1_000 * S).lateFor).toEqual([]);
+  });
+
+  it('keeps the watermarks a replay needs exactly until it has caught up, whatever MAX_FREED_DEVICES says', () => {
+    const restored: PartitionCheckpoint = {
+      ackSeq: 10,
+      watermarks: { 'acme/a': T0 + 55 * S },
+      freed: { 'acme/b': T0 + 55 * S, 'acme/c': T0 + 30 * S },
+    };
+    const { hits, onLimit } = counting();
+    const p = new PartitionWindows({ ...freeing, maxFreedDevices: 0 }, restored, onLimit);
+    expect(hits).toEqual(['MAX_FREED_DEVICES', 'MAX_FREED_DEVICES']);
+    expect(p.floorWatermark).toBe(T0 + 55 * S);
+    expect(p.checkpointPlan().required).toEqual([['acme/a', T0 + 55 * S]]);
+    p.replayCaughtUp();
+    expect(p.freedCount).toBe(0);
+    expect(p.checkpointPlan().required).toEqual([]);
+  });
+
+  /** Freed sooner than most silences in sparseArb last, and than its latest readings are late. */
+  const eager: PartitionWindowSettings = { ...settings, deviceStateTtlMs: 40 * S };
+  /** Like stepsArb, with long silences, more devices and readings up to 2 minutes late. */
+  const sparseArb = fc
+    .array(
+      fc.record({
+        device: fc.constantFrom('a', 'b', 'c', 'd', 'e'),
+        advanceMs: fc.oneof(fc.integer({ min: 0, max: 4 * S }), fc.integer({ min: 60 * S, max: 300 * S })),
+        lateByMs: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 120 * S })),
+        value: fc.integer({ min: -100, max: 100 }),
+      }),
+      { minLength: 1, maxLength: 80 },
+    )
+    .map((raw) => {
+      let clock = T0;
+      return raw.map((r, i): Step => {
+        clock += r.advanceMs;
+        return {
+          seq: i + 1,
+          wallMs: clock,
+          reading: {
+            tenant: 'acme',
+            deviceId: r.device,
+            id: `e${i}`,
+            tsMs: clock - r.lateByMs,
+            metrics: { m: { value: r.value } },
+          },
+        };
+      });
+    });
+  const results = (t: Tsdb) => [...t.entries()].map(([k, r]) => [k, r.values]).sort();
+
+  it('changes no result by freeing while the watermarks fit, with or without a crash in between', () => {
+    fc.assert(
+      fc.property(sparseArb, fc.nat(), fc.nat(), (steps, a, b) => {
+        const end = steps.at(-1)!.wallMs + 1_000 * S;
+        const expected: Tsdb = new Map();
+        const kept = new PartitionWindows(settings);
+        run(kept, steps, expected);
+        flush(kept, expected, end);
+
+        const checkpointAt = a % steps.length;
+        const crashAfter = checkpointAt + (b % (steps.length - checkpointAt));
+        const tsdb: Tsdb = new Map();
+        const first = new PartitionWindows(eager);
+        let checkpoint: PartitionCheckpoint | undefined;
+        steps.slice(0, crashAfter + 1).forEach((step, i) => {
+          first.add(step.reading, step.seq, step.wallMs);
+          write(tsdb, first.collect(step.wallMs));
+          if (i === checkpointAt) checkpoint = fitCheckpoint(first.checkpointPlan(), [], 1 << 20).checkpoint;
+        });
+        const restarted = new PartitionWindows(eager, JSON.parse(JSON.stringify(checkpoint)));
+        run(
+          restarted,
+          steps.filter((s) => s.seq > checkpoint!.ackSeq),
+          tsdb,
+        );
+        flush(restarted, tsdb, end);
+        expect(results(tsdb)).toEqual(results(expected));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('never emits a window again once it was final, however few watermarks it may keep', () => {
+    fc.assert(
+      fc.property(sparseArb, fc.nat({ max: 2 }), (steps, maxFreedDevices) => {
+        const p = new PartitionWindows({ ...eager, maxFreedDevices });
+        const finalised = new Set<string>();
+        let late = 0;
+        const tsdb: Tsdb = new Map();
+        const take = (emitted: WindowResult[]) => {
+          for (const r of emitted) {
+            expect(finalised.has(keyOf(r))).toBe(false);
+            if (r.final) finalised.add(keyOf(r));
+          }
+          write(tsdb, emitted);
+        };
+        for (const s of steps) {
+          if (p.add(s.reading, s.seq, s.wallMs).lateFor.includes(60 * S)) late++;
+          take(p.collect(s.wallMs));
+        }
+        take(p.collect(steps.at(-1)!.wallMs + 1_000 * S));
+        const counted = [...tsdb.values()]
+          .filter((r) => r.windowMs === 60 * S)
+          .reduce((n, r) => n + r.values.count, 0);
+        expect(counted + late).toBe(steps.length);
+        expect(p.freedCount).toBeLessThanOrEqual(maxFreedDevices);
       }),
       { numRuns: 300 },
     );

@@ -15,6 +15,7 @@ import {
   presenceSubject,
 } from '../../contract/index.js';
 import { ensureStreams } from '../../gateway/streams.js';
+import { isPermanentPublishError } from '../../processors/errors.js';
 import {
   PRESENCE_CHECKPOINT_KEY,
   PresenceOwner,
@@ -41,7 +42,7 @@ async function until(check: () => boolean | Promise<boolean>, what: string, time
 }
 
 /** Heartbeats of one gateway every HEARTBEAT_MS until the returned function is called. */
-function beat(gateway: string): () => void {
+function beat(gateway: string, conn = nc): () => void {
   const send = () => {
     const hb: GatewayHeartbeat = {
       gateway,
@@ -49,7 +50,7 @@ function beat(gateway: string): () => void {
       intervalMs: HEARTBEAT_MS,
       connections: 0,
     };
-    nc.publish(gatewayHeartbeatSubject(gateway), JSON.stringify(hb));
+    conn.publish(gatewayHeartbeatSubject(gateway), JSON.stringify(hb));
   };
   send();
   const timer = setInterval(send, HEARTBEAT_MS);
@@ -66,6 +67,7 @@ async function publish(
   type: PresenceEvent['type'],
   deviceId: string,
   over: Partial<PresenceEvent> = {},
+  conn = nc,
 ): Promise<number> {
   const event: PresenceEvent = {
     tenant: 'acme',
@@ -76,11 +78,11 @@ async function publish(
     at: new Date().toISOString(),
     ...over,
   };
-  return (await jetstream(nc).publish(presenceSubject('acme', deviceId), JSON.stringify(event))).seq;
+  return (await jetstream(conn).publish(presenceSubject('acme', deviceId), JSON.stringify(event))).seq;
 }
 
-async function stateOf(deviceId: string): Promise<PresenceState | undefined> {
-  const kv = await new Kvm(nc).open(PRESENCE_STATE_BUCKET);
+async function stateOf(deviceId: string, conn = nc): Promise<PresenceState | undefined> {
+  const kv = await new Kvm(conn).open(PRESENCE_STATE_BUCKET);
   const entry = await kv.get(presenceStateKey('acme', deviceId));
   return entry?.operation === 'PUT' ? entry.json<PresenceState>() : undefined;
 }
@@ -223,6 +225,142 @@ describe('PresenceOwner', () => {
     await new Promise((r) => setTimeout(r, 2 * HEARTBEAT_MISSES * HEARTBEAT_MS));
     expect(rows).toHaveLength(3);
     expect((await stateOf('dy'))?.online).toBe(true);
+    await owner.stop();
+  });
+
+  it('keeps presence moving for every device when one floods it with huge client ids', async () => {
+    beat('gw-1');
+    const rows: DeviceStatusRow[] = [];
+    const limits: string[] = [];
+    await ensureStreams(
+      await jetstreamManager(nc),
+      { telemetryMaxAgeMs: 3_600_000, dedupWindowMs: 60_000, replicas: 1 },
+      log,
+    );
+    const owner = await start(rows, {
+      onLimit: (limit: string, n = 1) => limits.push(...Array(n).fill(limit)),
+    });
+    // Found from outside: 25 connections whose client ids carried 50,000 characters each. Kept as
+    // they came, the device's state was over NATS's max payload and every device waited behind it.
+    const huge = (i: number) => `hog:${i}:${'x'.repeat(50_000)}`;
+    for (let i = 0; i < 25; i++) await publish('connected', 'hog', { clientId: huge(i) });
+    for (const d of ['o1', 'o2', 'o3']) await publish('connected', d);
+    await until(() => rows.filter((r) => r.deviceId.startsWith('o')).length === 3, 'ordinary devices online');
+    // A second wave, after the hog's batch: nothing may be waiting on it.
+    for (const d of ['o1', 'o2', 'o3']) await publish('disconnected', d);
+    const last = await publish('lost', 'hog', { clientId: huge(24) });
+    await until(
+      () => rows.filter((r) => r.deviceId.startsWith('o')).length === 6,
+      'ordinary devices offline',
+    );
+    await until(() => owner.checkpointSeq === last, 'the checkpoint past the hostile events');
+    expect(flips(rows).filter((f) => f.startsWith('o'))).toEqual([
+      'o1:true:connected',
+      'o2:true:connected',
+      'o3:true:connected',
+      'o1:false:disconnected',
+      'o2:false:disconnected',
+      'o3:false:disconnected',
+    ]);
+    const kept = await stateOf('hog');
+    expect(kept?.online).toBe(true);
+    expect(kept!.connections.length).toBeLessThanOrEqual(32);
+    expect(JSON.stringify(kept).length).toBeLessThan(64 * 1024);
+    expect(kept!.connections.every((c) => c.clientId.length <= 256)).toBe(true);
+    expect(limits).toContain('PRESENCE_MAX_CLIENT_ID_BYTES');
+    expect(owner.stalled()).toBeUndefined();
+    await owner.stop();
+  });
+});
+
+describe('PresenceOwner against a server with a small max_payload', () => {
+  const MAX_PAYLOAD = 4_096;
+  let small: NatsServer;
+  let conn: NatsConnection;
+  let smallCheckpoints: KV;
+
+  beforeAll(async () => {
+    small = await startNatsServer({ extraConfig: `max_payload: ${MAX_PAYLOAD}` });
+    conn = await natsClient(small.url);
+    smallCheckpoints = await new Kvm(conn).create(PROCESSOR_CHECKPOINTS_BUCKET, { history: 1 });
+    await ensureStreams(
+      await jetstreamManager(conn),
+      { telemetryMaxAgeMs: 3_600_000, dedupWindowMs: 60_000, replicas: 1 },
+      log,
+    );
+  });
+
+  afterAll(async () => {
+    await conn?.close();
+    await small?.dispose();
+  });
+
+  it('tells refusals that retrying cannot fix from those it can', async () => {
+    const kv = await new Kvm(conn).create('tiny', { history: 1, maxValueSize: 100 });
+    const refusal = (put: () => Promise<unknown>) =>
+      put().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+    expect(isPermanentPublishError(await refusal(() => kv.put('k', 'x'.repeat(200))))).toBe(true);
+    expect(isPermanentPublishError(await refusal(() => kv.put('k', 'x'.repeat(MAX_PAYLOAD + 1))))).toBe(true);
+    expect(isPermanentPublishError(new Error('TIMEOUT'))).toBe(false);
+    await kv.put('k', 'fits');
+  });
+
+  it('skips, logs and counts a state NATS refuses, and every other device goes on', async () => {
+    beat('gw-1', conn);
+    const rows: DeviceStatusRow[] = [];
+    let refused = 0;
+    // Limits too generous for this server on purpose: the processor refuses to start with them.
+    const owner = await start(rows, {
+      nc: conn,
+      checkpoints: smallCheckpoints,
+      onRefused: (n) => {
+        refused += n;
+      },
+    });
+    await publish('status', 'fat', { status: 's'.repeat(3_000) }, conn);
+    for (let i = 0; i < 10; i++)
+      await publish('connected', 'fat', { clientId: `fat:${i}:${'c'.repeat(100)}` }, conn);
+    await publish('connected', 'thin', {}, conn);
+    await until(() => refused > 0, 'the refusal');
+    const last = await publish('disconnected', 'thin', {}, conn);
+    await until(() => owner.checkpointSeq === last, 'the checkpoint past the refused state');
+    expect(flips(rows)).toEqual(['fat:true:connected', 'thin:true:connected', 'thin:false:disconnected']);
+    expect(await stateOf('thin', conn)).toMatchObject({ online: false, seq: last });
+    // The device keeps the last state NATS took.
+    const fat = await stateOf('fat', conn);
+    expect(Buffer.byteLength(JSON.stringify(fat))).toBeLessThan(MAX_PAYLOAD);
+    expect(owner.stalled()).toBeUndefined();
+    await owner.stop();
+  });
+
+  it('says it is stalled once a batch has waited ROLE_STALL_TIMEOUT, and recovers', async () => {
+    let now = Date.now();
+    let release: (() => void) | undefined;
+    const rows: DeviceStatusRow[] = [];
+    const owner = await start(rows, {
+      nc: conn,
+      checkpoints: smallCheckpoints,
+      clock: () => now,
+      stallTimeoutMs: 30_000,
+      write: (batch) =>
+        new Promise((resolve) => {
+          release = () => {
+            rows.push(...batch);
+            resolve();
+          };
+        }),
+    });
+    await publish('connected', 'slow', {}, conn);
+    await until(() => release !== undefined, 'the rows to be handed to the TSDB');
+    now += 29_000;
+    expect(owner.stalled()).toBeUndefined();
+    now += 2_000;
+    expect(owner.stalled()).toBe('status rows not written for 31 s');
+    release!();
+    await until(() => rows.length > 0 && owner.stalled() === undefined, 'the batch to be durable');
     await owner.stop();
   });
 });

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { type GatewayHeartbeat, HEARTBEAT_MISSES, type PresenceEvent } from '../../contract/index.js';
-import { GATEWAY_LOST, PresenceTracker } from '../../processors/presence/presence-tracker.js';
+import type { ProcessorLimit } from '../../processors/metrics.js';
+import {
+  GATEWAY_LOST,
+  type PresenceLimits,
+  PresenceTracker,
+  presenceStateMaxBytes,
+} from '../../processors/presence/presence-tracker.js';
 
 const T0 = Date.parse('2026-11-28T00:00:00.000Z');
 const S = 1_000;
@@ -244,5 +250,119 @@ describe('PresenceTracker', () => {
     t.apply(ev('connected', T0 + S, { clientId: 'd1:b' }));
     t.apply(ev('disconnected', T0 + 2 * S));
     expect(first).toEqual(snapshot);
+  });
+});
+
+describe('PresenceTracker bounds', () => {
+  const limits: PresenceLimits = {
+    maxConnections: 3,
+    maxClientIdBytes: 64,
+    maxStatusBytes: 100,
+    maxGateways: 2,
+  };
+  const bounded = () => {
+    const hits: ProcessorLimit[] = [];
+    const t = new PresenceTracker({
+      defaultHeartbeatIntervalMs: DEFAULT_INTERVAL_MS,
+      nowMs: T0,
+      limits,
+      onLimit: (limit, n = 1) => hits.push(...Array<ProcessorLimit>(n).fill(limit)),
+    });
+    return { t, hits };
+  };
+
+  it('keeps the newest PRESENCE_MAX_CONNECTIONS connections of a device, counting the ones it drops', () => {
+    const { t, hits } = bounded();
+    for (let i = 0; i < 5; i++) t.apply(ev('connected', T0 + i * S, { clientId: `d1:${i}` }));
+    expect(t.get('acme', 'd1')!.connections.map((c) => c.clientId)).toEqual(['d1:2', 'd1:3', 'd1:4']);
+    expect(hits).toEqual(['PRESENCE_MAX_CONNECTIONS', 'PRESENCE_MAX_CONNECTIONS']);
+    // A dropped connection ending changes nothing; the kept ones still decide.
+    expect(t.apply(ev('lost', T0 + 6 * S, { clientId: 'd1:0' })).states).toEqual([]);
+    for (const i of [2, 3]) t.apply(ev('lost', T0 + 7 * S, { clientId: `d1:${i}` }));
+    expect(t.apply(ev('lost', T0 + 8 * S, { clientId: 'd1:4' })).rows).toMatchObject([{ online: false }]);
+  });
+
+  it('keeps a client id longer than PRESENCE_MAX_CLIENT_ID_BYTES as its digest, which its `lost` still finds', () => {
+    const { t, hits } = bounded();
+    const long = `d1:${'é'.repeat(40)}`; // 43 characters, 83 bytes
+    t.apply(ev('connected', T0, { clientId: long }));
+    t.apply(ev('connected', T0, { clientId: 'd1:short' }));
+    const kept = t.get('acme', 'd1')!.connections.map((c) => c.clientId);
+    expect(kept[0]).toMatch(/^#sha256:[A-Za-z0-9_-]{43}$/);
+    expect(kept[1]).toBe('d1:short');
+    expect(hits).toEqual(['PRESENCE_MAX_CLIENT_ID_BYTES']);
+    t.apply(ev('lost', T0 + S, { clientId: long }));
+    expect(t.get('acme', 'd1')!.connections.map((c) => c.clientId)).toEqual(['d1:short']);
+  });
+
+  it('keeps a status over PRESENCE_MAX_STATUS_BYTES as its size and digest, and still sees it change', () => {
+    const { t, hits } = bounded();
+    t.apply(ev('status', T0, { status: { fw: '1.0' } }));
+    expect(t.get('acme', 'd1')!.status).toEqual({ fw: '1.0' });
+    const big = { fw: '1.1', notes: 'n'.repeat(200) };
+    expect(t.apply(ev('status', T0 + S, { status: big })).states).toHaveLength(1);
+    const kept = t.get('acme', 'd1')!.status;
+    expect(kept).toEqual({ oversized: true, bytes: JSON.stringify(big).length, sha256: expect.any(String) });
+    // The same payload again is no change; another one of the same size is.
+    expect(t.apply(ev('status', T0 + 2 * S, { status: big })).states).toEqual([]);
+    expect(t.apply(ev('status', T0 + 3 * S, { status: { ...big, fw: '1.2' } })).states).toHaveLength(1);
+    expect(hits).toEqual(Array(3).fill('PRESENCE_MAX_STATUS_BYTES'));
+  });
+
+  it('follows at most PRESENCE_MAX_GATEWAYS gateways without connections, and every gateway with some', () => {
+    const { t, hits } = bounded();
+    t.heartbeat(hb('gw-1'), T0);
+    t.heartbeat(hb('gw-2'), T0);
+    t.heartbeat(hb('gw-3'), T0); // a third name, no connection: not followed
+    expect(t.gatewayCount).toBe(2);
+    expect(hits).toEqual(['PRESENCE_MAX_GATEWAYS']);
+    // A gateway with a connection is followed whatever the count: its devices depend on it.
+    t.apply(ev('connected', T0, { gateway: 'gw-4' }));
+    t.heartbeat(hb('gw-4'), T0);
+    expect(t.gatewayCount).toBe(3);
+    // Silent ones are forgotten once their timeout passes, which makes room again.
+    t.tick(T0 + (HEARTBEAT_MISSES + 1) * DEFAULT_INTERVAL_MS);
+    t.heartbeat(hb('gw-3'), T0 + (HEARTBEAT_MISSES + 1) * DEFAULT_INTERVAL_MS);
+    expect(hits).toEqual(['PRESENCE_MAX_GATEWAYS']);
+  });
+
+  it('holds restored states to its limits', () => {
+    const { t, hits } = bounded();
+    const connections = Array.from({ length: 5 }, (_, i) => ({
+      gateway: 'gw-a',
+      clientId: i === 4 ? 'x'.repeat(500) : `d1:${i}`,
+      since: iso(T0 + i),
+    }));
+    t.restore([
+      {
+        tenant: 'acme',
+        deviceId: 'd1',
+        online: true,
+        reason: 'connected',
+        since: iso(T0),
+        connections,
+        status: 's'.repeat(500),
+      },
+    ]);
+    const state = t.get('acme', 'd1')!;
+    expect(state.connections.map((c) => c.clientId.slice(0, 8))).toEqual(['d1:2', 'd1:3', '#sha256:']);
+    expect(state.status).toMatchObject({ oversized: true });
+    expect(new Set(hits)).toEqual(
+      new Set(['PRESENCE_MAX_CONNECTIONS', 'PRESENCE_MAX_CLIENT_ID_BYTES', 'PRESENCE_MAX_STATUS_BYTES']),
+    );
+  });
+
+  it('never lets a state grow past presenceStateMaxBytes, whatever the events', () => {
+    const { t } = bounded();
+    // The worst there is: control characters (six bytes each as JSON), the longest ids, a full status.
+    const nasty = (i: number) => `${i}${'\u0001'.repeat(limits.maxClientIdBytes - 2)}`;
+    const device = { tenant: 't'.repeat(32), deviceId: 'd'.repeat(64), gateway: 'g'.repeat(32) };
+    for (let i = 0; i < 10; i++) t.apply(ev('connected', T0 + i, { ...device, clientId: nasty(i) }));
+    const status = '\u0002'.repeat(Math.floor((limits.maxStatusBytes - 2) / 6));
+    t.apply(ev('status', T0 + 20, { ...device, status }));
+    const state = t.get(device.tenant, device.deviceId)!;
+    expect(state.connections).toHaveLength(limits.maxConnections);
+    expect(state.status).toBe(status); // kept as it is: it fits
+    expect(Buffer.byteLength(JSON.stringify(state))).toBeLessThanOrEqual(presenceStateMaxBytes(limits));
   });
 });

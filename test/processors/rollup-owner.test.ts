@@ -231,4 +231,32 @@ describe('RollupOwner', () => {
     expect(collector.row('hooli', start)).toMatchObject({ devices: 1, count: 1, mean: 3 });
     await owner.stop();
   });
+
+  it('says it is stalled while a write waits ROLE_STALL_TIMEOUT, and keeps dropping windows past the horizon meanwhile', async () => {
+    await ensureWindowsStream(jsm, { replicas: 1, horizonMs: H });
+    let offsetMs = 0;
+    let release: (() => void) | undefined;
+    const owner = await startOwner(
+      () =>
+        new Promise<void>((resolve) => {
+          release = resolve;
+        }),
+      { clock: () => Date.now() + offsetMs, stallTimeoutMs: 30 * S },
+    );
+    const start = recentStart();
+    await publish(dw('stuckco', 'd1', start, [1]), dw('stuckco', 'd1', start - WINDOW_MS, [1]));
+    await until(() => release !== undefined, 'a write to wait for the TSDB');
+    expect(owner.stalled()).toBeUndefined();
+    offsetMs = 31 * S;
+    expect(owner.stalled()).toBe('fleet rows not written for 31 s');
+
+    // The write still waits, and time passes every window's horizon: they go all the same.
+    expect(owner.fleetWindows).toBeGreaterThan(1);
+    offsetMs = 10 * H;
+    await publish(dw('stuckco', 'd2', recentStart(), [1]));
+    await until(() => owner.fleetWindows === 1, 'the windows past the horizon to go');
+    release!();
+    await until(() => owner.stalled() === undefined, 'the write to complete');
+    await owner.stop();
+  });
 });
