@@ -31,6 +31,17 @@ export const DEFAULT_DEVICE_MSGS_BURST = 200;
 export const DEFAULT_MAX_IN_FLIGHT_PER_CLIENT = 100;
 /** A device needs one subscription (its commands); a hundred leaves room for anything sensible. */
 export const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT = 100;
+/**
+ * From accept to MQTT CONNECT, TLS handshake and WebSocket upgrade included, on every listener. aedes'
+ * own default; a device on a slow cellular link completes a TLS handshake in a few seconds.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+/**
+ * Sockets per MQTT listener. Node raises the fd limit to the hard limit (often 1M, 20k in small
+ * containers); at 15–22 KB per idle connection this is ~200 MB per listener, and it leaves fds for
+ * NATS, the HTTP server and files when a flood fills one listener.
+ */
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
 /** A shorter operator token is too easy to guess for a page that shows the whole fleet. */
 export const MIN_OPERATOR_TOKEN_CHARS = 16;
 /** Below this, heartbeats cost the NATS cluster more than they tell. */
@@ -75,6 +86,9 @@ export const GatewayConfigSchema = z
     LIVE_VIEW: env.bool(true),
     /** Bearer token for the live view; in AUTH_MODE=registry the view answers 403 without one. */
     OPERATOR_TOKEN: z.string().optional(),
+    // Connection-level bounds (gateway/limits/, gateway/listeners.ts).
+    CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DEFAULT_CONNECT_TIMEOUT_MS),
+    MAX_CONNECTIONS: env.positiveInt(DEFAULT_MAX_CONNECTIONS),
   })
   // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
   .refine(

@@ -12,6 +12,7 @@ import { startDownlink } from './downlink.js';
 import { type Heartbeat, startHeartbeat } from './heartbeat.js';
 import { TelemetryHandler } from './ingest/telemetry-handler.js';
 import { JetStreamPublisher } from './jetstream-publisher.js';
+import { createConnectionPolicy } from './limits/connection-policy.js';
 import { type MqttListeners, startListeners } from './listeners.js';
 import { createLiveView, type LiveView } from './live/live-view.js';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
@@ -128,6 +129,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     }
     const telemetry = new TelemetryHandler(publisher, config, metrics, log);
     const presence = new PresencePublisher(publisher, id, log);
+    const connections = createConnectionPolicy(config, metrics, log);
     broker = await DeviceBroker.create({
       config,
       registry: cache,
@@ -136,9 +138,14 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       presence,
       metrics,
       log,
+      aedesOptions: connections.aedesOptions,
     });
     startDownlink(nc, broker, cache, metrics, log);
-    listeners = await startListeners(config, broker);
+    listeners = await startListeners(config, broker, {
+      deadlines: connections.deadlines,
+      dropped: () => metrics.limitReached('MAX_CONNECTIONS'),
+      log,
+    });
     registry = cache;
     const devices = broker;
     heartbeat = startHeartbeat({

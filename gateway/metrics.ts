@@ -15,6 +15,8 @@ export const GATEWAY_LIMITS = [
   'MAX_IN_FLIGHT_PER_CLIENT',
   'MAX_SUBSCRIPTIONS_PER_CLIENT',
   'QOS0_MAX_IN_FLIGHT',
+  'CONNECT_TIMEOUT_MS',
+  'MAX_CONNECTIONS',
 ] as const;
 export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];
 
