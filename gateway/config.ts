@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { env } from '../common/config.js';
+import { LIVE_MAX_CLIENTS } from './live/live-view.js';
 
 export const DEFAULT_MQTT_PORT = 1883;
 export const DEFAULT_MQTT_WS_PORT = 8083;
@@ -42,6 +43,12 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
  * NATS, the HTTP server and files when a flood fills one listener.
  */
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
+/** Sockets on the HTTP port: a few scrapers and probes, LIVE_MAX_CLIENTS viewers and their page loads. */
+export const DEFAULT_HTTP_MAX_CONNECTIONS = 256;
+/** To send a whole request on the HTTP port (Node's default is 300 s, and it checks only every 30 s). */
+export const DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 10_000;
+/** Sockets on the HTTP port kept for /readyz, /metrics and the like when the live view is full. */
+const HTTP_PROBE_RESERVE = 8;
 /** A shorter operator token is too easy to guess for a page that shows the whole fleet. */
 export const MIN_OPERATOR_TOKEN_CHARS = 16;
 /** Below this, heartbeats cost the NATS cluster more than they tell. */
@@ -89,6 +96,13 @@ export const GatewayConfigSchema = z
     // Connection-level bounds (gateway/limits/, gateway/listeners.ts).
     CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DEFAULT_CONNECT_TIMEOUT_MS),
     MAX_CONNECTIONS: env.positiveInt(DEFAULT_MAX_CONNECTIONS),
+    HTTP_MAX_CONNECTIONS: env.positiveInt(DEFAULT_HTTP_MAX_CONNECTIONS),
+    HTTP_REQUEST_TIMEOUT_MS: z.coerce
+      .number()
+      .int()
+      .min(100)
+      .max(300_000)
+      .default(DEFAULT_HTTP_REQUEST_TIMEOUT_MS),
   })
   // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
   .refine(
@@ -115,6 +129,19 @@ export const GatewayConfigSchema = z
     {
       path: ['MAX_PAYLOAD_BYTES'],
       message: 'must be below MAX_PACKET_BYTES so that oversize payloads can still be dead-lettered',
+      when: () => true,
+    },
+  )
+  // The live view's streams are long-lived: with the HTTP port full of them, /readyz would not
+  // answer and a load balancer would take the gateway out.
+  .refine(
+    (c) =>
+      !c.LIVE_VIEW ||
+      typeof c.HTTP_MAX_CONNECTIONS !== 'number' ||
+      c.HTTP_MAX_CONNECTIONS >= LIVE_MAX_CLIENTS + HTTP_PROBE_RESERVE,
+    {
+      path: ['HTTP_MAX_CONNECTIONS'],
+      message: `must leave ${HTTP_PROBE_RESERVE} sockets beyond the live view's ${LIVE_MAX_CLIENTS} streams for probes and scrapes (or LIVE_VIEW=false)`,
       when: () => true,
     },
   );

@@ -73,6 +73,12 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     metrics: metrics.registry,
     ready: notReady,
     ...(live ? { routes: live.handle } : {}),
+    limits: {
+      maxConnections: config.HTTP_MAX_CONNECTIONS,
+      requestTimeoutMs: config.HTTP_REQUEST_TIMEOUT_MS,
+      dropped: () => metrics.limitReached('HTTP_MAX_CONNECTIONS'),
+      timedOut: () => metrics.limitReached('HTTP_REQUEST_TIMEOUT_MS'),
+    },
   });
   const httpPort = await listen(http, config.HTTP_PORT, config.BIND_HOST, 'HTTP_PORT').catch(async (err) => {
     await live?.close();

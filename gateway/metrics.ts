@@ -17,6 +17,8 @@ export const GATEWAY_LIMITS = [
   'QOS0_MAX_IN_FLIGHT',
   'CONNECT_TIMEOUT_MS',
   'MAX_CONNECTIONS',
+  'HTTP_MAX_CONNECTIONS',
+  'HTTP_REQUEST_TIMEOUT_MS',
 ] as const;
 export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];
 
