@@ -43,6 +43,16 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
  * NATS, the HTTP server and files when a flood fills one listener.
  */
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
+/**
+ * Keepalive applied to a client asking for 0 (none) or more: a dead peer (a modem gone without a FIN)
+ * is noticed after 1.5 × this and stops holding its socket, session and "online". AWS IoT Core caps
+ * keepalive at the same 1,200 s.
+ */
+export const DEFAULT_MAX_KEEPALIVE_SECONDS = 1_200;
+/** Below it a short stall costs a reconnect; client libraries (libmosquitto, rumqtt) refuse less too. */
+export const DEFAULT_MIN_KEEPALIVE_SECONDS = 5;
+/** The CONNECT keepalive field is 16 bits. */
+const MQTT_MAX_KEEPALIVE_SECONDS = 65_535;
 /** Sockets on the HTTP port: a few scrapers and probes, LIVE_MAX_CLIENTS viewers and their page loads. */
 export const DEFAULT_HTTP_MAX_CONNECTIONS = 256;
 /** To send a whole request on the HTTP port (Node's default is 300 s, and it checks only every 30 s). */
@@ -96,6 +106,19 @@ export const GatewayConfigSchema = z
     // Connection-level bounds (gateway/limits/, gateway/listeners.ts).
     CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DEFAULT_CONNECT_TIMEOUT_MS),
     MAX_CONNECTIONS: env.positiveInt(DEFAULT_MAX_CONNECTIONS),
+    /** 0: no maximum, and keepalive 0 (no dead-peer detection) is allowed. */
+    MAX_KEEPALIVE_SECONDS: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(MQTT_MAX_KEEPALIVE_SECONDS)
+      .default(DEFAULT_MAX_KEEPALIVE_SECONDS),
+    MIN_KEEPALIVE_SECONDS: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(MQTT_MAX_KEEPALIVE_SECONDS)
+      .default(DEFAULT_MIN_KEEPALIVE_SECONDS),
     HTTP_MAX_CONNECTIONS: env.positiveInt(DEFAULT_HTTP_MAX_CONNECTIONS),
     HTTP_REQUEST_TIMEOUT_MS: z.coerce
       .number()
@@ -129,6 +152,18 @@ export const GatewayConfigSchema = z
     {
       path: ['MAX_PAYLOAD_BYTES'],
       message: 'must be below MAX_PACKET_BYTES so that oversize payloads can still be dead-lettered',
+      when: () => true,
+    },
+  )
+  .refine(
+    (c) =>
+      typeof c.MIN_KEEPALIVE_SECONDS !== 'number' ||
+      typeof c.MAX_KEEPALIVE_SECONDS !== 'number' ||
+      c.MAX_KEEPALIVE_SECONDS === 0 ||
+      c.MIN_KEEPALIVE_SECONDS <= c.MAX_KEEPALIVE_SECONDS,
+    {
+      path: ['MIN_KEEPALIVE_SECONDS'],
+      message: 'must not exceed MAX_KEEPALIVE_SECONDS',
       when: () => true,
     },
   )

@@ -19,6 +19,8 @@ export const GATEWAY_LIMITS = [
   'MAX_CONNECTIONS',
   'HTTP_MAX_CONNECTIONS',
   'HTTP_REQUEST_TIMEOUT_MS',
+  'MAX_KEEPALIVE_SECONDS',
+  'MIN_KEEPALIVE_SECONDS',
 ] as const;
 export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];
 

@@ -20,7 +20,17 @@ describe('connection-level settings', () => {
       MAX_CONNECTIONS: 10_000,
       HTTP_MAX_CONNECTIONS: 256,
       HTTP_REQUEST_TIMEOUT_MS: 10_000,
+      MIN_KEEPALIVE_SECONDS: 5,
+      MAX_KEEPALIVE_SECONDS: 1_200,
     });
+  });
+
+  it('keep the keepalive minimum at or below the maximum, unless there is no maximum', () => {
+    expect(problemsOf({ MIN_KEEPALIVE_SECONDS: '60', MAX_KEEPALIVE_SECONDS: '30' })).toEqual([
+      expect.stringMatching(/MIN_KEEPALIVE_SECONDS: must not exceed MAX_KEEPALIVE_SECONDS/),
+    ]);
+    expect(problemsOf({ MIN_KEEPALIVE_SECONDS: '60', MAX_KEEPALIVE_SECONDS: '0' })).toEqual([]);
+    expect(problemsOf({ MAX_KEEPALIVE_SECONDS: '65536', MIN_KEEPALIVE_SECONDS: '0' })).toHaveLength(2);
   });
 
   it('keep room on the HTTP port beyond the live view for probes', () => {
