@@ -53,6 +53,13 @@ export const DEFAULT_MAX_KEEPALIVE_SECONDS = 1_200;
 export const DEFAULT_MIN_KEEPALIVE_SECONDS = 5;
 /** The CONNECT keepalive field is 16 bits. */
 const MQTT_MAX_KEEPALIVE_SECONDS = 65_535;
+/**
+ * Commands queued for a persistent session while its device is away; beyond, new ones are dropped
+ * (and the request answered so). A device back after a day of hourly commands gets them all.
+ */
+export const DEFAULT_MAX_QUEUED_MESSAGES = 100;
+/** A persistent session away this long is forgotten: a device off for a weekend starts afresh. */
+export const DEFAULT_SESSION_EXPIRY_MS = 24 * 3_600_000;
 /** Sockets on the HTTP port: a few scrapers and probes, LIVE_MAX_CLIENTS viewers and their page loads. */
 export const DEFAULT_HTTP_MAX_CONNECTIONS = 256;
 /** To send a whole request on the HTTP port (Node's default is 300 s, and it checks only every 30 s). */
@@ -119,6 +126,8 @@ export const GatewayConfigSchema = z
       .min(1)
       .max(MQTT_MAX_KEEPALIVE_SECONDS)
       .default(DEFAULT_MIN_KEEPALIVE_SECONDS),
+    MAX_QUEUED_MESSAGES: env.positiveInt(DEFAULT_MAX_QUEUED_MESSAGES),
+    SESSION_EXPIRY_MS: z.coerce.number().int().min(1_000).default(DEFAULT_SESSION_EXPIRY_MS),
     HTTP_MAX_CONNECTIONS: env.positiveInt(DEFAULT_HTTP_MAX_CONNECTIONS),
     HTTP_REQUEST_TIMEOUT_MS: z.coerce
       .number()

@@ -6,6 +6,7 @@ import { createOpsServer } from '../common/http-server.js';
 import { closeServer, listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
 import { connectNats } from '../common/nats.js';
+import { deviceOfClientId } from '../contract/ids.js';
 import { DeviceBroker } from './broker.js';
 import type { GatewayConfig } from './config.js';
 import { startDownlink } from './downlink.js';
@@ -20,6 +21,7 @@ import { PresencePublisher } from './presence.js';
 import { openRegistryBucket } from './registry/device-registry.js';
 import { RegistryCache } from './registry/registry-cache.js';
 import { VerifiedSecrets } from './registry/secrets.js';
+import { SessionStore } from './sessions/session-store.js';
 import { ensureStreams } from './streams.js';
 
 export interface Gateway {
@@ -136,6 +138,23 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     const telemetry = new TelemetryHandler(publisher, config, metrics, log);
     const presence = new PresencePublisher(publisher, id, log);
     const connections = createConnectionPolicy(config, metrics, log);
+    const sessions = new SessionStore({
+      maxQueued: config.MAX_QUEUED_MESSAGES,
+      expiryMs: config.SESSION_EXPIRY_MS,
+      maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CLIENT,
+      deviceOfClient: config.AUTH_MODE === 'registry' ? deviceOfClientId : undefined,
+      events: {
+        queueFull: (clientId) => {
+          metrics.limitReached('MAX_QUEUED_MESSAGES');
+          log.debug({ clientId, limit: config.MAX_QUEUED_MESSAGES }, 'session queue full: command dropped');
+        },
+        expired: (clientId) => {
+          metrics.limitReached('SESSION_EXPIRY_MS');
+          log.info({ clientId, afterMs: config.SESSION_EXPIRY_MS }, 'persistent session expired');
+        },
+      },
+    });
+    metrics.limitSources.sessionsAway = () => sessions.away;
     broker = await DeviceBroker.create({
       config,
       registry: cache,
@@ -144,7 +163,11 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       presence,
       metrics,
       log,
-      aedesOptions: connections.aedesOptions,
+      aedesOptions: {
+        ...connections.aedesOptions,
+        persistence: sessions.persistence,
+        authorizeForward: sessions.authorizeForward,
+      },
     });
     startDownlink(nc, broker, cache, metrics, log);
     listeners = await startListeners(config, broker, {
