@@ -8,8 +8,10 @@ import type { Logger } from '../common/logger.js';
 import { connectNats } from '../common/nats.js';
 import { deviceOfClientId } from '../contract/ids.js';
 import { DeviceBroker } from './broker.js';
+import { CommandTracker } from './command-tracker.js';
 import type { GatewayConfig } from './config.js';
 import { startDownlink } from './downlink.js';
+import { GatewayDirectory } from './gateway-directory.js';
 import { type Heartbeat, startHeartbeat } from './heartbeat.js';
 import { TelemetryHandler } from './ingest/telemetry-handler.js';
 import { JetStreamPublisher } from './jetstream-publisher.js';
@@ -138,13 +140,16 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     const telemetry = new TelemetryHandler(publisher, config, metrics, log);
     const presence = new PresencePublisher(publisher, id, log);
     const connections = createConnectionPolicy(config, metrics, log);
+    const tracker = new CommandTracker();
     const sessions = new SessionStore({
       maxQueued: config.MAX_QUEUED_MESSAGES,
       expiryMs: config.SESSION_EXPIRY_MS,
       maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CLIENT,
       deviceOfClient: config.AUTH_MODE === 'registry' ? deviceOfClientId : undefined,
       events: {
-        queueFull: (clientId) => {
+        queued: (_clientId, packet) => tracker.queued(packet),
+        queueFull: (clientId, packet) => {
+          tracker.queueFull(packet);
           metrics.limitReached('MAX_QUEUED_MESSAGES');
           log.debug({ clientId, limit: config.MAX_QUEUED_MESSAGES }, 'session queue full: command dropped');
         },
@@ -166,10 +171,22 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       aedesOptions: {
         ...connections.aedesOptions,
         persistence: sessions.persistence,
-        authorizeForward: sessions.authorizeForward,
+        authorizeForward: (client, packet) => {
+          const forwarded = sessions.authorizeForward(client, packet);
+          if (forwarded !== null) tracker.forwarded(packet);
+          return forwarded;
+        },
       },
     });
-    startDownlink(nc, broker, cache, metrics, log);
+    startDownlink({
+      nc,
+      broker,
+      registry: cache,
+      directory: new GatewayDirectory(id),
+      tracker,
+      metrics,
+      log,
+    });
     listeners = await startListeners(config, broker, {
       deadlines: connections.deadlines,
       dropped: () => metrics.limitReached('MAX_CONNECTIONS'),
