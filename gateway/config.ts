@@ -60,6 +60,10 @@ const MQTT_MAX_KEEPALIVE_SECONDS = 65_535;
 export const DEFAULT_MAX_QUEUED_MESSAGES = 100;
 /** A persistent session away this long is forgotten: a device off for a weekend starts afresh. */
 export const DEFAULT_SESSION_EXPIRY_MS = 24 * 3_600_000;
+/** PINGREQ/SUBSCRIBE/UNSUBSCRIBE a second per connection; a device sends one PINGREQ a keepalive. */
+export const DEFAULT_MAX_CONTROL_PACKETS_PER_SEC = 10;
+/** Saved up for a connection's subscriptions: its MAX_SUBSCRIPTIONS_PER_CLIENT, one packet each, and as many UNSUBSCRIBEs. */
+export const DEFAULT_CONTROL_PACKETS_BURST = 200;
 /** Sockets on the HTTP port: a few scrapers and probes, LIVE_MAX_CLIENTS viewers and their page loads. */
 export const DEFAULT_HTTP_MAX_CONNECTIONS = 256;
 /** To send a whole request on the HTTP port (Node's default is 300 s, and it checks only every 30 s). */
@@ -128,6 +132,9 @@ export const GatewayConfigSchema = z
       .default(DEFAULT_MIN_KEEPALIVE_SECONDS),
     MAX_QUEUED_MESSAGES: env.positiveInt(DEFAULT_MAX_QUEUED_MESSAGES),
     SESSION_EXPIRY_MS: z.coerce.number().int().min(1_000).default(DEFAULT_SESSION_EXPIRY_MS),
+    /** 0 turns the limit off. */
+    MAX_CONTROL_PACKETS_PER_SEC: env.nonNegativeInt(DEFAULT_MAX_CONTROL_PACKETS_PER_SEC),
+    CONTROL_PACKETS_BURST: env.positiveInt(DEFAULT_CONTROL_PACKETS_BURST),
     HTTP_MAX_CONNECTIONS: env.positiveInt(DEFAULT_HTTP_MAX_CONNECTIONS),
     HTTP_REQUEST_TIMEOUT_MS: z.coerce
       .number()
@@ -173,6 +180,21 @@ export const GatewayConfigSchema = z
     {
       path: ['MIN_KEEPALIVE_SECONDS'],
       message: 'must not exceed MAX_KEEPALIVE_SECONDS',
+      when: () => true,
+    },
+  )
+  // A device subscribing its allowed maximum one filter a packet at connect must not be cut off.
+  .refine(
+    (c) =>
+      typeof c.CONTROL_PACKETS_BURST !== 'number' ||
+      typeof c.MAX_SUBSCRIPTIONS_PER_CLIENT !== 'number' ||
+      !Number.isFinite(c.MAX_SUBSCRIPTIONS_PER_CLIENT) ||
+      c.MAX_CONTROL_PACKETS_PER_SEC === 0 ||
+      c.CONTROL_PACKETS_BURST >= c.MAX_SUBSCRIPTIONS_PER_CLIENT,
+    {
+      path: ['CONTROL_PACKETS_BURST'],
+      message:
+        'must be at least MAX_SUBSCRIPTIONS_PER_CLIENT, so that a device can subscribe them all at connect',
       when: () => true,
     },
   )

@@ -11,11 +11,13 @@ import { DeviceBroker } from './broker.js';
 import { CommandTracker } from './command-tracker.js';
 import type { GatewayConfig } from './config.js';
 import { startDownlink } from './downlink.js';
+import { ControlRateError } from './errors.js';
 import { GatewayDirectory } from './gateway-directory.js';
 import { type Heartbeat, startHeartbeat } from './heartbeat.js';
 import { TelemetryHandler } from './ingest/telemetry-handler.js';
 import { JetStreamPublisher } from './jetstream-publisher.js';
 import { createConnectionPolicy } from './limits/connection-policy.js';
+import { limitControlPackets } from './limits/control-rate.js';
 import { type MqttListeners, startListeners } from './listeners.js';
 import { createLiveView, type LiveView } from './live/live-view.js';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
@@ -176,6 +178,18 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
           if (forwarded !== null) tracker.forwarded(packet);
           return forwarded;
         },
+      },
+    });
+    limitControlPackets(broker.aedes, {
+      perSec: config.MAX_CONTROL_PACKETS_PER_SEC,
+      burst: config.CONTROL_PACKETS_BURST,
+      exceeded: (client) => {
+        metrics.limitReached('MAX_CONTROL_PACKETS_PER_SEC');
+        log.warn(
+          { clientId: client.id, perSec: config.MAX_CONTROL_PACKETS_PER_SEC },
+          'PINGREQ/SUBSCRIBE/UNSUBSCRIBE far above the limit: disconnecting',
+        );
+        return new ControlRateError(config.MAX_CONTROL_PACKETS_PER_SEC, client.id);
       },
     });
     startDownlink({
