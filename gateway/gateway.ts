@@ -147,6 +147,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       maxQueued: config.MAX_QUEUED_MESSAGES,
       expiryMs: config.SESSION_EXPIRY_MS,
       maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CLIENT,
+      maxAwayPerDevice: config.MAX_SESSIONS_PER_DEVICE,
       deviceOfClient: config.AUTH_MODE === 'registry' ? deviceOfClientId : undefined,
       events: {
         queued: (_clientId, packet) => tracker.queued(packet),
@@ -154,6 +155,13 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
           tracker.queueFull(packet);
           metrics.limitReached('MAX_QUEUED_MESSAGES');
           log.debug({ clientId, limit: config.MAX_QUEUED_MESSAGES }, 'session queue full: command dropped');
+        },
+        evicted: (clientId) => {
+          metrics.limitReached('MAX_SESSIONS_PER_DEVICE');
+          log.info(
+            { clientId, limit: config.MAX_SESSIONS_PER_DEVICE },
+            'persistent session forgotten for a newer one',
+          );
         },
         expired: (clientId) => {
           metrics.limitReached('SESSION_EXPIRY_MS');

@@ -23,6 +23,7 @@ export const GATEWAY_LIMITS = [
   'MIN_KEEPALIVE_SECONDS',
   'MAX_QUEUED_MESSAGES',
   'SESSION_EXPIRY_MS',
+  'MAX_SESSIONS_PER_DEVICE',
   'MAX_CONTROL_PACKETS_PER_SEC',
 ] as const;
 export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];

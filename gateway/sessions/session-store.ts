@@ -10,6 +10,9 @@ import { commandsFilterOwner, parseDeviceTopic } from '../../contract/topics.js'
  *   are dropped (as mosquitto's max_queued_messages does), so what was promised `queued` stays.
  * - SESSION_EXPIRY_MS: a session away this long is forgotten, queue and all (mosquitto's
  *   persistent_client_expiration). A device back in time resumes it.
+ * - MAX_SESSIONS_PER_DEVICE: a device may use many client ids (`{deviceId}:{anything}`), each with
+ *   a session of its own; beyond this many away at once, its oldest away one is forgotten. Without
+ *   it one device reconnecting under fresh client ids left a session each for SESSION_EXPIRY_MS.
  * - Only filters the device may hold are stored. aedes stores every filter of a SUBSCRIBE packet as
  *   soon as the first one is granted (handlers/subscribe.js storeSubscriptions), refused ones
  *   included, and it queues into a session by the stored filters: a device subscribing to its own
@@ -26,6 +29,8 @@ export interface SessionStoreOptions {
   expiryMs: number;
   /** Subscriptions stored per session, as many as a connection may hold. */
   maxSubscriptions: number;
+  /** Away sessions per device (AUTH_MODE=registry only: a device is known by its client ids). */
+  maxAwayPerDevice: number;
   /** The device a client id belongs to, when client ids name devices (AUTH_MODE=registry). */
   deviceOfClient: ((clientId: string) => string | undefined) | undefined;
   events?: SessionEvents;
@@ -39,6 +44,8 @@ export interface SessionEvents {
   queueFull?(clientId: string, packet: QueuedPacket): void;
   /** A session away for SESSION_EXPIRY_MS was forgotten. */
   expired?(clientId: string): void;
+  /** A session was forgotten for a newer one of the same device beyond MAX_SESSIONS_PER_DEVICE. */
+  evicted?(clientId: string): void;
 }
 
 export interface QueuedPacket {
@@ -94,6 +101,8 @@ export class SessionStore {
   private readonly queued = new Map<string, number>();
   /** Persistent sessions whose client is away, oldest first: the order they went away in. */
   private readonly awaySince = new Map<string, number>();
+  /** The same sessions by device, each set oldest first. */
+  private readonly awayByDevice = new Map<string, Set<string>>();
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: SessionStoreOptions) {
@@ -150,7 +159,7 @@ export class SessionStore {
     const now = this.now();
     for (const [clientId, since] of this.awaySince) {
       if (now - since < this.options.expiryMs) break;
-      this.awaySince.delete(clientId);
+      this.back(clientId);
       if (this.isConnected(clientId)) continue;
       await this.forget(clientId);
       this.options.events?.expired?.(clientId);
@@ -160,14 +169,40 @@ export class SessionStore {
   private async setup(broker: BrokerView): Promise<void> {
     await this.inner.setup(broker);
     this.broker = broker;
-    broker.on('clientReady', (client) => this.awaySince.delete(client.id));
+    broker.on('clientReady', (client) => this.back(client.id));
     broker.on('clientDisconnect', (client) => {
       if (client.clean !== false) return;
-      this.awaySince.delete(client.id); // re-inserted last: the map stays in the order they went away
-      this.awaySince.set(client.id, this.now());
+      this.wentAway(client.id);
     });
     const interval = Math.max(50, Math.min(MAX_SWEEP_INTERVAL_MS, Math.floor(this.options.expiryMs / 4)));
     this.sweeper = setInterval(() => void this.sweep(), interval).unref();
+  }
+
+  private wentAway(clientId: string): void {
+    this.back(clientId); // re-inserted last: the maps stay in the order sessions went away
+    this.awaySince.set(clientId, this.now());
+    const device = this.options.deviceOfClient?.(clientId);
+    if (device === undefined) return;
+    let sessions = this.awayByDevice.get(device);
+    if (sessions === undefined) {
+      sessions = new Set();
+      this.awayByDevice.set(device, sessions);
+    }
+    sessions.add(clientId);
+    if (sessions.size <= this.options.maxAwayPerDevice) return;
+    const oldest = sessions.values().next().value!;
+    this.back(oldest);
+    void this.forget(oldest).then(() => this.options.events?.evicted?.(oldest));
+  }
+
+  /** No longer an away session: back, expired or evicted. */
+  private back(clientId: string): void {
+    this.awaySince.delete(clientId);
+    const device = this.options.deviceOfClient?.(clientId);
+    const sessions = device === undefined ? undefined : this.awayByDevice.get(device);
+    if (sessions === undefined) return;
+    sessions.delete(clientId);
+    if (sessions.size === 0) this.awayByDevice.delete(device!);
   }
 
   private isConnected(clientId: string): boolean {

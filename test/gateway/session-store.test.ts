@@ -48,6 +48,7 @@ async function setup(events: SessionEvents = {}, maxQueued = 2) {
     maxQueued,
     expiryMs: EXPIRY_MS,
     maxSubscriptions: 3,
+    maxAwayPerDevice: 2,
     deviceOfClient: deviceOfClientId,
     events,
   });
@@ -159,8 +160,30 @@ describe('SessionStore', () => {
       maxQueued: 1,
       expiryMs: 1_000,
       maxSubscriptions: 1,
+      maxAwayPerDevice: 1,
       deviceOfClient: undefined,
     });
     expect(open.authorizeForward({ id: 'anything' }, packet)).toBe(packet);
+  });
+
+  it('keeps at most MAX_SESSIONS_PER_DEVICE away sessions of one device, forgetting the oldest', async () => {
+    const evicted: string[] = [];
+    const { broker, sessions, store } = await setup({ evicted: (id) => evicted.push(id) });
+    for (const id of ['dev-a:1', 'dev-a:2', 'dev-b', 'dev-a:3']) {
+      broker.connect(id);
+      await store.addSubscriptions({ id }, [{ topic: `devices/${id.split(':')[0]}/commands/#`, qos: 1 }]);
+      broker.disconnect(id);
+    }
+    await vi.advanceTimersByTimeAsync(0);
+    expect(evicted).toEqual(['dev-a:1']);
+    expect(await store.subscriptionsByClient({ id: 'dev-a:1' })).toEqual([]);
+    expect(await store.subscriptionsByClient({ id: 'dev-a:3' })).toHaveLength(1);
+    expect(sessions.away).toBe(3);
+    // Back, a session is no longer away and does not count.
+    broker.connect('dev-a:2');
+    broker.connect('dev-a:4');
+    broker.disconnect('dev-a:4');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(evicted).toEqual(['dev-a:1']);
   });
 });

@@ -65,6 +65,7 @@ beforeAll(async () => {
     LIVE_VIEW: 'false',
     MAX_QUEUED_MESSAGES: String(MAX_QUEUED),
     SESSION_EXPIRY_MS: String(EXPIRY_MS),
+    MAX_SESSIONS_PER_DEVICE: '2',
   }));
 });
 
@@ -149,5 +150,36 @@ describe('SESSION_EXPIRY_MS', () => {
     await command(device, 'kept', 'still subscribed');
     const again = await persistent(device);
     expect((await received(again, 1_000)).map((m) => m.payload)).toEqual(['still subscribed']);
+  });
+});
+
+describe('MAX_SESSIONS_PER_DEVICE', () => {
+  it('forgets the oldest away session of a device using fresh client ids', async () => {
+    const device = await provision(nc, 'sess-many', 'acme');
+    for (const n of [1, 2, 3]) {
+      const client = await persistent(device, { clientId: `${device.id}:${n}` });
+      await client.subscribeAsync(commandsFilter(device.id), { qos: 1 });
+      await client.endAsync();
+    }
+    await sleep(100);
+    /** CONNACK's session present flag for a client id of the device [MQTT-3.2.2-2]. */
+    const present = (n: number) =>
+      new Promise<boolean>((resolve, reject) => {
+        const client = mqtt.connect(`mqtt://127.0.0.1:${gateway.ports.mqtt}`, {
+          clientId: `${device.id}:${n}`,
+          username: device.id,
+          password: device.secret,
+          clean: false,
+          reconnectPeriod: 0,
+        });
+        client.once('error', reject);
+        client.once('connect', (connack) => {
+          resolve(connack.sessionPresent);
+          client.end(true);
+        });
+      });
+    expect(await present(1)).toBe(false);
+    expect(await present(3)).toBe(true);
+    expect(await limitCount('MAX_SESSIONS_PER_DEVICE')).toBeGreaterThanOrEqual(1);
   });
 });
