@@ -20,6 +20,17 @@ export const DEFAULT_TENANT = 'default';
  */
 const RESERVED_METRIC_NAMES: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
+/**
+ * A client id names its device: the device id itself, or `{deviceId}:{anything}` for a device with
+ * several connections (AUTH_MODE=registry refuses any other, so no device takes over another's session).
+ */
+export const CLIENT_ID_SEPARATOR = ':';
+
+export function deviceOfClientId(clientId: string): string {
+  const at = clientId.indexOf(CLIENT_ID_SEPARATOR);
+  return at === -1 ? clientId : clientId.slice(0, at);
+}
+
 export function isDeviceId(value: string): boolean {
   return DEVICE_ID_PATTERN.test(value);
 }

@@ -33,6 +33,14 @@ export const GATEWAY_HEARTBEAT_SUBJECTS = `${GATEWAY_HEARTBEAT_PREFIX}.*`;
 /** The gateway subscribes to this; extra tokens after the device id become topic levels. */
 export const COMMANDS_SUBSCRIPTION = `${COMMANDS_PREFIX}.*.*.>`;
 export const COMMANDS_SUBSCRIPTION_BARE = `${COMMANDS_PREFIX}.*.*`;
+/** One gateway of this queue group takes each command: it relays it to all of them and answers. */
+export const COMMANDS_QUEUE_GROUP = 'gateway-commands';
+/**
+ * Gateway to gateway, core NATS: a command relayed to every gateway (its subject in the
+ * COMMAND_SUBJECT_HEADER header); each replies with what it did (GatewayCommandOutcome).
+ */
+export const GATEWAY_COMMANDS_RELAY_SUBJECT = 'gateways.commands';
+export const COMMAND_SUBJECT_HEADER = 'Command-Subject';
 
 /** KV bucket holding the device registry, keyed by device id. */
 export const DEVICE_REGISTRY_BUCKET = 'devices';

@@ -38,6 +38,8 @@ export interface BrokerDeps {
   presence: PresencePublisher;
   metrics: GatewayMetrics;
   log: Logger;
+  /** Connection-level hooks and bounds (gateway/limits/connection-policy.ts); the broker's own win. */
+  aedesOptions?: ConstructorParameters<typeof Aedes>[0];
 }
 
 /** In open mode a client's device is bound by the first device topic it uses. */
@@ -153,6 +155,7 @@ export class DeviceBroker {
       this.byteRate?.sweep();
     }, LIMITER_SWEEP_MS).unref();
     this.aedes = new Aedes({
+      ...deps.aedesOptions,
       id: undefined,
       // A slow subscriber is cut off rather than allowed to stall deliveries to everyone.
       drainTimeout: 30_000,

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { env } from '../common/config.js';
+import { LIVE_MAX_CLIENTS } from './live/live-view.js';
 
 export const DEFAULT_MQTT_PORT = 1883;
 export const DEFAULT_MQTT_WS_PORT = 8083;
@@ -64,6 +65,46 @@ export const DEFAULT_DEVICE_MAX_METRICS = 256;
 export const DEFAULT_TENANT_MAX_METRICS = 10_000;
 /** A device silent this long has its metric names forgotten (they count anew when it comes back). */
 export const DEFAULT_METRIC_NAMES_TTL = '24h';
+/**
+ * From accept to MQTT CONNECT, TLS handshake and WebSocket upgrade included, on every listener. aedes'
+ * own default; a device on a slow cellular link completes a TLS handshake in a few seconds.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+/**
+ * Sockets per MQTT listener. Node raises the fd limit to the hard limit (often 1M, 20k in small
+ * containers); at 15–22 KB per idle connection this is ~200 MB per listener, and it leaves fds for
+ * NATS, the HTTP server and files when a flood fills one listener.
+ */
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
+/**
+ * Keepalive applied to a client asking for 0 (none) or more: a dead peer (a modem gone without a FIN)
+ * is noticed after 1.5 × this and stops holding its socket, session and "online". AWS IoT Core caps
+ * keepalive at the same 1,200 s.
+ */
+export const DEFAULT_MAX_KEEPALIVE_SECONDS = 1_200;
+/** Below it a short stall costs a reconnect; client libraries (libmosquitto, rumqtt) refuse less too. */
+export const DEFAULT_MIN_KEEPALIVE_SECONDS = 5;
+/** The CONNECT keepalive field is 16 bits. */
+const MQTT_MAX_KEEPALIVE_SECONDS = 65_535;
+/**
+ * Commands queued for a persistent session while its device is away; beyond, new ones are dropped
+ * (and the request answered so). A device back after a day of hourly commands gets them all.
+ */
+export const DEFAULT_MAX_QUEUED_MESSAGES = 100;
+/** Away persistent sessions of one device (its client ids `{deviceId}:…`); a modem and a fallback need 2. */
+export const DEFAULT_MAX_SESSIONS_PER_DEVICE = 10;
+/** A persistent session away this long is forgotten: a device off for a weekend starts afresh. */
+export const DEFAULT_SESSION_EXPIRY_MS = 24 * 3_600_000;
+/** PINGREQ/SUBSCRIBE/UNSUBSCRIBE a second per connection; a device sends one PINGREQ a keepalive. */
+export const DEFAULT_MAX_CONTROL_PACKETS_PER_SEC = 10;
+/** Saved up for a connection's subscriptions: its MAX_SUBSCRIPTIONS_PER_CLIENT, one packet each, and as many UNSUBSCRIBEs. */
+export const DEFAULT_CONTROL_PACKETS_BURST = 200;
+/** Sockets on the HTTP port: a few scrapers and probes, LIVE_MAX_CLIENTS viewers and their page loads. */
+export const DEFAULT_HTTP_MAX_CONNECTIONS = 256;
+/** To send a whole request on the HTTP port (Node's default is 300 s, and it checks only every 30 s). */
+export const DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 10_000;
+/** Sockets on the HTTP port kept for /readyz, /metrics and the like when the live view is full. */
+const HTTP_PROBE_RESERVE = 8;
 /** A shorter operator token is too easy to guess for a page that shows the whole fleet. */
 export const MIN_OPERATOR_TOKEN_CHARS = 16;
 /** Below this, heartbeats cost the NATS cluster more than they tell. */
@@ -122,6 +163,35 @@ export const GatewayConfigSchema = z
     LIVE_VIEW: env.bool(true),
     /** Bearer token for the live view; in AUTH_MODE=registry the view answers 403 without one. */
     OPERATOR_TOKEN: z.string().optional(),
+    // Connection-level bounds (gateway/limits/, gateway/listeners.ts).
+    CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DEFAULT_CONNECT_TIMEOUT_MS),
+    MAX_CONNECTIONS: env.positiveInt(DEFAULT_MAX_CONNECTIONS),
+    /** 0: no maximum, and keepalive 0 (no dead-peer detection) is allowed. */
+    MAX_KEEPALIVE_SECONDS: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(MQTT_MAX_KEEPALIVE_SECONDS)
+      .default(DEFAULT_MAX_KEEPALIVE_SECONDS),
+    MIN_KEEPALIVE_SECONDS: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(MQTT_MAX_KEEPALIVE_SECONDS)
+      .default(DEFAULT_MIN_KEEPALIVE_SECONDS),
+    MAX_QUEUED_MESSAGES: env.positiveInt(DEFAULT_MAX_QUEUED_MESSAGES),
+    SESSION_EXPIRY_MS: z.coerce.number().int().min(1_000).default(DEFAULT_SESSION_EXPIRY_MS),
+    MAX_SESSIONS_PER_DEVICE: env.positiveInt(DEFAULT_MAX_SESSIONS_PER_DEVICE),
+    /** 0 turns the limit off. */
+    MAX_CONTROL_PACKETS_PER_SEC: env.nonNegativeInt(DEFAULT_MAX_CONTROL_PACKETS_PER_SEC),
+    CONTROL_PACKETS_BURST: env.positiveInt(DEFAULT_CONTROL_PACKETS_BURST),
+    HTTP_MAX_CONNECTIONS: env.positiveInt(DEFAULT_HTTP_MAX_CONNECTIONS),
+    HTTP_REQUEST_TIMEOUT_MS: z.coerce
+      .number()
+      .int()
+      .min(100)
+      .max(300_000)
+      .default(DEFAULT_HTTP_REQUEST_TIMEOUT_MS),
   })
   // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
   .refine(
@@ -173,6 +243,46 @@ export const GatewayConfigSchema = z
     {
       path: ['MAX_PAYLOAD_BYTES'],
       message: 'must be below MAX_PACKET_BYTES so that oversize payloads can still be dead-lettered',
+      when: () => true,
+    },
+  )
+  .refine(
+    (c) =>
+      typeof c.MIN_KEEPALIVE_SECONDS !== 'number' ||
+      typeof c.MAX_KEEPALIVE_SECONDS !== 'number' ||
+      c.MAX_KEEPALIVE_SECONDS === 0 ||
+      c.MIN_KEEPALIVE_SECONDS <= c.MAX_KEEPALIVE_SECONDS,
+    {
+      path: ['MIN_KEEPALIVE_SECONDS'],
+      message: 'must not exceed MAX_KEEPALIVE_SECONDS',
+      when: () => true,
+    },
+  )
+  // A device subscribing its allowed maximum one filter a packet at connect must not be cut off.
+  .refine(
+    (c) =>
+      typeof c.CONTROL_PACKETS_BURST !== 'number' ||
+      typeof c.MAX_SUBSCRIPTIONS_PER_CLIENT !== 'number' ||
+      !Number.isFinite(c.MAX_SUBSCRIPTIONS_PER_CLIENT) ||
+      c.MAX_CONTROL_PACKETS_PER_SEC === 0 ||
+      c.CONTROL_PACKETS_BURST >= c.MAX_SUBSCRIPTIONS_PER_CLIENT,
+    {
+      path: ['CONTROL_PACKETS_BURST'],
+      message:
+        'must be at least MAX_SUBSCRIPTIONS_PER_CLIENT, so that a device can subscribe them all at connect',
+      when: () => true,
+    },
+  )
+  // The live view's streams are long-lived: with the HTTP port full of them, /readyz would not
+  // answer and a load balancer would take the gateway out.
+  .refine(
+    (c) =>
+      !c.LIVE_VIEW ||
+      typeof c.HTTP_MAX_CONNECTIONS !== 'number' ||
+      c.HTTP_MAX_CONNECTIONS >= LIVE_MAX_CLIENTS + HTTP_PROBE_RESERVE,
+    {
+      path: ['HTTP_MAX_CONNECTIONS'],
+      message: `must leave ${HTTP_PROBE_RESERVE} sockets beyond the live view's ${LIVE_MAX_CLIENTS} streams for probes and scrapes (or LIVE_VIEW=false)`,
       when: () => true,
     },
   );

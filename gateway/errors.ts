@@ -111,3 +111,15 @@ export class SubscriptionLimitError extends Error {
     this.name = 'SubscriptionLimitError';
   }
 }
+
+/** A connection past MAX_CONTROL_PACKETS_PER_SEC PINGREQ/SUBSCRIBE/UNSUBSCRIBE (after its burst): closed. */
+export class ControlRateError extends Error {
+  readonly code = 'CONTROL_RATE_EXCEEDED';
+  constructor(
+    readonly perSec: number,
+    readonly clientId: string,
+  ) {
+    super(`more than ${perSec} PINGREQ/SUBSCRIBE/UNSUBSCRIBE a second`);
+    this.name = 'ControlRateError';
+  }
+}

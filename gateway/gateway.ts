@@ -6,12 +6,18 @@ import { createOpsServer } from '../common/http-server.js';
 import { closeServer, listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
 import { connectNats } from '../common/nats.js';
+import { deviceOfClientId } from '../contract/ids.js';
 import { DeviceBroker } from './broker.js';
+import { CommandTracker } from './command-tracker.js';
 import type { GatewayConfig } from './config.js';
 import { startDownlink } from './downlink.js';
+import { ControlRateError } from './errors.js';
+import { GatewayDirectory } from './gateway-directory.js';
 import { type Heartbeat, startHeartbeat } from './heartbeat.js';
 import { TelemetryHandler } from './ingest/telemetry-handler.js';
 import { JetStreamPublisher } from './jetstream-publisher.js';
+import { createConnectionPolicy } from './limits/connection-policy.js';
+import { limitControlPackets } from './limits/control-rate.js';
 import { type MqttListeners, startListeners } from './listeners.js';
 import { createLiveView, type LiveView } from './live/live-view.js';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
@@ -19,6 +25,7 @@ import { PresencePublisher } from './presence.js';
 import { openRegistryBucket } from './registry/device-registry.js';
 import { RegistryCache } from './registry/registry-cache.js';
 import { VerifiedSecrets } from './registry/secrets.js';
+import { SessionStore } from './sessions/session-store.js';
 import { ensureStreams } from './streams.js';
 
 export interface Gateway {
@@ -73,6 +80,12 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     metrics: metrics.registry,
     ready: notReady,
     ...(live ? { routes: live.handle } : {}),
+    limits: {
+      maxConnections: config.HTTP_MAX_CONNECTIONS,
+      requestTimeoutMs: config.HTTP_REQUEST_TIMEOUT_MS,
+      dropped: () => metrics.limitReached('HTTP_MAX_CONNECTIONS'),
+      timedOut: () => metrics.limitReached('HTTP_REQUEST_TIMEOUT_MS'),
+    },
   });
   const httpPort = await listen(http, config.HTTP_PORT, config.BIND_HOST, 'HTTP_PORT').catch(async (err) => {
     await live?.close();
@@ -129,6 +142,35 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     }
     telemetry = new TelemetryHandler(publisher, config, metrics, log);
     const presence = new PresencePublisher(publisher, id, log);
+    const connections = createConnectionPolicy(config, metrics, log);
+    const tracker = new CommandTracker();
+    const sessions = new SessionStore({
+      maxQueued: config.MAX_QUEUED_MESSAGES,
+      expiryMs: config.SESSION_EXPIRY_MS,
+      maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CLIENT,
+      maxAwayPerDevice: config.MAX_SESSIONS_PER_DEVICE,
+      deviceOfClient: config.AUTH_MODE === 'registry' ? deviceOfClientId : undefined,
+      events: {
+        queued: (_clientId, packet) => tracker.queued(packet),
+        queueFull: (clientId, packet) => {
+          tracker.queueFull(packet);
+          metrics.limitReached('MAX_QUEUED_MESSAGES');
+          log.debug({ clientId, limit: config.MAX_QUEUED_MESSAGES }, 'session queue full: command dropped');
+        },
+        evicted: (clientId) => {
+          metrics.limitReached('MAX_SESSIONS_PER_DEVICE');
+          log.info(
+            { clientId, limit: config.MAX_SESSIONS_PER_DEVICE },
+            'persistent session forgotten for a newer one',
+          );
+        },
+        expired: (clientId) => {
+          metrics.limitReached('SESSION_EXPIRY_MS');
+          log.info({ clientId, afterMs: config.SESSION_EXPIRY_MS }, 'persistent session expired');
+        },
+      },
+    });
+    metrics.limitSources.sessionsAway = () => sessions.away;
     broker = await DeviceBroker.create({
       config,
       registry: cache,
@@ -137,9 +179,42 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       presence,
       metrics,
       log,
+      aedesOptions: {
+        ...connections.aedesOptions,
+        persistence: sessions.persistence,
+        authorizeForward: (client, packet) => {
+          const forwarded = sessions.authorizeForward(client, packet);
+          if (forwarded !== null) tracker.forwarded(packet);
+          return forwarded;
+        },
+      },
     });
-    startDownlink(nc, broker, cache, metrics, log);
-    listeners = await startListeners(config, broker);
+    limitControlPackets(broker.aedes, {
+      perSec: config.MAX_CONTROL_PACKETS_PER_SEC,
+      burst: config.CONTROL_PACKETS_BURST,
+      exceeded: (client) => {
+        metrics.limitReached('MAX_CONTROL_PACKETS_PER_SEC');
+        log.warn(
+          { clientId: client.id, perSec: config.MAX_CONTROL_PACKETS_PER_SEC },
+          'PINGREQ/SUBSCRIBE/UNSUBSCRIBE far above the limit: disconnecting',
+        );
+        return new ControlRateError(config.MAX_CONTROL_PACKETS_PER_SEC, client.id);
+      },
+    });
+    startDownlink({
+      nc,
+      broker,
+      registry: cache,
+      directory: new GatewayDirectory(id),
+      tracker,
+      metrics,
+      log,
+    });
+    listeners = await startListeners(config, broker, {
+      deadlines: connections.deadlines,
+      dropped: () => metrics.limitReached('MAX_CONNECTIONS'),
+      log,
+    });
     registry = cache;
     const devices = broker;
     heartbeat = startHeartbeat({

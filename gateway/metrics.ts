@@ -23,6 +23,16 @@ export const GATEWAY_LIMITS = [
   'MAX_IN_FLIGHT_PER_CLIENT',
   'MAX_SUBSCRIPTIONS_PER_CLIENT',
   'QOS0_MAX_IN_FLIGHT',
+  'CONNECT_TIMEOUT_MS',
+  'MAX_CONNECTIONS',
+  'HTTP_MAX_CONNECTIONS',
+  'HTTP_REQUEST_TIMEOUT_MS',
+  'MAX_KEEPALIVE_SECONDS',
+  'MIN_KEEPALIVE_SECONDS',
+  'MAX_QUEUED_MESSAGES',
+  'SESSION_EXPIRY_MS',
+  'MAX_SESSIONS_PER_DEVICE',
+  'MAX_CONTROL_PACKETS_PER_SEC',
 ] as const;
 export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];
 
@@ -117,7 +127,7 @@ export function createGatewayMetrics(sources: {
   });
 
   // The broker owns the limiters; it points these at them once it has made them.
-  const limitSources = { blockedSources: () => 0, verifyQueued: () => 0 };
+  const limitSources = { blockedSources: () => 0, verifyQueued: () => 0, sessionsAway: () => 0 };
   new Gauge({
     name: 'gateway_auth_blocked_sources',
     help: 'Source addresses whose CONNECTs are refused for too many failed authentications',
@@ -132,6 +142,14 @@ export function createGatewayMetrics(sources: {
     registers: [registry],
     collect() {
       this.set(limitSources.verifyQueued());
+    },
+  });
+  new Gauge({
+    name: 'gateway_sessions_away',
+    help: 'Persistent sessions (clean: false) whose device is not connected, kept up to SESSION_EXPIRY_MS',
+    registers: [registry],
+    collect() {
+      this.set(limitSources.sessionsAway());
     },
   });
   const throttled = new Counter({

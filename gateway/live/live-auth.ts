@@ -23,6 +23,16 @@ export type LiveAuthResult =
 
 export const TOKEN_QUERY_PARAM = 'token';
 
+/**
+ * The token of `Authorization: Bearer <token>`. The scheme is case-insensitive (RFC 9110 §11.1), so
+ * `bearer` and `BEARER` count; scheme and token are separated by spaces (1*SP, RFC 9110 §11.4).
+ */
+export function bearerToken(header: string | undefined): string | undefined {
+  const match = header === undefined ? null : /^(\S+) +(\S.*)$/.exec(header);
+  if (match === null || match[1]!.toLowerCase() !== 'bearer') return undefined;
+  return match[2]!.trim();
+}
+
 const digest = (text: string) => createHash('sha256').update(text, 'utf8').digest();
 
 export function createLiveAuth(
@@ -41,9 +51,7 @@ export function createLiveAuth(
           'the live view is off in AUTH_MODE=registry until OPERATOR_TOKEN is set in the gateway configuration',
       };
     }
-    const header = headers.authorization;
-    const bearer = header?.startsWith('Bearer ') ? header.slice('Bearer '.length).trim() : undefined;
-    const given = bearer ?? url.searchParams.get(TOKEN_QUERY_PARAM) ?? undefined;
+    const given = bearerToken(headers.authorization) ?? url.searchParams.get(TOKEN_QUERY_PARAM) ?? undefined;
     if (given !== undefined && timingSafeEqual(digest(given), expected)) return { ok: true };
     return {
       ok: false,

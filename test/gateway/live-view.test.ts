@@ -96,6 +96,19 @@ describe('live view: AUTH_MODE=registry with an OPERATOR_TOKEN', () => {
     });
   });
 
+  it('takes the Bearer scheme in any case, as RFC 9110 §11.1 says schemes are', async () => {
+    const base = await start('registry', TOKEN);
+    for (const scheme of ['bearer', 'BEARER', 'BeArEr']) {
+      const res = await fetch(`${base}/live/snapshot`, { headers: { authorization: `${scheme} ${TOKEN}` } });
+      expect(res.status, scheme).toBe(200);
+    }
+    // Whitespace between scheme and token is 1*SP in the grammar; a tab or no token is not a credential.
+    for (const header of [`Bearer\t${TOKEN}`, 'Bearer', 'Bearer ', `Basic ${TOKEN}`, `Bearer${TOKEN}`]) {
+      const res = await fetch(`${base}/live/snapshot`, { headers: { authorization: header } });
+      expect(res.status, JSON.stringify(header)).toBe(401);
+    }
+  });
+
   it('streams a full message first over SSE, the token in the query as EventSource sends it', async () => {
     const base = await start('registry', TOKEN);
     const first = await firstEvent(`${base}/live/events?token=${encodeURIComponent(TOKEN)}`);

@@ -33,7 +33,8 @@ beforeAll(async () => {
   const nc = await natsClient(nats.url);
   device = await provision(nc, 'outage-1', 'acme');
   await nc.close();
-  ({ gateway } = await startGateway(nats.url, { ACK_TIMEOUT_MS: '500' }));
+  // Keepalive 1 below (under the default minimum) keeps the test short.
+  ({ gateway } = await startGateway(nats.url, { ACK_TIMEOUT_MS: '500', MIN_KEEPALIVE_SECONDS: '1' }));
 });
 
 afterAll(async () => {

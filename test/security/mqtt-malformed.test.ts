@@ -378,7 +378,8 @@ beforeAll(async () => {
   attacker = await provision(nc, 'attacker-1');
   legit = await provision(nc, 'legit-1');
   newcomer = await provision(nc, 'newcomer-1');
-  ({ gateway, config } = await startGateway(nats.url));
+  // Keepalive 1 (below the default minimum) keeps the silence test short.
+  ({ gateway, config } = await startGateway(nats.url, { MIN_KEEPALIVE_SECONDS: '1' }));
   legitClient = await connectDevice(gateway.ports.mqtt, legit);
   await legitPublishes();
 

@@ -61,6 +61,8 @@ async function startGatewayProcess(env: Record<string, string> = {}): Promise<Ga
     LOG_LEVEL: 'warn',
     LIVE_VIEW: 'false',
     SHUTDOWN_GRACE_MS: '1000',
+    // 10,000 idle connections and the warm-up ones on one listener: above the default bound.
+    MAX_CONNECTIONS: '12000',
     ...env,
   });
   children.push(started);

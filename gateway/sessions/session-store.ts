@@ -1,0 +1,264 @@
+import memory from 'aedes-persistence';
+import { commandsFilterOwner, parseDeviceTopic } from '../../contract/topics.js';
+
+/**
+ * aedes' in-memory persistence, bounded. What a device that is away can make the gateway hold is its
+ * persistent session (`clean: false`): subscriptions, commands queued for it, QoS 2 publishes waiting
+ * for PUBREL. aedes-persistence bounds none of them. This wraps it:
+ *
+ * - MAX_QUEUED_MESSAGES: commands queued for a session while its client is away; past it new ones
+ *   are dropped (as mosquitto's max_queued_messages does), so what was promised `queued` stays.
+ * - SESSION_EXPIRY_MS: a session away this long is forgotten, queue and all (mosquitto's
+ *   persistent_client_expiration). A device back in time resumes it.
+ * - MAX_SESSIONS_PER_DEVICE: a device may use many client ids (`{deviceId}:{anything}`), each with
+ *   a session of its own; beyond this many away at once, its oldest away one is forgotten. Without
+ *   it one device reconnecting under fresh client ids left a session each for SESSION_EXPIRY_MS.
+ * - Only filters the device may hold are stored. aedes stores every filter of a SUBSCRIBE packet as
+ *   soon as the first one is granted (handlers/subscribe.js storeSubscriptions), refused ones
+ *   included, and it queues into a session by the stored filters: a device subscribing to its own
+ *   commands and another device's in one packet was queued the other device's commands while away,
+ *   and got them on its return.
+ * - QoS 2 publishes waiting for PUBREL are kept without their payload: only their packet id is ever
+ *   read again, for [MQTT-4.3.3-2] duplicate detection (method B of §4.3.3). With payloads, a device
+ *   withholding PUBREL held aedes' 1,000 of them, up to MAX_PACKET_BYTES each, for as long as its
+ *   session lived.
+ */
+
+export interface SessionStoreOptions {
+  maxQueued: number;
+  expiryMs: number;
+  /** Subscriptions stored per session, as many as a connection may hold. */
+  maxSubscriptions: number;
+  /** Away sessions per device (AUTH_MODE=registry only: a device is known by its client ids). */
+  maxAwayPerDevice: number;
+  /** The device a client id belongs to, when client ids name devices (AUTH_MODE=registry). */
+  deviceOfClient: ((clientId: string) => string | undefined) | undefined;
+  events?: SessionEvents;
+  now?: () => number;
+}
+
+export interface SessionEvents {
+  /** A publish was queued for a session whose client is away. */
+  queued?(clientId: string, packet: QueuedPacket): void;
+  /** A publish was not queued: the session's queue holds MAX_QUEUED_MESSAGES. */
+  queueFull?(clientId: string, packet: QueuedPacket): void;
+  /** A session away for SESSION_EXPIRY_MS was forgotten. */
+  expired?(clientId: string): void;
+  /** A session was forgotten for a newer one of the same device beyond MAX_SESSIONS_PER_DEVICE. */
+  evicted?(clientId: string): void;
+}
+
+export interface QueuedPacket {
+  topic: string;
+  payload: Buffer | string;
+  messageId?: number;
+}
+
+interface SessionClient {
+  id: string;
+  clean?: boolean;
+  closed?: boolean;
+}
+
+interface StoredSubscription {
+  topic: string;
+  qos: number;
+}
+
+/** The promise side of aedes-persistence's CallBackPersistence, as aedes itself calls it. */
+interface Persistence {
+  setup(broker: unknown): Promise<void>;
+  addSubscriptions(client: SessionClient, subs: StoredSubscription[]): Promise<void>;
+  subscriptionsByClient(client: SessionClient): Promise<StoredSubscription[]>;
+  cleanSubscriptions(client: SessionClient): Promise<void>;
+  outgoingEnqueue(sub: { clientId: string }, packet: QueuedPacket): Promise<void>;
+  outgoingEnqueueCombi(subs: { clientId: string }[], packet: QueuedPacket): Promise<void>;
+  outgoingClearMessageId(client: SessionClient, packet: QueuedPacket): Promise<QueuedPacket | undefined>;
+  outgoingStream(client: SessionClient): AsyncIterable<QueuedPacket>;
+  incomingStorePacket(client: SessionClient, packet: QueuedPacket): Promise<void>;
+  cleanIncoming(client: SessionClient): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+/** What the store needs of the broker: who is connected, and connection events. */
+interface BrokerView {
+  clients: Record<string, SessionClient | undefined>;
+  on(event: 'clientReady' | 'clientDisconnect', listener: (client: SessionClient) => void): unknown;
+}
+
+const NO_PAYLOAD = Buffer.alloc(0);
+/** How often sessions past their expiry are looked for: a fraction of it, at most a minute. */
+const MAX_SWEEP_INTERVAL_MS = 60_000;
+
+export class SessionStore {
+  /** Handed to aedes as its `persistence`. */
+  readonly persistence: object;
+  // A CommonJS module whose export is the factory; its .d.ts declares it as an ES default export.
+  private readonly inner = (memory as unknown as () => Persistence)();
+  private readonly now: () => number;
+  private broker: BrokerView | undefined;
+  /** Publishes in each session's queue (sent or not), for MAX_QUEUED_MESSAGES. */
+  private readonly queued = new Map<string, number>();
+  /** Persistent sessions whose client is away, oldest first: the order they went away in. */
+  private readonly awaySince = new Map<string, number>();
+  /** The same sessions by device, each set oldest first. */
+  private readonly awayByDevice = new Map<string, Set<string>>();
+  private sweeper: NodeJS.Timeout | undefined;
+
+  constructor(private readonly options: SessionStoreOptions) {
+    this.now = options.now ?? Date.now;
+    const overrides: Record<string, unknown> = {
+      // aedes insists on an AsyncFunction here.
+      setup: async (broker: BrokerView) => this.setup(broker),
+      addSubscriptions: (client: SessionClient, subs: StoredSubscription[]) =>
+        this.addSubscriptions(client, subs),
+      outgoingEnqueue: (sub: { clientId: string }, packet: QueuedPacket) => this.enqueue([sub], packet),
+      outgoingEnqueueCombi: (subs: { clientId: string }[], packet: QueuedPacket) =>
+        this.enqueue(subs, packet),
+      outgoingClearMessageId: (client: SessionClient, packet: QueuedPacket) => this.cleared(client, packet),
+      incomingStorePacket: (client: SessionClient, packet: QueuedPacket) =>
+        this.inner.incomingStorePacket(client, { ...packet, payload: NO_PAYLOAD }),
+      destroy: async () => {
+        clearInterval(this.sweeper);
+        return this.inner.destroy();
+      },
+    };
+    const inner = this.inner as unknown as Record<string | symbol, unknown>;
+    this.persistence = new Proxy(inner, {
+      get(target, prop) {
+        if (typeof prop === 'string' && prop in overrides) return overrides[prop];
+        const value = target[prop];
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+  }
+
+  /** Sessions whose client is away. */
+  get away(): number {
+    return this.awaySince.size;
+  }
+
+  /** Publishes queued in a session, sent or not. */
+  queuedFor(clientId: string): number {
+    return this.queued.get(clientId) ?? 0;
+  }
+
+  /**
+   * aedes' authorizeForward: a publish reaches a client only if it is for the client's own device.
+   * The ACL already keeps other filters out; this holds even for anything queued before it did.
+   */
+  readonly authorizeForward = <P extends { topic: string }>(client: SessionClient, packet: P): P | null => {
+    const owner = this.options.deviceOfClient;
+    if (owner === undefined) return packet; // AUTH_MODE=open: any client may be any device
+    const topic = parseDeviceTopic(packet.topic);
+    return topic?.kind === 'commands' && topic.deviceId === owner(client.id) ? packet : null;
+  };
+
+  /** Forgets sessions away for SESSION_EXPIRY_MS or longer. */
+  async sweep(): Promise<void> {
+    const now = this.now();
+    for (const [clientId, since] of this.awaySince) {
+      if (now - since < this.options.expiryMs) break;
+      this.back(clientId);
+      if (this.isConnected(clientId)) continue;
+      await this.forget(clientId);
+      this.options.events?.expired?.(clientId);
+    }
+  }
+
+  private async setup(broker: BrokerView): Promise<void> {
+    await this.inner.setup(broker);
+    this.broker = broker;
+    broker.on('clientReady', (client) => this.back(client.id));
+    broker.on('clientDisconnect', (client) => {
+      if (client.clean !== false) return;
+      this.wentAway(client.id);
+    });
+    const interval = Math.max(50, Math.min(MAX_SWEEP_INTERVAL_MS, Math.floor(this.options.expiryMs / 4)));
+    this.sweeper = setInterval(() => void this.sweep(), interval).unref();
+  }
+
+  private wentAway(clientId: string): void {
+    this.back(clientId); // re-inserted last: the maps stay in the order sessions went away
+    this.awaySince.set(clientId, this.now());
+    const device = this.options.deviceOfClient?.(clientId);
+    if (device === undefined) return;
+    let sessions = this.awayByDevice.get(device);
+    if (sessions === undefined) {
+      sessions = new Set();
+      this.awayByDevice.set(device, sessions);
+    }
+    sessions.add(clientId);
+    if (sessions.size <= this.options.maxAwayPerDevice) return;
+    const oldest = sessions.values().next().value!;
+    this.back(oldest);
+    void this.forget(oldest).then(() => this.options.events?.evicted?.(oldest));
+  }
+
+  /** No longer an away session: back, expired or evicted. */
+  private back(clientId: string): void {
+    this.awaySince.delete(clientId);
+    const device = this.options.deviceOfClient?.(clientId);
+    const sessions = device === undefined ? undefined : this.awayByDevice.get(device);
+    if (sessions === undefined) return;
+    sessions.delete(clientId);
+    if (sessions.size === 0) this.awayByDevice.delete(device!);
+  }
+
+  private isConnected(clientId: string): boolean {
+    const client = this.broker?.clients[clientId];
+    return client !== undefined && client.closed !== true;
+  }
+
+  private async addSubscriptions(client: SessionClient, subs: StoredSubscription[]): Promise<void> {
+    const owner = this.options.deviceOfClient;
+    const device = owner?.(client.id);
+    const own = owner === undefined ? subs : subs.filter((s) => commandsFilterOwner(s.topic) === device);
+    const held = new Set((await this.inner.subscriptionsByClient(client)).map((s) => s.topic));
+    let room = this.options.maxSubscriptions - held.size;
+    const kept = own.filter((s) => held.has(s.topic) || room-- > 0);
+    if (kept.length > 0) await this.inner.addSubscriptions(client, kept);
+  }
+
+  /**
+   * Queues a publish for each session; a session whose client is away and whose queue is full is
+   * skipped. A connected client's publishes are always queued: aedes tracks them there until acked,
+   * and would close the connection on one it cannot find.
+   */
+  private enqueue(subs: { clientId: string }[], packet: QueuedPacket): Promise<void> {
+    const kept: { clientId: string }[] = [];
+    for (const sub of subs) {
+      const connected = this.isConnected(sub.clientId);
+      const count = this.queuedFor(sub.clientId);
+      if (!connected && count >= this.options.maxQueued) {
+        this.options.events?.queueFull?.(sub.clientId, packet);
+        continue;
+      }
+      this.queued.set(sub.clientId, count + 1);
+      kept.push(sub);
+      if (!connected) this.options.events?.queued?.(sub.clientId, packet);
+    }
+    return kept.length === 0 ? Promise.resolve() : this.inner.outgoingEnqueueCombi(kept, packet);
+  }
+
+  private async cleared(client: SessionClient, packet: QueuedPacket): Promise<QueuedPacket | undefined> {
+    const removed = await this.inner.outgoingClearMessageId(client, packet);
+    if (removed !== undefined) {
+      const left = this.queuedFor(client.id) - 1;
+      if (left > 0) this.queued.set(client.id, left);
+      else this.queued.delete(client.id);
+    }
+    return removed;
+  }
+
+  private async forget(clientId: string): Promise<void> {
+    const client = { id: clientId };
+    await this.inner.cleanSubscriptions(client);
+    const packets: QueuedPacket[] = [];
+    for await (const packet of this.inner.outgoingStream(client)) packets.push(packet);
+    // Unsent packets have no id: each call removes the first of them.
+    for (const packet of packets) await this.inner.outgoingClearMessageId(client, packet);
+    await this.inner.cleanIncoming(client);
+    this.queued.delete(clientId);
+  }
+}
