@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { env } from '../common/config.js';
+import { GATEWAY_ID_PATTERN } from '../contract/ids.js';
 import { LIVE_MAX_CLIENTS } from './live/live-view.js';
 
 export const DEFAULT_MQTT_PORT = 1883;
@@ -136,10 +137,7 @@ export const GatewayConfigSchema = z
     STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
     SHUTDOWN_GRACE_MS: env.positiveInt(DEFAULT_SHUTDOWN_GRACE_MS),
     HEARTBEAT_INTERVAL: env.duration(DEFAULT_HEARTBEAT_INTERVAL, MIN_HEARTBEAT_INTERVAL_MS),
-    GATEWAY_ID: z
-      .string()
-      .regex(/^[A-Za-z0-9_-]{1,32}$/, 'letters, digits, _ and - only')
-      .optional(),
+    GATEWAY_ID: z.string().regex(GATEWAY_ID_PATTERN, 'letters, digits, _ and - only, at most 32').optional(),
     LOG_LEVEL: env.logLevel(),
     AUTH_FAILURES_PER_MINUTE: env.nonNegativeInt(DEFAULT_AUTH_FAILURES_PER_MINUTE),
     AUTH_VERIFY_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(DEFAULT_AUTH_VERIFY_CONCURRENCY),

@@ -172,6 +172,8 @@ export function createGatewayMetrics(sources: {
   });
   // Every limit shows from the start, at 0, so that an alert on it needs no special case.
   const limitChildren = new Map(GATEWAY_LIMITS.map((l) => [l, limitReached.labels(l)] as const));
+  // labels() alone creates no series in prom-client; an increment by 0 does.
+  for (const child of limitChildren.values()) child.inc(0);
 
   // Children bound once: label lookup is not free on the per-message path.
   const stored = events.labels('stored');

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
 import { GatewayConfigSchema } from '../../gateway/config.js';
-import { GATEWAY_LIMITS } from '../../gateway/metrics.js';
+import { createGatewayMetrics, GATEWAY_LIMITS } from '../../gateway/metrics.js';
 import { ProcessorConfigSchema } from '../../processors/config.js';
 import { createProcessorMetrics, PROCESSOR_LIMITS } from '../../processors/metrics.js';
 
@@ -36,4 +36,15 @@ it('starts every limit counter at 0, so that each shows before it is first hit',
   const text = await metrics.registry.getSingleMetricAsString('processor_limit_reached_total');
   for (const limit of PROCESSOR_LIMITS)
     expect(text).toContain(`processor_limit_reached_total{limit="${limit}"} 0`);
+});
+
+it('shows every gateway limit from the start, at 0', async () => {
+  const metrics = createGatewayMetrics({
+    inFlight: () => 0,
+    natsConnected: () => true,
+    connections: () => 0,
+  });
+  const values = (await metrics.registry.getSingleMetric('gateway_limit_reached_total')!.get()).values;
+  expect(values.map((v) => v.labels.limit).sort()).toEqual([...GATEWAY_LIMITS].sort());
+  expect(values.every((v) => v.value === 0)).toBe(true);
 });
