@@ -40,6 +40,20 @@ export function listen(
   });
 }
 
+/**
+ * Stops accepting connections, and resolves once the listening socket is closed: established
+ * connections stay, for their owner to close. (`server.close(cb)` calls back only once every
+ * connection has ended, which for MQTT devices that stay connected is never.)
+ */
+export function stopAccepting(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close();
+    resolve();
+  });
+}
+
+/** Stops accepting and resolves once every connection has ended. */
 export function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => {
     if (!server.listening) return resolve();

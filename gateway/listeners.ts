@@ -3,7 +3,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer } from 'node:tls';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import { closeServer, listen } from '../common/listen.js';
+import { closeServer, listen, stopAccepting } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
 import type { DeviceBroker } from './broker.js';
 import type { GatewayConfig } from './config.js';
@@ -74,7 +74,7 @@ export async function startListeners(
       mqtts = await started(tls, config.MQTTS_PORT, 'MQTTS_PORT');
     }
     warnIfFewFiles(servers.length, config.MAX_CONNECTIONS, policy.log);
-    return { mqtt, ws, mqtts, close: () => Promise.all(servers.map(closeServer)).then(() => undefined) };
+    return { mqtt, ws, mqtts, close: () => Promise.all(servers.map(stopAccepting)).then(() => undefined) };
   } catch (err) {
     await Promise.all(servers.map(closeServer));
     throw err;

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { telemetryTopic } from '../../contract/index.js';
-import { connectDevice } from '../kit/mqtt.js';
+import { closedByBroker, connectDevice } from '../kit/mqtt.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
 import { freePort, runScript, type Started, startScript } from '../kit/processes.js';
 
@@ -98,10 +98,15 @@ describe('gateway process', () => {
     await ready(env.HTTP_PORT!);
     const client = await connectDevice(Number(env.MQTT_PORT), device);
     await client.publishAsync(telemetryTopic('cli-1'), '{"metrics":{"flow":3.5}}', { qos: 1 });
-    await client.endAsync();
 
+    // With the device still connected, as in production: SIGTERM must not wait for it to leave.
+    const closed = closedByBroker(client, 20_000);
+    const signalled = Date.now();
     gw.kill('SIGTERM');
     const result = await gw.finished;
+    await closed;
+    expect(Date.now() - signalled).toBeLessThan(15_000);
+    await client.endAsync(true);
     expect(result.code).toBe(0);
     expect(result.stdout).toContain('gateway stopped');
     expect(result.stdout).not.toContain(device.secret);
