@@ -128,6 +128,17 @@ export class RawSession {
     this.socket.write(generate({ cmd: 'publish', topic, payload, qos: 1, messageId, dup, retain: false }));
   }
 
+  /** Writes QoS 0 PUBLISHes, all in one write (so that the broker reads them in one go). */
+  sendQos0(topic: string, payloads: readonly (string | Buffer)[]): void {
+    this.socket.write(
+      Buffer.concat(
+        payloads.map((payload) =>
+          generate({ cmd: 'publish', topic, payload, qos: 0, dup: false, retain: false }),
+        ),
+      ),
+    );
+  }
+
   /** Sends a QoS 1 PUBLISH and resolves at its PUBACK. */
   publish(topic: string, payload: string | Buffer, messageId: number, dup = false, timeoutMs = 10_000) {
     return new Promise<void>((resolve, reject) => {

@@ -44,6 +44,7 @@ const NAMES = [
   'inventor',
   'inventor-2',
   'qos0-batch',
+  'paused',
 ];
 const device = async (name: string) => devices.get(name)!;
 
@@ -182,6 +183,39 @@ describe('one message costs a bounded amount (amplification)', () => {
     await session.closed;
     expect(session.socket.destroyed).toBe(true);
     expect(await of<CanonicalEvent>(TELEMETRY_STREAM, d.id)).not.toHaveLength(0);
+  });
+});
+
+describe('a connection paused at MAX_IN_FLIGHT_PER_CLIENT', () => {
+  it('is read again once its publishes are answered, also those that finished while it was paused', async () => {
+    // Publishes of one read that wait for their bytes finish while reading is paused; aedes 1.2 lost
+    // count of them, and the connection was never read again.
+    const gw = await gatewayWith({
+      MAX_IN_FLIGHT_PER_CLIENT: '10',
+      DEVICE_MAX_BYTES_PER_SEC: '40000',
+      DEVICE_BYTES_BURST: '40000',
+      MAX_PAYLOAD_BYTES: '4096',
+    });
+    const d = await device('paused');
+    const session = await RawSession.open(gw.ports.mqtt, {
+      clientId: d.id,
+      username: d.id,
+      password: d.secret,
+    });
+    const payload = JSON.stringify({ metrics: { a: 1 }, pad: 'x'.repeat(1_000) });
+    // ~38 pass at once, the rest wait up to ~0.5 s for their bytes: more than 10 in flight, paused.
+    session.sendQos0(telemetryTopic(d.id), Array(60).fill(payload));
+    await waitForStream<CanonicalEvent>(
+      nc,
+      TELEMETRY_STREAM,
+      (m) => m.filter((e) => e.data.deviceId === d.id).length === 60,
+    );
+    // Still read afterwards: a QoS 1 publish sent once they are all stored gets its PUBACK.
+    await session.publish(telemetryTopic(d.id), payload, 1, false, 10_000);
+    await session.drop();
+    expect(await limitCount(gw, 'MAX_IN_FLIGHT_PER_CLIENT')).toBeGreaterThan(0);
+    expect(await limitCount(gw, 'DEVICE_MAX_BYTES_PER_SEC')).toBeGreaterThan(0);
+    expect(await of<CanonicalEvent>(TELEMETRY_STREAM, d.id)).toHaveLength(61);
   });
 });
 
