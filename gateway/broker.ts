@@ -125,6 +125,8 @@ export class DeviceBroker {
   private readonly publishRate: TokenBuckets | undefined;
   /** Undefined when DEVICE_MAX_BYTES_PER_SEC is 0. */
   private readonly byteRate: TokenBuckets | undefined;
+  /** Undefined when DEVICE_MAX_CONNECTS_PER_MIN is 0. */
+  private readonly connectRate: TokenBuckets | undefined;
   private readonly sweeper: NodeJS.Timeout;
   private lastBusyWarnMs = 0;
 
@@ -143,6 +145,10 @@ export class DeviceBroker {
       config.DEVICE_MAX_MSGS_PER_SEC > 0
         ? new TokenBuckets(config.DEVICE_MAX_MSGS_PER_SEC, config.DEVICE_MSGS_BURST)
         : undefined;
+    this.connectRate =
+      config.DEVICE_MAX_CONNECTS_PER_MIN > 0
+        ? new TokenBuckets(config.DEVICE_MAX_CONNECTS_PER_MIN / 60, config.DEVICE_MAX_CONNECTS_PER_MIN)
+        : undefined;
     this.byteRate =
       config.DEVICE_MAX_BYTES_PER_SEC > 0
         ? new TokenBuckets(config.DEVICE_MAX_BYTES_PER_SEC, config.DEVICE_BYTES_BURST)
@@ -153,6 +159,7 @@ export class DeviceBroker {
       this.authFailures?.sweep();
       this.publishRate?.sweep();
       this.byteRate?.sweep();
+      this.connectRate?.sweep();
     }, LIMITER_SWEEP_MS).unref();
     this.aedes = new Aedes({
       ...deps.aedesOptions,
@@ -177,8 +184,13 @@ export class DeviceBroker {
             if (e.reason === 'rate_limited') deps.metrics.limitReached('AUTH_FAILURES_PER_MINUTE');
             else if (e.reason === 'server_busy') deps.metrics.limitReached('AUTH_VERIFY_QUEUE');
             else if (e.reason === 'client_id_too_long') deps.metrics.limitReached('MAX_CLIENT_ID_BYTES');
+            else if (e.reason === 'connect_rate_limited')
+              deps.metrics.limitReached('DEVICE_MAX_CONNECTS_PER_MIN');
             // Refusals under a flood are counted, not logged one by one: the log would become the flood.
-            const quiet = e.reason === 'rate_limited' || e.reason === 'server_busy';
+            const quiet =
+              e.reason === 'rate_limited' ||
+              e.reason === 'server_busy' ||
+              e.reason === 'connect_rate_limited';
             deps.log[quiet ? 'debug' : 'warn'](
               { clientId: client.id, username, remote, reason: e.reason },
               'connection refused',
@@ -361,6 +373,7 @@ export class DeviceBroker {
     if (registry === undefined) {
       const deviceId = username !== undefined && isDeviceId(username) ? username : undefined;
       const identity = deviceId ? deviceIdentity(deviceId, DEFAULT_TENANT, {}) : undefined;
+      if (deviceId !== undefined) this.admitConnect(deviceId);
       this.sessions.set(client, newSession(identity));
       metrics.connects.labels('accepted_open').inc();
       return;
@@ -389,8 +402,21 @@ export class DeviceBroker {
     if (client.id !== username && !client.id.startsWith(username + CLIENT_ID_SEPARATOR)) {
       throw new AuthError('client_id_rejected', 2);
     }
+    this.admitConnect(now.id);
     this.sessions.set(client, newSession(deviceIdentity(now.id, now.tenant, now.labels)));
     metrics.connects.labels('accepted').inc();
+  }
+
+  /**
+   * A device's accepted connections a minute (DEVICE_MAX_CONNECTS_PER_MIN, all its client ids). Every
+   * connection costs a `connected` and a `lost` presence event and its will: a device reconnecting in
+   * a loop would otherwise fill PRESENCE at a thousand events a second. Taken only once the secret
+   * checks out, so nobody else can spend a device's allowance; "server unavailable" makes clients
+   * back off and retry.
+   */
+  private admitConnect(deviceId: string): void {
+    if (this.connectRate !== undefined && !this.connectRate.tryTake(deviceId))
+      throw new AuthError('connect_rate_limited', 3);
   }
 
   /** The client's identity, binding it to `deviceId` first if it is an open-mode client not yet bound. */
@@ -434,6 +460,12 @@ export class DeviceBroker {
       return;
     }
     const wait = this.budget(client, identity.deviceId, packet);
+    if (wait === undefined && client.closed) {
+      // A will the device has no budget left for: dropped, counted in the limits.
+      metrics.publish('throttled', packet.qos);
+      done(new PublishRateError(identity.deviceId));
+      return;
+    }
     if (wait === undefined || wait > 0) {
       this.throttle(client, identity.deviceId, packet, wait, done);
       return;
@@ -448,15 +480,34 @@ export class DeviceBroker {
    * publish is its last will, which is not held back.
    */
   private budget(client: Client, deviceId: string, packet: PublishPacket): number | undefined {
-    if (client.closed) return 0;
     const { metrics } = this.deps;
-    const forPublish = this.publishRate === undefined ? 0 : this.publishRate.take(deviceId);
-    if (forPublish !== 0) metrics.limitReached('DEVICE_MAX_MSGS_PER_SEC');
     const bytes =
       typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length;
+    if (client.closed) return this.willBudget(deviceId, bytes);
+    const forPublish = this.publishRate === undefined ? 0 : this.publishRate.take(deviceId);
+    if (forPublish !== 0) metrics.limitReached('DEVICE_MAX_MSGS_PER_SEC');
     const forBytes = this.byteRate === undefined ? 0 : this.byteRate.take(deviceId, bytes);
     if (forBytes !== 0) metrics.limitReached('DEVICE_MAX_BYTES_PER_SEC');
     return forPublish === undefined || forBytes === undefined ? undefined : Math.max(forPublish, forBytes);
+  }
+
+  /**
+   * A closed client's publish is its last will: nobody waits for it, so it is not held back, but it
+   * pays like any publish; a device out of budget has its will dropped (counted). Otherwise wills
+   * would be a way round every rate: a device reconnecting in a loop with a will on its telemetry
+   * topic stored 1,200 readings a second against a limit of 100.
+   */
+  private willBudget(deviceId: string, bytes: number): number | undefined {
+    const { metrics } = this.deps;
+    if (this.publishRate !== undefined && !this.publishRate.tryTake(deviceId)) {
+      metrics.limitReached('DEVICE_MAX_MSGS_PER_SEC');
+      return undefined;
+    }
+    if (this.byteRate !== undefined && !this.byteRate.tryTake(deviceId, bytes)) {
+      metrics.limitReached('DEVICE_MAX_BYTES_PER_SEC');
+      return undefined;
+    }
+    return 0;
   }
 
   /**

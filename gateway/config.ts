@@ -60,6 +60,11 @@ export const DEFAULT_MAX_CONNECT_BYTES = 8_192;
 export const DEFAULT_MAX_CLIENT_ID_BYTES = 128;
 /** Connections one device may hold on one gateway; a ninth closes the oldest. */
 export const DEFAULT_MAX_CONNECTIONS_PER_DEVICE = 8;
+/**
+ * Accepted connections a minute per device (the same number may come at once). Each costs presence
+ * events and a will; a device that wakes, publishes and sleeps needs one a minute.
+ */
+export const DEFAULT_DEVICE_MAX_CONNECTS_PER_MIN = 60;
 /** Distinct metric names one device may use: each becomes series in the TSDB. */
 export const DEFAULT_DEVICE_MAX_METRICS = 256;
 /** Distinct metric names across a tenant's devices. */
@@ -154,6 +159,7 @@ export const GatewayConfigSchema = z
     MAX_CONNECT_BYTES: z.coerce.number().int().min(512).max(268_435_455).default(DEFAULT_MAX_CONNECT_BYTES),
     MAX_CLIENT_ID_BYTES: z.coerce.number().int().min(23).max(65_535).default(DEFAULT_MAX_CLIENT_ID_BYTES),
     MAX_CONNECTIONS_PER_DEVICE: env.positiveInt(DEFAULT_MAX_CONNECTIONS_PER_DEVICE),
+    DEVICE_MAX_CONNECTS_PER_MIN: env.nonNegativeInt(DEFAULT_DEVICE_MAX_CONNECTS_PER_MIN),
     DEVICE_MAX_METRICS: env.positiveInt(DEFAULT_DEVICE_MAX_METRICS),
     TENANT_MAX_METRICS: env.positiveInt(DEFAULT_TENANT_MAX_METRICS),
     METRIC_NAMES_TTL: env.duration(DEFAULT_METRIC_NAMES_TTL, 60_000),

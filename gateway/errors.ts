@@ -74,7 +74,8 @@ export class AuthError extends Error {
       | 'client_id_too_long'
       | 'registry_unavailable'
       | 'rate_limited'
-      | 'server_busy',
+      | 'server_busy'
+      | 'connect_rate_limited',
     readonly returnCode: 2 | 3 | 4 | 5,
   ) {
     super(`connection refused: ${reason}`);

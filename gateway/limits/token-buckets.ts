@@ -36,6 +36,22 @@ export class TokenBuckets {
     return bucket.tokens >= 0 ? 0 : (-bucket.tokens * 1000) / this.ratePerSec;
   }
 
+  /** Takes `cost` tokens only if they are there now: no wait, no debt. */
+  tryTake(key: string, cost = 1): boolean {
+    const now = this.now();
+    let bucket = this.buckets.get(key);
+    if (bucket === undefined) {
+      bucket = { tokens: this.burst, atMs: now };
+      this.buckets.set(key, bucket);
+    } else {
+      bucket.tokens = this.refilled(bucket, now);
+      bucket.atMs = now;
+    }
+    if (bucket.tokens < cost) return false;
+    bucket.tokens -= cost;
+    return true;
+  }
+
   /** Forgets full buckets: a new one starts full, so they hold nothing worth keeping. */
   sweep(): void {
     const now = this.now();

@@ -45,6 +45,8 @@ const NAMES = [
   'inventor-2',
   'qos0-batch',
   'paused',
+  'reconnector',
+  'will-flood',
 ];
 const device = async (name: string) => devices.get(name)!;
 
@@ -216,6 +218,51 @@ describe('a connection paused at MAX_IN_FLIGHT_PER_CLIENT', () => {
     expect(await limitCount(gw, 'MAX_IN_FLIGHT_PER_CLIENT')).toBeGreaterThan(0);
     expect(await limitCount(gw, 'DEVICE_MAX_BYTES_PER_SEC')).toBeGreaterThan(0);
     expect(await of<CanonicalEvent>(TELEMETRY_STREAM, d.id)).toHaveLength(61);
+  });
+});
+
+describe('reconnect loops and wills', () => {
+  it('accepts at most DEVICE_MAX_CONNECTS_PER_MIN connections of a device, and only its own CONNECTs spend them', async () => {
+    const gw = await gatewayWith({ DEVICE_MAX_CONNECTS_PER_MIN: '5', AUTH_FAILURES_PER_MINUTE: '0' });
+    const d = await device('reconnector');
+    // Someone without the secret cannot use up the device's allowance.
+    for (let i = 0; i < 6; i++)
+      expect(await connectOutcome(gw.ports.mqtt, { clientId: d.id, username: d.id, password: 'guess' })).toBe(
+        4,
+      );
+    const login = { clientId: d.id, username: d.id, password: d.secret };
+    const outcomes = [];
+    for (let i = 0; i < 7; i++) outcomes.push(await connectOutcome(gw.ports.mqtt, login));
+    expect(outcomes).toEqual(['accepted', 'accepted', 'accepted', 'accepted', 'accepted', 3, 3]);
+    expect(await limitCount(gw, 'DEVICE_MAX_CONNECTS_PER_MIN')).toBe(2);
+    const presence = await of<PresenceEvent>(PRESENCE_STREAM, d.id);
+    expect(presence.filter((p) => p.data.type === 'connected')).toHaveLength(5);
+  });
+
+  it('charges a will to the device’s publish budget and drops it when the budget is spent', async () => {
+    const gw = await gatewayWith({ DEVICE_MAX_MSGS_PER_SEC: '1', DEVICE_MSGS_BURST: '3' });
+    const d = await device('will-flood');
+    // As found: a will on the telemetry topic, the connection dropped on purpose, over and over.
+    for (let i = 0; i < 8; i++) {
+      const c = await connectDevice(gw.ports.mqtt, d, {
+        will: {
+          topic: telemetryTopic(d.id),
+          payload: Buffer.from(`{"metrics":{"w":${i}}}`),
+          qos: 1,
+          retain: false,
+        },
+      });
+      c.on('error', () => {});
+      c.stream.destroy();
+      await new Promise<void>((resolve) => c.once('close', () => resolve()));
+      c.end(true);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    const stored = await of<CanonicalEvent>(TELEMETRY_STREAM, d.id);
+    // Its burst of 3, and at most one more for each second the loop took.
+    expect(stored.length).toBeGreaterThanOrEqual(3);
+    expect(stored.length).toBeLessThan(8);
+    expect(await limitCount(gw, 'DEVICE_MAX_MSGS_PER_SEC')).toBe(8 - stored.length);
   });
 });
 
