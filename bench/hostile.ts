@@ -38,8 +38,11 @@ const HELP = `usage: npm run bench:hostile -- [--seconds S] [--runs R] [--shapes
 
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CALM_DEVICES = 20;
-/** After an attack: time for what it left in flight to drain before RSS is read again. */
-const SETTLE_MS = 5_000;
+/**
+ * After an attack: time for what it left in flight to drain, and for V8 to give back the heap it grew
+ * (its memory reducer runs some 10–20 s after the load stops), before RSS is read again.
+ */
+const SETTLE_MS = 30_000;
 
 const { values } = parseArgs({
   options: {
