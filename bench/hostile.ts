@@ -30,6 +30,8 @@ const SHAPES = [
   'metric-names',
   'long-client-ids',
   'connections',
+  'idle-sockets',
+  'pingreq',
 ];
 const HELP = `usage: npm run bench:hostile -- [--seconds S] [--runs R] [--shapes a,b,...]
   --seconds S   length of each attack and of each measurement before it (default 8)

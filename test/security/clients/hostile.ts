@@ -1,3 +1,5 @@
+import { connect as tcpConnect } from 'node:net';
+import { generate } from 'mqtt-packet';
 import { RawSession } from '../../kit/raw-mqtt.js';
 
 /**
@@ -13,6 +15,8 @@ import { RawSession } from '../../kit/raw-mqtt.js';
  * - metric-names: batches of 100 readings, each naming a metric never used before
  * - long-client-ids: 25 connections whose client ids carry 50,000 characters, over and over
  * - connections: one device opening connection after connection with new client ids
+ * - idle-sockets: 2,000 TCP connections that never send a CONNECT, reopened as they are closed
+ * - pingreq: PINGREQ as fast as the socket takes them, reconnecting when cut off
  *
  * Usage: node --import tsx hostile.ts <shape> <mqttPort> <deviceId> <secret> [readings]
  */
@@ -84,9 +88,50 @@ async function connectLoop(clientId: (i: number) => string, parallel: number): P
   await Promise.all(Array.from({ length: parallel }, lane));
 }
 
+/** Sockets that say nothing, kept at `count`: what an unauthenticated peer can make the gateway hold. */
+function idleSockets(count: number): void {
+  const open = () => {
+    const socket = tcpConnect({ port: Number(port), host: '127.0.0.1' });
+    socket.on('connect', () => void stats.connections++);
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      stats.refused++;
+      setTimeout(open, 10);
+    });
+  };
+  for (let i = 0; i < count; i++) open();
+}
+
+/** Control packets outside any publish rate, as fast as the socket takes them. */
+async function pingLoop(): Promise<void> {
+  const ping = Buffer.concat(Array(1_000).fill(generate({ cmd: 'pingreq' })));
+  for (;;) {
+    const session = await RawSession.open(Number(port), login(`${deviceId}:hostile`)).catch(() => undefined);
+    if (session === undefined) {
+      stats.refused++;
+      await sleep(100);
+      continue;
+    }
+    stats.connections++;
+    await new Promise<void>((resolve) => {
+      const pump = () => {
+        while (!session.socket.destroyed) {
+          stats.sent += 1_000;
+          if (!session.socket.write(ping)) return void session.socket.once('drain', pump);
+        }
+      };
+      void session.closed.then(resolve);
+      pump();
+    });
+    await sleep(100);
+  }
+}
+
 setInterval(() => console.log(JSON.stringify(stats)), 1_000);
 if (shape === 'long-client-ids')
   void connectLoop((i) => `${deviceId}:${String(i % 25).padStart(50_000, 'x')}`, 25);
 else if (shape === 'connections') void connectLoop((i) => `${deviceId}:c${i}`, 4);
+else if (shape === 'idle-sockets') idleSockets(2_000);
+else if (shape === 'pingreq') void pingLoop();
 else if (payloads[shape] !== undefined) void publishLoop(payloads[shape]);
 else throw new Error(`unknown shape '${shape}'`);
