@@ -184,7 +184,17 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
         persistence: sessions.persistence,
         authorizeForward: (client, packet) => {
           const forwarded = sessions.authorizeForward(client, packet);
-          if (forwarded !== null) tracker.forwarded(packet);
+          if (forwarded === null) return null;
+          if (!connections.outgoing.admit(client, packet)) {
+            tracker.backlogged(packet);
+            metrics.limitReached('MAX_UNSENT_BYTES_PER_CLIENT');
+            log.debug(
+              { clientId: client.id, bytes: connections.outgoing.bytes(client) },
+              'connection backlogged: command not sent',
+            );
+            return null;
+          }
+          tracker.forwarded(packet);
           return forwarded;
         },
       },
