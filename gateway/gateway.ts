@@ -152,6 +152,14 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       deviceOfClient: config.AUTH_MODE === 'registry' ? deviceOfClientId : undefined,
       events: {
         queued: (_clientId, packet) => tracker.queued(packet),
+        backlogged: (clientId, packet) => {
+          tracker.backlogged(packet);
+          metrics.limitReached('MAX_QUEUED_MESSAGES');
+          log.debug(
+            { clientId, limit: config.MAX_QUEUED_MESSAGES },
+            'persistent session holds its bound of unacknowledged commands: command not sent',
+          );
+        },
         queueFull: (clientId, packet) => {
           tracker.queueFull(packet);
           metrics.limitReached('MAX_QUEUED_MESSAGES');

@@ -167,6 +167,11 @@ export class RawSession {
     });
   }
 
+  /** Acknowledges a QoS 1 PUBLISH from the gateway (with `acknowledge` off). */
+  puback(messageId: number): void {
+    this.socket.write(generate({ cmd: 'puback', messageId }));
+  }
+
   /** Subscribes to one filter and resolves with the granted QoS (0x80: refused). */
   subscribe(filter: string, qos: 0 | 1, messageId: number, timeoutMs = 10_000): Promise<number> {
     return new Promise((resolve, reject) => {

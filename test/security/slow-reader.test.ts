@@ -17,6 +17,7 @@ import { RawSession } from '../kit/raw-mqtt.js';
  */
 
 const UNSENT_BYTES = 256 * 1024;
+const MAX_QUEUED = 20;
 const DRAIN_TIMEOUT_MS = 4_000;
 const BURST = 200;
 const ONE_BY_ONE = 100;
@@ -103,6 +104,7 @@ beforeAll(async () => {
     LIVE_VIEW: 'false',
     MAX_UNSENT_BYTES_PER_CLIENT: String(UNSENT_BYTES),
     DRAIN_TIMEOUT_MS: String(DRAIN_TIMEOUT_MS),
+    MAX_QUEUED_MESSAGES: String(MAX_QUEUED),
   }));
 });
 
@@ -183,5 +185,57 @@ describe('a device that stops reading', () => {
     await expect.poll(() => presence.at(-1)).toMatchObject({ type: 'lost', reason: 'drain timeout' });
     // And commands to the other device went on regardless.
     expect((await command(good, 'after')).answer).toBe('delivered');
+  });
+
+  it('with a persistent session: refused commands leave the others it was sent alone', async () => {
+    // aedes clears a refused forward from a persistent session by a packet id it never got, which
+    // removed another command of the same burst not yet written: its write failed ('no such
+    // packet') and the connection was closed at once.
+    const slow = await provision(nc, 'slow-persistent');
+    await sleep(200);
+    const presence: { type: string; reason?: string }[] = [];
+    nc.subscribe(presenceSubject(slow.tenant, slow.id), {
+      callback: (_e, m) => void presence.push(m.json()),
+    });
+    await stuckDevice(slow, false);
+    const burst = commandsTo(slow, MAX_QUEUED, new Uint8Array(COMMAND_BYTES).fill(0x64));
+    const { statuses, ms } = await burst.all;
+    expect(ms).toBeLessThan(1_000);
+    expect(statuses.filter((s) => s === 'backlogged').length).toBeGreaterThan(0);
+    expect(statuses.every((s) => s === 'delivered' || s === 'backlogged')).toBe(true);
+    await sleep(500);
+    expect(presence.map((p) => p.type)).toEqual(['connected']);
+  });
+});
+
+describe('a device that reads its commands and never acknowledges them', () => {
+  it('holds at most MAX_QUEUED_MESSAGES of them in its persistent session; beyond, backlogged', async () => {
+    // aedes keeps each QoS 1 command to a persistent session until its PUBACK, to send it again on a
+    // reconnect [MQTT-4.4.0-1]: 1,000 commands of 16 KiB to a device that never acknowledged held
+    // 15.6 MiB more, growing with every command for as long as it stayed connected.
+    const device = await provision(nc, 'no-pubacks');
+    await sleep(200);
+    const session = await RawSession.open(gateway.ports.mqtt, {
+      clientId: device.id,
+      username: device.id,
+      password: device.secret,
+      clean: false,
+    });
+    sessions.push(session);
+    session.acknowledge = false;
+    expect(await session.subscribe(commandsFilter(device.id), 1, 1)).toBe(1);
+    const limitBefore = await limitCount('MAX_QUEUED_MESSAGES');
+    const statuses: string[] = [];
+    for (let i = 0; i < 2 * MAX_QUEUED; i++) statuses.push((await command(device, `c${i}`)).answer);
+    expect(statuses).toEqual([
+      ...Array<string>(MAX_QUEUED).fill('delivered'),
+      ...Array<string>(MAX_QUEUED).fill('backlogged'),
+    ]);
+    await expect.poll(() => session.received.length).toBe(MAX_QUEUED);
+    expect(await limitCount('MAX_QUEUED_MESSAGES')).toBe(limitBefore + MAX_QUEUED);
+    // The connection stays; acknowledged, a command makes room for the next.
+    session.puback(session.received[0]!.messageId!);
+    await expect.poll(async () => (await command(device, 'after')).answer).toBe('delivered');
+    await expect.poll(() => session.received.at(-1)?.bytes).toBe('after'.length);
   });
 });
