@@ -6,6 +6,9 @@ import { z } from 'zod';
  *
  *   delivered       handed to a connection of the device that listens for its commands (QoS 1)
  *   queued          held in a persistent session of the device, which is away; delivered on its return
+ *   backlogged      connected and subscribed, but its connection already holds all the gateway keeps
+ *                   for it (MAX_UNSENT_BYTES_PER_CLIENT written and not yet sent, or, for a persistent
+ *                   session, MAX_QUEUED_MESSAGES sent and not yet acknowledged): nothing was sent
  *   queue_full      the device is away and its session already holds MAX_QUEUED_MESSAGES: dropped
  *   not_subscribed  the device is connected but not subscribed to its commands: nothing was sent
  *   offline         connected to no gateway, and no session anywhere: nothing was sent
@@ -16,6 +19,7 @@ import { z } from 'zod';
 export const COMMAND_STATUSES = [
   'delivered',
   'queued',
+  'backlogged',
   'queue_full',
   'not_subscribed',
   'offline',
@@ -41,6 +45,8 @@ export const GatewayCommandOutcome = z.object({
   delivered: z.int().nonnegative(),
   queued: z.int().nonnegative(),
   queueFull: z.int().nonnegative(),
+  /** Connections refused it for their backlog; absent from gateways that predate it. */
+  backlogged: z.int().nonnegative().default(0),
   connected: z.int().nonnegative(),
   known: z.array(z.string()),
 });

@@ -164,8 +164,6 @@ export class DeviceBroker {
     this.aedes = new Aedes({
       ...deps.aedesOptions,
       id: undefined,
-      // A slow subscriber is cut off rather than allowed to stall deliveries to everyone.
-      drainTimeout: 30_000,
       maxClientsIdLength: 128,
       authenticate: (client, username, password, done) => {
         const remote = remoteAddressOf(client);

@@ -35,13 +35,16 @@ export function isComplete(
 
 /**
  * A device on two gateways at once (two client ids, or a session left behind on one when it moved)
- * gets the most useful truth: it has the command if any connection of it does.
+ * gets the most useful truth: it has the command if any connection of it does. A session that will
+ * hand it over beats a connection too backlogged to take it, which says more than a full queue of a
+ * session elsewhere.
  */
 function strongest(outcomes: readonly GatewayCommandOutcome[]): CommandReply | undefined {
-  const sum = (key: 'delivered' | 'queued' | 'queueFull' | 'connected') =>
+  const sum = (key: 'delivered' | 'queued' | 'backlogged' | 'queueFull' | 'connected') =>
     outcomes.reduce((n, o) => n + o[key], 0);
   if (sum('delivered') > 0) return { delivered: true, status: 'delivered' };
   if (sum('queued') > 0) return { delivered: false, status: 'queued' };
+  if (sum('backlogged') > 0) return { delivered: false, status: 'backlogged' };
   if (sum('queueFull') > 0) return { delivered: false, status: 'queue_full' };
   if (sum('connected') > 0) return { delivered: false, status: 'not_subscribed' };
   return undefined;

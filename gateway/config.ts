@@ -105,6 +105,20 @@ export const DEFAULT_SESSION_EXPIRY_MS = 24 * 3_600_000;
 export const DEFAULT_MAX_CONTROL_PACKETS_PER_SEC = 10;
 /** Saved up for a connection's subscriptions: its MAX_SUBSCRIPTIONS_PER_CLIENT, one packet each, and as many UNSUBSCRIBEs. */
 export const DEFAULT_CONTROL_PACKETS_BURST = 200;
+/**
+ * Bytes written to one connection that its socket has not sent yet (beyond what the kernel's socket
+ * buffer took); past it, commands to it are refused (`backlogged`). A command is typically well under
+ * 1 KiB, so this is hundreds of them, or one largest payload: 10,000 connections that all stopped
+ * reading hold at most ~640 MiB (plus one command each).
+ */
+export const DEFAULT_MAX_UNSENT_BYTES_PER_CLIENT = 65_536;
+/**
+ * A connection whose socket, once backed up, has not sent all that was written to it within this is
+ * closed (aedes' drainTimeout, there 60 s): a device that reads nothing holds its bytes this long at
+ * most. One that reads, only more slowly than commands come for it, is closed too if its backlog never
+ * empties (aedes waits for the socket's `drain`, which needs an empty buffer).
+ */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 /** Sockets on the HTTP port: a few scrapers and probes, LIVE_MAX_CLIENTS viewers and their page loads. */
 export const DEFAULT_HTTP_MAX_CONNECTIONS = 256;
 /** To send a whole request on the HTTP port (Node's default is 300 s, and it checks only every 30 s). */
@@ -189,6 +203,13 @@ export const GatewayConfigSchema = z
     /** 0 turns the limit off. */
     MAX_CONTROL_PACKETS_PER_SEC: env.nonNegativeInt(DEFAULT_MAX_CONTROL_PACKETS_PER_SEC),
     CONTROL_PACKETS_BURST: env.positiveInt(DEFAULT_CONTROL_PACKETS_BURST),
+    MAX_UNSENT_BYTES_PER_CLIENT: z.coerce
+      .number()
+      .int()
+      .min(1024)
+      .default(DEFAULT_MAX_UNSENT_BYTES_PER_CLIENT),
+    // aedes' 0 (wait for ever) is not offered: a device that stopped reading would hold its bytes for ever.
+    DRAIN_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(DEFAULT_DRAIN_TIMEOUT_MS),
     HTTP_MAX_CONNECTIONS: env.positiveInt(DEFAULT_HTTP_MAX_CONNECTIONS),
     HTTP_REQUEST_TIMEOUT_MS: z.coerce
       .number()

@@ -152,6 +152,14 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       deviceOfClient: config.AUTH_MODE === 'registry' ? deviceOfClientId : undefined,
       events: {
         queued: (_clientId, packet) => tracker.queued(packet),
+        backlogged: (clientId, packet) => {
+          tracker.backlogged(packet);
+          metrics.limitReached('MAX_QUEUED_MESSAGES');
+          log.debug(
+            { clientId, limit: config.MAX_QUEUED_MESSAGES },
+            'persistent session holds its bound of unacknowledged commands: command not sent',
+          );
+        },
         queueFull: (clientId, packet) => {
           tracker.queueFull(packet);
           metrics.limitReached('MAX_QUEUED_MESSAGES');
@@ -184,7 +192,17 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
         persistence: sessions.persistence,
         authorizeForward: (client, packet) => {
           const forwarded = sessions.authorizeForward(client, packet);
-          if (forwarded !== null) tracker.forwarded(packet);
+          if (forwarded === null) return null;
+          if (!connections.outgoing.admit(client, packet)) {
+            tracker.backlogged(packet);
+            metrics.limitReached('MAX_UNSENT_BYTES_PER_CLIENT');
+            log.debug(
+              { clientId: client.id, bytes: connections.outgoing.bytes(client) },
+              'connection backlogged: command not sent',
+            );
+            return null;
+          }
+          tracker.forwarded(packet);
           return forwarded;
         },
       },

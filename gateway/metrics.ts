@@ -34,6 +34,8 @@ export const GATEWAY_LIMITS = [
   'SESSION_EXPIRY_MS',
   'MAX_SESSIONS_PER_DEVICE',
   'MAX_CONTROL_PACKETS_PER_SEC',
+  'MAX_UNSENT_BYTES_PER_CLIENT',
+  'DRAIN_TIMEOUT_MS',
 ] as const;
 export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];
 

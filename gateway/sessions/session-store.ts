@@ -8,6 +8,10 @@ import { commandsFilterOwner, parseDeviceTopic } from '../../contract/topics.js'
  *
  * - MAX_QUEUED_MESSAGES: commands queued for a session while its client is away; past it new ones
  *   are dropped (as mosquitto's max_queued_messages does), so what was promised `queued` stays.
+ *   While its client is connected the same queue holds what was sent and not yet acknowledged
+ *   (aedes keeps it for [MQTT-4.4.0-1], to send again on a reconnect); a device that reads its
+ *   commands and never sends PUBACK grew it by every command for as long as it stayed connected.
+ *   Past the bound a command is not sent to it (`backlogged`); the connection stays.
  * - SESSION_EXPIRY_MS: a session away this long is forgotten, queue and all (mosquitto's
  *   persistent_client_expiration). A device back in time resumes it.
  * - MAX_SESSIONS_PER_DEVICE: a device may use many client ids (`{deviceId}:{anything}`), each with
@@ -42,6 +46,8 @@ export interface SessionEvents {
   queued?(clientId: string, packet: QueuedPacket): void;
   /** A publish was not queued: the session's queue holds MAX_QUEUED_MESSAGES. */
   queueFull?(clientId: string, packet: QueuedPacket): void;
+  /** Neither: its client is connected with MAX_QUEUED_MESSAGES unacknowledged; it is not sent. */
+  backlogged?(clientId: string, packet: QueuedPacket): void;
   /** A session away for SESSION_EXPIRY_MS was forgotten. */
   expired?(clientId: string): void;
   /** A session was forgotten for a newer one of the same device beyond MAX_SESSIONS_PER_DEVICE. */
@@ -52,6 +58,9 @@ export interface QueuedPacket {
   topic: string;
   payload: Buffer | string;
   messageId?: number;
+  /** aedes' identity of a publish, kept by every copy of it (aedes-packet). */
+  brokerId?: string;
+  brokerCounter?: number;
 }
 
 interface SessionClient {
@@ -73,6 +82,7 @@ interface Persistence {
   cleanSubscriptions(client: SessionClient): Promise<void>;
   outgoingEnqueue(sub: { clientId: string }, packet: QueuedPacket): Promise<void>;
   outgoingEnqueueCombi(subs: { clientId: string }[], packet: QueuedPacket): Promise<void>;
+  outgoingUpdate(client: SessionClient, packet: QueuedPacket): Promise<void>;
   outgoingClearMessageId(client: SessionClient, packet: QueuedPacket): Promise<QueuedPacket | undefined>;
   outgoingStream(client: SessionClient): AsyncIterable<QueuedPacket>;
   incomingStorePacket(client: SessionClient, packet: QueuedPacket): Promise<void>;
@@ -87,6 +97,8 @@ interface BrokerView {
 }
 
 const NO_PAYLOAD = Buffer.alloc(0);
+/** Outside MQTT's packet ids (1–65,535): marks one unsent packet for removal. */
+const UNSENT_MARK = -1;
 /** How often sessions past their expiry are looked for: a fraction of it, at most a minute. */
 const MAX_SWEEP_INTERVAL_MS = 60_000;
 
@@ -99,6 +111,8 @@ export class SessionStore {
   private broker: BrokerView | undefined;
   /** Publishes in each session's queue (sent or not), for MAX_QUEUED_MESSAGES. */
   private readonly queued = new Map<string, number>();
+  /** Publishes not queued for connected clients over the bound, by payload: their forward is refused. */
+  private readonly refused = new WeakMap<object, Set<string>>();
   /** Persistent sessions whose client is away, oldest first: the order they went away in. */
   private readonly awaySince = new Map<string, number>();
   /** The same sessions by device, each set oldest first. */
@@ -147,7 +161,13 @@ export class SessionStore {
    * aedes' authorizeForward: a publish reaches a client only if it is for the client's own device.
    * The ACL already keeps other filters out; this holds even for anything queued before it did.
    */
-  readonly authorizeForward = <P extends { topic: string }>(client: SessionClient, packet: P): P | null => {
+  readonly authorizeForward = <P extends { topic: string; payload?: unknown }>(
+    client: SessionClient,
+    packet: P,
+  ): P | null => {
+    const payload = packet.payload;
+    if (typeof payload === 'object' && payload !== null && this.refused.get(payload)?.has(client.id))
+      return null;
     const owner = this.options.deviceOfClient;
     if (owner === undefined) return packet; // AUTH_MODE=open: any client may be any device
     const topic = parseDeviceTopic(packet.topic);
@@ -221,17 +241,20 @@ export class SessionStore {
   }
 
   /**
-   * Queues a publish for each session; a session whose client is away and whose queue is full is
-   * skipped. A connected client's publishes are always queued: aedes tracks them there until acked,
-   * and would close the connection on one it cannot find.
+   * Queues a publish for each session; one whose queue is full is skipped. For a connected client
+   * that is also its forward refused (authorizeForward): aedes looks up each publish to a connected
+   * persistent client in its queue before writing it, and closes the connection on one it cannot find.
    */
   private enqueue(subs: { clientId: string }[], packet: QueuedPacket): Promise<void> {
     const kept: { clientId: string }[] = [];
     for (const sub of subs) {
       const connected = this.isConnected(sub.clientId);
       const count = this.queuedFor(sub.clientId);
-      if (!connected && count >= this.options.maxQueued) {
-        this.options.events?.queueFull?.(sub.clientId, packet);
+      if (count >= this.options.maxQueued) {
+        if (connected) {
+          this.refuse(sub.clientId, packet);
+          this.options.events?.backlogged?.(sub.clientId, packet);
+        } else this.options.events?.queueFull?.(sub.clientId, packet);
         continue;
       }
       this.queued.set(sub.clientId, count + 1);
@@ -241,14 +264,44 @@ export class SessionStore {
     return kept.length === 0 ? Promise.resolve() : this.inner.outgoingEnqueueCombi(kept, packet);
   }
 
+  private refuse(clientId: string, packet: QueuedPacket): void {
+    const payload = packet.payload;
+    if (typeof payload !== 'object') return;
+    let clients = this.refused.get(payload);
+    if (clients === undefined) {
+      clients = new Set();
+      this.refused.set(payload, clients);
+    }
+    clients.add(clientId);
+  }
+
   private async cleared(client: SessionClient, packet: QueuedPacket): Promise<QueuedPacket | undefined> {
-    const removed = await this.inner.outgoingClearMessageId(client, packet);
+    const removed =
+      packet.messageId === undefined && packet.brokerCounter !== undefined
+        ? await this.clearUnsent(client, packet)
+        : await this.inner.outgoingClearMessageId(client, packet);
     if (removed !== undefined) {
       const left = this.queuedFor(client.id) - 1;
       if (left > 0) this.queued.set(client.id, left);
       else this.queued.delete(client.id);
     }
     return removed;
+  }
+
+  /**
+   * A forward refused to a connected client (its own authorizeForward, or a backlogged connection):
+   * aedes clears it from the queue by a packet id it never got, and aedes-persistence then removes
+   * the first packet without one, often another command of the same burst, not yet written, whose
+   * write then fails ('no such packet') and closes the connection. This one is found by its broker
+   * counter instead; one never queued (over the bound) is not found, and nothing is removed.
+   */
+  private async clearUnsent(client: SessionClient, packet: QueuedPacket): Promise<QueuedPacket | undefined> {
+    try {
+      await this.inner.outgoingUpdate(client, { ...packet, messageId: UNSENT_MARK });
+    } catch {
+      return undefined;
+    }
+    return this.inner.outgoingClearMessageId(client, { ...packet, messageId: UNSENT_MARK });
   }
 
   private async forget(clientId: string): Promise<void> {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { GatewayCommandOutcome } from '../../contract/commands.js';
+import { GatewayCommandOutcome } from '../../contract/commands.js';
 import { commandAnswer, isComplete, partialAnswer } from '../../gateway/command-answer.js';
 import { GatewayDirectory } from '../../gateway/gateway-directory.js';
 
@@ -8,6 +8,7 @@ const outcome = (gateway: string, o: Partial<GatewayCommandOutcome> = {}): Gatew
   delivered: 0,
   queued: 0,
   queueFull: 0,
+  backlogged: 0,
   connected: 0,
   known: [gateway],
   ...o,
@@ -22,11 +23,14 @@ describe('commandAnswer', () => {
     });
   });
 
-  it('waits for every gateway before anything weaker, and ranks queued, queue_full, not_subscribed, offline', () => {
+  it('waits for every gateway before anything weaker, and ranks queued, backlogged, queue_full, not_subscribed, offline', () => {
     expect(commandAnswer([outcome('a', { queued: 1 })], both)).toBeUndefined();
     const answer = (o: Partial<GatewayCommandOutcome>) =>
       commandAnswer([outcome('a', o), outcome('b')], both);
-    expect(answer({ queued: 1, queueFull: 1, connected: 1 })).toMatchObject({ status: 'queued' });
+    expect(answer({ queued: 1, backlogged: 1, queueFull: 1, connected: 1 })).toMatchObject({
+      status: 'queued',
+    });
+    expect(answer({ backlogged: 1, queueFull: 1, connected: 1 })).toMatchObject({ status: 'backlogged' });
     expect(answer({ queueFull: 1, connected: 1 })).toMatchObject({ status: 'queue_full' });
     expect(answer({ connected: 1 })).toMatchObject({ status: 'not_subscribed' });
     expect(answer({})).toEqual({ delivered: false, status: 'offline' });
@@ -37,6 +41,11 @@ describe('commandAnswer', () => {
     expect(isComplete(outcomes, both)).toBe(false);
     expect(commandAnswer(outcomes, both)).toBeUndefined();
     expect(commandAnswer([...outcomes, outcome('c')], both)).toMatchObject({ status: 'offline' });
+  });
+
+  it('reads outcomes of gateways that predate backlogged as none', () => {
+    const { backlogged: _, ...older } = outcome('a', { connected: 1 });
+    expect(GatewayCommandOutcome.parse(older)).toMatchObject({ backlogged: 0 });
   });
 
   it('after the wait says what is known, never offline', () => {

@@ -27,6 +27,7 @@ interface Store {
   subscriptionsByClient(c: { id: string }): Promise<{ topic: string }[]>;
   subscriptionsByTopic(t: string): Promise<{ clientId: string }[]>;
   outgoingEnqueueCombi(s: { clientId: string }[], p: object): Promise<void>;
+  outgoingUpdate(c: { id: string }, p: object): Promise<void>;
   outgoingClearMessageId(c: { id: string }, p: object): Promise<unknown>;
   outgoingStream(c: { id: string }): AsyncIterable<{ payload: Buffer }>;
   incomingStorePacket(c: { id: string }, p: object): Promise<void>;
@@ -87,10 +88,10 @@ describe('SessionStore', () => {
     expect(await store.subscriptionsByClient(client)).toHaveLength(3);
   });
 
-  it('queues for an away session up to the bound, then drops and says so; a connected client is not bounded', async () => {
+  it('queues for an away session up to the bound, then drops and says so', async () => {
     const full: string[] = [];
     const queued: string[] = [];
-    const { broker, sessions, store } = await setup({
+    const { sessions, store } = await setup({
       queueFull: (id) => full.push(id),
       queued: (id) => queued.push(id),
     });
@@ -99,15 +100,51 @@ describe('SessionStore', () => {
     expect(await queuedPayloads(store, 'dev-a')).toEqual(['1', '2']);
     expect(full).toEqual(['dev-a', 'dev-a']);
     expect(queued).toEqual(['dev-a', 'dev-a']);
-    broker.connect('dev-b');
-    for (let n = 1; n <= 4; n++)
-      await store.outgoingEnqueueCombi([{ clientId: 'dev-b' }], command('dev-b', n));
-    expect(sessions.queuedFor('dev-b')).toBe(4);
     // Acknowledged (or dropped on a clean reconnect), a queued command makes room.
     await store.outgoingClearMessageId({ id: 'dev-a' }, { messageId: undefined });
     expect(sessions.queuedFor('dev-a')).toBe(1);
     await store.outgoingEnqueueCombi([{ clientId: 'dev-a' }], command('dev-a', 5));
     expect(await queuedPayloads(store, 'dev-a')).toEqual(['2', '5']);
+  });
+
+  it('holds at most the bound unacknowledged for a connected client: beyond, the forward is refused', async () => {
+    const backlogged: string[] = [];
+    const full: string[] = [];
+    const { broker, sessions, store } = await setup({
+      backlogged: (id) => backlogged.push(id),
+      queueFull: (id) => full.push(id),
+    });
+    broker.connect('dev-b');
+    const commands = [1, 2, 3, 4].map((n) => command('dev-b', n));
+    for (const c of commands) await store.outgoingEnqueueCombi([{ clientId: 'dev-b' }], c);
+    expect(sessions.queuedFor('dev-b')).toBe(2);
+    expect(backlogged).toEqual(['dev-b', 'dev-b']);
+    expect(full).toEqual([]);
+    // The two over the bound are not written to it (aedes then clears them: nothing is removed).
+    expect(sessions.authorizeForward({ id: 'dev-b' }, commands[0]!)).toBe(commands[0]);
+    expect(sessions.authorizeForward({ id: 'dev-b' }, commands[2]!)).toBeNull();
+    await store.outgoingClearMessageId({ id: 'dev-b' }, commands[2]!);
+    expect(await queuedPayloads(store, 'dev-b')).toEqual(['1', '2']);
+    // Acknowledged, a command makes room.
+    await store.outgoingUpdate({ id: 'dev-b' }, { ...commands[0]!, messageId: 11 });
+    await store.outgoingClearMessageId({ id: 'dev-b' }, { messageId: 11 });
+    await store.outgoingEnqueueCombi([{ clientId: 'dev-b' }], command('dev-b', 5));
+    expect(await queuedPayloads(store, 'dev-b')).toEqual(['2', '5']);
+  });
+
+  it('clears a refused forward by its broker counter, never another command not yet written', async () => {
+    const { broker, sessions, store } = await setup({}, 10);
+    broker.connect('dev-b');
+    const commands = [1, 2, 3].map((n) => command('dev-b', n));
+    for (const c of commands) await store.outgoingEnqueueCombi([{ clientId: 'dev-b' }], c);
+    // aedes refused the third (a backlogged connection) while the first two wait to be written.
+    await store.outgoingClearMessageId({ id: 'dev-b' }, { ...commands[2]!, messageId: undefined });
+    expect(await queuedPayloads(store, 'dev-b')).toEqual(['1', '2']);
+    expect(sessions.queuedFor('dev-b')).toBe(2);
+    // The first is then written: aedes finds it.
+    await expect(
+      store.outgoingUpdate({ id: 'dev-b' }, { ...commands[0]!, messageId: 1 }),
+    ).resolves.toBeUndefined();
   });
 
   it('forgets a session away for SESSION_EXPIRY_MS, queue and subscriptions, and not one that came back', async () => {

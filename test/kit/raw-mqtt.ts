@@ -10,14 +10,22 @@ export interface RawConnect {
   username?: string;
   password?: string;
   keepalive?: number;
+  /** CleanSession; false keeps a persistent session on the gateway. */
+  clean?: boolean;
 }
 
-export function connectPacket({ clientId, username, password, keepalive = 60 }: RawConnect): Buffer {
+export function connectPacket({
+  clientId,
+  username,
+  password,
+  keepalive = 60,
+  clean = true,
+}: RawConnect): Buffer {
   return generate({
     cmd: 'connect',
     protocolId: 'MQTT',
     protocolVersion: 4,
-    clean: true,
+    clean,
     clientId,
     keepalive,
     ...(username === undefined ? {} : { username }),
@@ -87,8 +95,13 @@ export async function pool<T, R>(items: readonly T[], concurrency: number, task:
  */
 export class RawSession {
   private readonly acks = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  private readonly subacks = new Map<number, (granted: number[]) => void>();
   private connack: ((code: number) => void) | undefined;
   readonly closed: Promise<void>;
+  /** PUBLISH packets received from the gateway, in order. */
+  readonly received: { topic: string; messageId: number | undefined; bytes: number }[] = [];
+  /** Whether a QoS 1 PUBLISH from the gateway is answered with PUBACK (as a device must). */
+  acknowledge = true;
 
   private constructor(readonly socket: Socket) {
     const parser = mqttPacket.parser({ protocolVersion: 4 });
@@ -96,6 +109,17 @@ export class RawSession {
       if (packet.cmd === 'connack') this.connack?.(packet.returnCode ?? 0);
       else if ((packet.cmd === 'puback' || packet.cmd === 'pubrec') && packet.messageId !== undefined)
         this.acks.get(packet.messageId)?.resolve();
+      else if (packet.cmd === 'suback' && packet.messageId !== undefined)
+        this.subacks.get(packet.messageId)?.(packet.granted as number[]);
+      else if (packet.cmd === 'publish') {
+        this.received.push({
+          topic: packet.topic,
+          messageId: packet.messageId,
+          bytes: packet.payload.length,
+        });
+        if (packet.qos === 1 && this.acknowledge)
+          socket.write(generate({ cmd: 'puback', messageId: packet.messageId! }));
+      }
     });
     socket.on('data', (chunk: Buffer) => parser.parse(chunk));
     this.closed = new Promise((resolve) =>
@@ -152,6 +176,36 @@ export class RawSession {
       this.acks.set(messageId, { resolve: () => settle(), reject: settle });
       this.send(topic, payload, messageId, dup);
     });
+  }
+
+  /** Acknowledges a QoS 1 PUBLISH from the gateway (with `acknowledge` off). */
+  puback(messageId: number): void {
+    this.socket.write(generate({ cmd: 'puback', messageId }));
+  }
+
+  /** Subscribes to one filter and resolves with the granted QoS (0x80: refused). */
+  subscribe(filter: string, qos: 0 | 1, messageId: number, timeoutMs = 10_000): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no SUBACK for ${messageId}`)), timeoutMs);
+      this.subacks.set(messageId, (granted) => {
+        clearTimeout(timer);
+        this.subacks.delete(messageId);
+        resolve(granted[0]!);
+      });
+      this.socket.write(generate({ cmd: 'subscribe', messageId, subscriptions: [{ topic: filter, qos }] }));
+    });
+  }
+
+  /**
+   * Stops reading the socket, as a device whose application hangs does: what the gateway sends piles
+   * up in the kernel's buffers, then in the gateway's. `resume()` reads again.
+   */
+  stopReading(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
   }
 
   /** Drops the connection without DISCONNECT, as a device losing its network does. */
