@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket, type Subscription } from 'aedes';
 import type { Logger } from '../common/logger.js';
 import { DEFAULT_TENANT, isDeviceId } from '../contract/ids.js';
-import { commandsFilterOwner, commandsTopic, parseDeviceTopic } from '../contract/topics.js';
+import { commandsFilterOwner, parseDeviceTopic } from '../contract/topics.js';
 import type { GatewayConfig } from './config.js';
 import {
   AclDeniedError,
@@ -283,21 +283,6 @@ export class DeviceBroker {
 
   isOnline(deviceId: string): boolean {
     return (this.byDevice.get(deviceId)?.size ?? 0) > 0;
-  }
-
-  /** Delivers a command to `devices/{id}/commands/{path}` at QoS 1. */
-  deliverCommand(deviceId: string, path: readonly string[], payload: Uint8Array): Promise<void> {
-    const packet = {
-      cmd: 'publish',
-      topic: commandsTopic(deviceId, path),
-      payload: Buffer.from(payload),
-      qos: 1,
-      retain: false,
-      dup: false,
-    } as PublishPacket;
-    return new Promise((resolve, reject) =>
-      this.aedes.publish(packet, (err) => (err ? reject(err) : resolve())),
-    );
   }
 
   close(): Promise<void> {
