@@ -104,6 +104,16 @@ export const DEFAULT_CONTROL_PACKETS_BURST = 200;
 export const DEFAULT_HTTP_MAX_CONNECTIONS = 256;
 /** To send a whole request on the HTTP port (Node's default is 300 s, and it checks only every 30 s). */
 export const DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 10_000;
+/**
+ * Payload bytes a dead letter keeps: enough to see a bad payload's shape, its first readings and where
+ * it goes wrong (the letter also says which readings were rejected and why); the size says the rest.
+ * Kept as text or base64, whichever is shorter, so a letter stays under ~2.4 × this plus ~1.5 KB.
+ */
+export const DEFAULT_DEADLETTER_MAX_PAYLOAD_BYTES = 4_096;
+/** Status payload bytes a presence event keeps: a birth message or will is a few dozen bytes. */
+export const DEFAULT_STATUS_MAX_PAYLOAD_BYTES = 4_096;
+/** What one letter or event may keep: with its other fields, well under NATS' 1 MB max_payload. */
+const MAX_KEPT_PAYLOAD_BYTES = 262_144;
 /** Sockets on the HTTP port kept for /readyz, /metrics and the like when the live view is full. */
 const HTTP_PROBE_RESERVE = 8;
 /** A shorter operator token is too easy to guess for a page that shows the whole fleet. */
@@ -190,6 +200,19 @@ export const GatewayConfigSchema = z
       .min(100)
       .max(300_000)
       .default(DEFAULT_HTTP_REQUEST_TIMEOUT_MS),
+    /** 0 keeps no payload bytes in dead letters, only their size. */
+    DEADLETTER_MAX_PAYLOAD_BYTES: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_KEPT_PAYLOAD_BYTES)
+      .default(DEFAULT_DEADLETTER_MAX_PAYLOAD_BYTES),
+    STATUS_MAX_PAYLOAD_BYTES: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_KEPT_PAYLOAD_BYTES)
+      .default(DEFAULT_STATUS_MAX_PAYLOAD_BYTES),
   })
   // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
   .refine(

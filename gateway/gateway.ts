@@ -141,7 +141,10 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       );
     }
     telemetry = new TelemetryHandler(publisher, config, metrics, log);
-    const presence = new PresencePublisher(publisher, id, log);
+    const presence = new PresencePublisher(publisher, id, log, {
+      statusMaxBytes: config.STATUS_MAX_PAYLOAD_BYTES,
+      statusTruncated: () => metrics.limitReached('STATUS_MAX_PAYLOAD_BYTES'),
+    });
     const connections = createConnectionPolicy(config, metrics, log);
     const tracker = new CommandTracker();
     const sessions = new SessionStore({

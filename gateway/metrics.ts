@@ -33,6 +33,8 @@ export const GATEWAY_LIMITS = [
   'SESSION_EXPIRY_MS',
   'MAX_SESSIONS_PER_DEVICE',
   'MAX_CONTROL_PACKETS_PER_SEC',
+  'DEADLETTER_MAX_PAYLOAD_BYTES',
+  'STATUS_MAX_PAYLOAD_BYTES',
 ] as const;
 export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];
 
