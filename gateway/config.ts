@@ -112,6 +112,19 @@ export const DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 10_000;
 export const DEFAULT_DEADLETTER_MAX_PAYLOAD_BYTES = 4_096;
 /** Status payload bytes a presence event keeps: a birth message or will is a few dozen bytes. */
 export const DEFAULT_STATUS_MAX_PAYLOAD_BYTES = 4_096;
+/**
+ * DEADLETTER's size: at its limit it discards its oldest letters (it keeps 30 days otherwise), so that
+ * a device sending garbage can never fill the store TELEMETRY needs. ~1M letters of ~1 KB. JetStream
+ * reserves it in its store when the stream is created.
+ */
+export const DEFAULT_DEADLETTER_MAX_BYTES = 1_073_741_824;
+/**
+ * PRESENCE's size, likewise (it keeps 7 days otherwise): ~4M events of ~250 bytes. The presence owner
+ * reads them within seconds; only one stopped for longer than that many events would miss some.
+ */
+export const DEFAULT_PRESENCE_MAX_BYTES = 1_073_741_824;
+/** A stream's byte limit below this could not hold a handful of the largest letters. */
+const MIN_STREAM_MAX_BYTES = 1_048_576;
 /** What one letter or event may keep: with its other fields, well under NATS' 1 MB max_payload. */
 const MAX_KEPT_PAYLOAD_BYTES = 262_144;
 /** Sockets on the HTTP port kept for /readyz, /metrics and the like when the live view is full. */
@@ -213,6 +226,13 @@ export const GatewayConfigSchema = z
       .min(0)
       .max(MAX_KEPT_PAYLOAD_BYTES)
       .default(DEFAULT_STATUS_MAX_PAYLOAD_BYTES),
+    /** Applied when the gateway creates or updates the streams. */
+    DEADLETTER_MAX_BYTES: z.coerce
+      .number()
+      .int()
+      .min(MIN_STREAM_MAX_BYTES)
+      .default(DEFAULT_DEADLETTER_MAX_BYTES),
+    PRESENCE_MAX_BYTES: z.coerce.number().int().min(MIN_STREAM_MAX_BYTES).default(DEFAULT_PRESENCE_MAX_BYTES),
   })
   // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
   .refine(

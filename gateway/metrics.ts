@@ -35,6 +35,8 @@ export const GATEWAY_LIMITS = [
   'MAX_CONTROL_PACKETS_PER_SEC',
   'DEADLETTER_MAX_PAYLOAD_BYTES',
   'STATUS_MAX_PAYLOAD_BYTES',
+  'DEADLETTER_MAX_BYTES',
+  'PRESENCE_MAX_BYTES',
 ] as const;
 export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];
 
