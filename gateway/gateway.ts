@@ -63,11 +63,16 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     inFlight: () => publisher?.inFlight ?? 0,
     natsConnected: () => publisher?.isConnected ?? false,
     connections: () => broker?.connectedClients ?? 0,
+    refusals: () => publisher?.refusals() ?? [],
   });
   const notReady = () => {
     const missing: string[] = [];
     if (closing) missing.push('shutting down');
     if (!publisher?.isConnected) missing.push('nats');
+    // Connected, but nothing can be stored: every device would wait for a PUBACK that does not come.
+    for (const r of publisher?.refusals() ?? []) missing.push(`jetstream ${r.stream}: ${r.reason}`);
+    const silentMs = publisher?.unansweredForMs();
+    if (silentMs !== undefined) missing.push(`jetstream: no answer for ${Math.round(silentMs / 1000)} s`);
     if (config.AUTH_MODE === 'registry' && registry === undefined) missing.push('registry');
     if (listeners === undefined) missing.push('mqtt listeners');
     return missing;

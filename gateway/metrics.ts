@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { DEADLETTER_STREAM, PRESENCE_STREAM, TELEMETRY_STREAM } from '../contract/subjects.js';
 import type { RejectionReason } from './errors.js';
 
 /**
@@ -45,6 +46,8 @@ export function createGatewayMetrics(sources: {
   inFlight: () => number;
   natsConnected: () => boolean;
   connections: () => number;
+  /** Streams JetStream refuses to store in for lack of room (JetStreamPublisher.refusals). */
+  refusals?: () => readonly { stream: string }[];
 }) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'gateway_' });
@@ -119,6 +122,18 @@ export function createGatewayMetrics(sources: {
     registers: [registry],
     collect() {
       this.set(sources.inFlight());
+    },
+  });
+  new Gauge({
+    name: 'gateway_jetstream_refusing',
+    help: '1 while JetStream refuses to store in the stream for lack of room (store, stream or account full): nothing is acknowledged',
+    labelNames: ['stream'] as const,
+    registers: [registry],
+    collect() {
+      const refusing = new Set((sources.refusals?.() ?? []).map((r) => r.stream));
+      this.reset();
+      for (const stream of new Set([TELEMETRY_STREAM, DEADLETTER_STREAM, PRESENCE_STREAM, ...refusing]))
+        this.labels(stream).set(refusing.has(stream) ? 1 : 0);
     },
   });
   new Gauge({

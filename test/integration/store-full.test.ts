@@ -1,11 +1,17 @@
 import { DiscardPolicy, type JetStreamManager, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEADLETTER_STREAM, PRESENCE_STREAM, telemetryTopic } from '../../contract/index.js';
+import {
+  DEADLETTER_STREAM,
+  PRESENCE_STREAM,
+  TELEMETRY_STREAM,
+  telemetryTopic,
+} from '../../contract/index.js';
 import type { Gateway } from '../../gateway/gateway.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
 import { RawSession } from '../kit/raw-mqtt.js';
+import { readStream } from '../kit/streams.js';
 
 /**
  * A JetStream store of 48 MB standing in for a disk. Found: one device publishing to an unknown topic
@@ -119,5 +125,45 @@ describe('byte limits JetStream cannot reserve', () => {
     } finally {
       await small.dispose();
     }
+  });
+});
+
+describe('a full store', () => {
+  it('acknowledges nothing and says so on /readyz, then recovers by itself once there is room', async () => {
+    // Fill what is left of the store from outside the gateway, as TELEMETRY would over time.
+    await jsm.streams.add({ name: 'FILLER', subjects: ['filler.>'] });
+    const chunk = new Uint8Array(512 * 1024);
+    for (let i = 0; i < STORE_MB * 2 + 10; i++) {
+      const reply = (await nc.request('filler.x', chunk, { timeout: 5_000 })).string();
+      if (reply.includes('"error"')) {
+        expect(reply).toContain('insufficient resources');
+        break;
+      }
+    }
+
+    const session = await open(victim);
+    const seq = 1_000;
+    const pubacked = session.publish(telemetryTopic(victim.id), reading(seq), nextId++, false, 30_000);
+    let acked = false;
+    pubacked.then(
+      () => (acked = true),
+      () => {},
+    );
+
+    await until('/readyz to say JetStream refuses writes', async () => (await readyz()).status === 503);
+    const { missing } = await readyz();
+    expect(missing).toContain(`jetstream ${TELEMETRY_STREAM}: insufficient resources`);
+    expect(await metric('gateway_jetstream_refusing', { stream: TELEMETRY_STREAM })).toBe(1);
+    expect(acked).toBe(false);
+
+    await jsm.streams.purge('FILLER');
+    await pubacked;
+    await until('/readyz to recover', async () => (await readyz()).status === 200);
+    expect(await metric('gateway_jetstream_refusing', { stream: TELEMETRY_STREAM })).toBe(0);
+    const stored = (await readStream<{ deviceId: string; seq?: number }>(nc, TELEMETRY_STREAM)).filter(
+      (m) => m.data.deviceId === victim.id && m.data.seq === seq,
+    );
+    expect(stored).toHaveLength(1);
+    await session.drop();
   });
 });
