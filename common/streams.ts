@@ -6,8 +6,9 @@ export type DesiredStream = Partial<StreamConfig> & { name: string; subjects: st
 
 /**
  * Creates the stream, or brings the settings its owner manages (age, duplicate window, replicas,
- * subjects) up to date. A stream an operator changed in ways the server will not update (e.g. its
- * storage type) is left alone and logged when a logger is given, else the error is thrown.
+ * subjects, and byte limit and discard policy when it sets them) up to date. A stream an operator
+ * changed in ways the server will not update (e.g. its storage type) is left alone and logged when a
+ * logger is given, else the error is thrown.
  */
 export async function ensureStream(
   jsm: JetStreamManager,
@@ -26,6 +27,8 @@ export async function ensureStream(
     c.max_age !== desired.max_age ||
     c.duplicate_window !== desired.duplicate_window ||
     c.num_replicas !== desired.num_replicas ||
+    (desired.max_bytes !== undefined && c.max_bytes !== desired.max_bytes) ||
+    (desired.discard !== undefined && c.discard !== desired.discard) ||
     !desired.subjects.every((s) => c.subjects?.includes(s));
   if (!drift) return;
   try {
@@ -34,6 +37,8 @@ export async function ensureStream(
       max_age: desired.max_age!,
       duplicate_window: desired.duplicate_window!,
       num_replicas: desired.num_replicas!,
+      max_bytes: desired.max_bytes ?? c.max_bytes,
+      discard: desired.discard ?? c.discard,
       subjects: [...new Set([...(c.subjects ?? []), ...desired.subjects])],
     });
     log?.info({ stream: name }, 'stream settings updated');

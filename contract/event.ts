@@ -43,32 +43,50 @@ export type DeadLetterRejection = z.infer<typeof DeadLetterRejection>;
 /**
  * A rejected message, or the rejected readings of one, on `deadletter.{tenant}.{reason}`: at most one
  * letter per MQTT publish, however many of its readings were rejected. Nothing is dropped silently.
+ * Its size is bounded whatever the device sent: the payload by the gateway's
+ * DEADLETTER_MAX_PAYLOAD_BYTES (4/3 of it at most as JSON), device input quoted in the topic and the
+ * details by their JSON size, the rejections by the size of the payload kept.
  */
 export const DeadLetter = z.object({
   /** The reason of the whole message, or of its first rejected reading. */
   reason: z.string(),
+  /** At most DEADLETTER_DETAIL_MAX_BYTES as JSON. */
   detail: z.string(),
   tenant: z.string(),
   deviceId: z.string(),
   clientId: z.string(),
+  /** The topic's first characters: at most DEADLETTER_TOPIC_MAX_BYTES as JSON. */
   topic: z.string(),
+  /** The whole topic's size in bytes (UTF-8); absent in letters of gateways before it. */
+  topicBytes: z.int().nonnegative().optional(),
   receivedAt: z.iso.datetime(),
   /** In a batch: the position of its first rejected reading. */
   index: z.int().nonnegative().optional(),
   /** In a batch: how many readings it held, and how many of them were rejected. */
   readings: z.int().nonnegative().optional(),
   rejected: z.int().nonnegative().optional(),
-  /** In a batch: the rejected readings in order, the first DEADLETTER_MAX_REJECTIONS of them. */
+  /**
+   * In a batch: the first rejected readings in order, at most DEADLETTER_MAX_REJECTIONS of them and
+   * as many as fit, as JSON, in as many bytes as the payload kept (always the first).
+   */
   rejections: z.array(DeadLetterRejection).optional(),
+  /**
+   * The payload's first bytes (DEADLETTER_MAX_PAYLOAD_BYTES at most, never cut inside a UTF-8
+   * character): as text when it is UTF-8 that JSON does not make longer than base64, else base64.
+   */
   payload: z.string(),
   payloadEncoding: z.enum(['utf8', 'base64']),
+  /** The whole payload's size in bytes. */
   payloadBytes: z.int().nonnegative(),
-  /** True when only the first DEADLETTER_PAYLOAD_MAX_BYTES of the payload were kept. */
+  /** True when only the first bytes of the payload were kept. */
   truncated: z.boolean(),
 });
 export type DeadLetter = z.infer<typeof DeadLetter>;
-export const DEADLETTER_PAYLOAD_MAX_BYTES = 64 * 1024;
-/** Rejected readings a letter lists, at ~250 bytes each: the letter stays far below NATS' 1 MB. */
+/** A letter's topic as JSON: 256 characters of a plain topic, fewer when JSON escapes them. */
+export const DEADLETTER_TOPIC_MAX_BYTES = 256;
+/** A detail as JSON: what the gateway writes (~200 characters) plus room for quoted device input. */
+export const DEADLETTER_DETAIL_MAX_BYTES = 512;
+/** Rejected readings a letter lists at most. */
 export const DEADLETTER_MAX_REJECTIONS = 100;
 
 /** Connection lifecycle and device status, on `presence.{tenant}.{deviceId}`. */
@@ -83,7 +101,16 @@ export const PresenceEvent = z.object({
    */
   type: z.enum(['connected', 'disconnected', 'lost', 'status']),
   reason: z.string().optional(),
+  /**
+   * A status payload (the gateway's STATUS_MAX_PAYLOAD_BYTES of it at most): the JSON value when the
+   * whole payload is JSON no longer once written out again, else a string, of text or base64.
+   */
   status: z.unknown().optional(),
+  /** With a status: `json`, `utf8` (text) or `base64`; absent in events of gateways before it. */
+  statusEncoding: z.enum(['json', 'utf8', 'base64']).optional(),
+  /** With a status: the whole payload's size in bytes, and whether only its first bytes were kept. */
+  statusBytes: z.int().nonnegative().optional(),
+  statusTruncated: z.boolean().optional(),
   at: z.iso.datetime(),
   gateway: z.string(),
 });

@@ -18,7 +18,7 @@ import { AuthFailureLimiter, sourceKey } from './limits/auth-failures.js';
 import { TokenBuckets } from './limits/token-buckets.js';
 import { VerifyQueue } from './limits/verify-queue.js';
 import type { GatewayMetrics } from './metrics.js';
-import { decodeStatus, type PresencePublisher } from './presence.js';
+import type { PresencePublisher } from './presence.js';
 import type { RegistryCache } from './registry/registry-cache.js';
 import { hashSecret, type VerifiedSecrets } from './registry/secrets.js';
 
@@ -553,7 +553,7 @@ export class DeviceBroker {
     packet: PublishPacket,
     done: (err?: Error | null) => void,
   ): void {
-    const { telemetry, presence, metrics, config } = this.deps;
+    const { telemetry, presence, metrics } = this.deps;
     // Nothing here is served from aedes's retained store; keeping payloads there only costs memory.
     packet.retain = false;
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
@@ -588,7 +588,7 @@ export class DeviceBroker {
             deviceId: identity.deviceId,
             clientId: client.id,
             type: 'status',
-            status: decodeStatus(payload, config.MAX_PAYLOAD_BYTES),
+            ...presence.status(payload),
           },
           (err) => finish(err as NotStoredError | undefined),
         );

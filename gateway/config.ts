@@ -123,6 +123,29 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 export const DEFAULT_HTTP_MAX_CONNECTIONS = 256;
 /** To send a whole request on the HTTP port (Node's default is 300 s, and it checks only every 30 s). */
 export const DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 10_000;
+/**
+ * Payload bytes a dead letter keeps: enough to see a bad payload's shape, its first readings and where
+ * it goes wrong (the letter also says which readings were rejected and why); the size says the rest.
+ * Kept as text or base64, whichever is shorter, so a letter stays under ~2.4 × this plus ~1.5 KB.
+ */
+export const DEFAULT_DEADLETTER_MAX_PAYLOAD_BYTES = 4_096;
+/** Status payload bytes a presence event keeps: a birth message or will is a few dozen bytes. */
+export const DEFAULT_STATUS_MAX_PAYLOAD_BYTES = 4_096;
+/**
+ * DEADLETTER's size: at its limit it discards its oldest letters (it keeps 30 days otherwise), so that
+ * a device sending garbage can never fill the store TELEMETRY needs. ~1M letters of ~1 KB. JetStream
+ * reserves it in its store when the stream is created.
+ */
+export const DEFAULT_DEADLETTER_MAX_BYTES = 1_073_741_824;
+/**
+ * PRESENCE's size, likewise (it keeps 7 days otherwise): ~4M events of ~250 bytes. The presence owner
+ * reads them within seconds; only one stopped for longer than that many events would miss some.
+ */
+export const DEFAULT_PRESENCE_MAX_BYTES = 1_073_741_824;
+/** A stream's byte limit below this could not hold a handful of the largest letters. */
+const MIN_STREAM_MAX_BYTES = 1_048_576;
+/** What one letter or event may keep: with its other fields, well under NATS' 1 MB max_payload. */
+const MAX_KEPT_PAYLOAD_BYTES = 262_144;
 /** Sockets on the HTTP port kept for /readyz, /metrics and the like when the live view is full. */
 const HTTP_PROBE_RESERVE = 8;
 /** A shorter operator token is too easy to guess for a page that shows the whole fleet. */
@@ -217,6 +240,26 @@ export const GatewayConfigSchema = z
       .min(100)
       .max(300_000)
       .default(DEFAULT_HTTP_REQUEST_TIMEOUT_MS),
+    /** 0 keeps no payload bytes in dead letters, only their size. */
+    DEADLETTER_MAX_PAYLOAD_BYTES: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_KEPT_PAYLOAD_BYTES)
+      .default(DEFAULT_DEADLETTER_MAX_PAYLOAD_BYTES),
+    STATUS_MAX_PAYLOAD_BYTES: z.coerce
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_KEPT_PAYLOAD_BYTES)
+      .default(DEFAULT_STATUS_MAX_PAYLOAD_BYTES),
+    /** Applied when the gateway creates or updates the streams. */
+    DEADLETTER_MAX_BYTES: z.coerce
+      .number()
+      .int()
+      .min(MIN_STREAM_MAX_BYTES)
+      .default(DEFAULT_DEADLETTER_MAX_BYTES),
+    PRESENCE_MAX_BYTES: z.coerce.number().int().min(MIN_STREAM_MAX_BYTES).default(DEFAULT_PRESENCE_MAX_BYTES),
   })
   // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
   .refine(

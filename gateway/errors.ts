@@ -124,3 +124,23 @@ export class ControlRateError extends Error {
     this.name = 'ControlRateError';
   }
 }
+
+/**
+ * A stream's byte limit JetStream cannot reserve in its store (max_file_store, or the account's
+ * max_file): the gateway does not start, rather than run with that stream unbounded.
+ */
+export class StreamReserveError extends Error {
+  readonly code = 'STREAM_RESERVE_FAILED';
+  constructor(
+    readonly stream: string,
+    readonly maxBytes: number,
+    cause: unknown,
+  ) {
+    super(
+      `JetStream cannot reserve ${maxBytes} bytes for stream ${stream}: lower DEADLETTER_MAX_BYTES and ` +
+        'PRESENCE_MAX_BYTES, or give JetStream more room (max_file_store)',
+      { cause },
+    );
+    this.name = 'StreamReserveError';
+  }
+}

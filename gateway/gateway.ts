@@ -18,6 +18,7 @@ import { TelemetryHandler } from './ingest/telemetry-handler.js';
 import { JetStreamPublisher } from './jetstream-publisher.js';
 import { createConnectionPolicy } from './limits/connection-policy.js';
 import { limitControlPackets } from './limits/control-rate.js';
+import { watchStreamDiscards } from './limits/stream-discards.js';
 import { type MqttListeners, startListeners } from './listeners.js';
 import { createLiveView, type LiveView } from './live/live-view.js';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
@@ -26,7 +27,7 @@ import { openRegistryBucket } from './registry/device-registry.js';
 import { RegistryCache } from './registry/registry-cache.js';
 import { VerifiedSecrets } from './registry/secrets.js';
 import { SessionStore } from './sessions/session-store.js';
-import { ensureStreams } from './streams.js';
+import { ensureStreams, STREAM_BYTE_LIMITS } from './streams.js';
 
 export interface Gateway {
   readonly id: string;
@@ -37,6 +38,9 @@ export interface Gateway {
   /** Stops accepting, drains in-flight publishes (up to SHUTDOWN_GRACE_MS), disconnects, closes. */
   close(): Promise<void>;
 }
+
+/** How often DEADLETTER and PRESENCE are looked at for messages discarded at their byte limits. */
+const STREAM_WATCH_INTERVAL_MS = 5_000;
 
 /**
  * Starts the ops HTTP server first (so /readyz answers while dependencies come up), then waits for
@@ -52,17 +56,23 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
   let broker: DeviceBroker | undefined;
   let heartbeat: Heartbeat | undefined;
   let telemetry: TelemetryHandler | undefined;
+  let discards: { close(): void } | undefined;
   let closing = false;
 
   const metrics = createGatewayMetrics({
     inFlight: () => publisher?.inFlight ?? 0,
     natsConnected: () => publisher?.isConnected ?? false,
     connections: () => broker?.connectedClients ?? 0,
+    refusals: () => publisher?.refusals() ?? [],
   });
   const notReady = () => {
     const missing: string[] = [];
     if (closing) missing.push('shutting down');
     if (!publisher?.isConnected) missing.push('nats');
+    // Connected, but nothing can be stored: every device would wait for a PUBACK that does not come.
+    for (const r of publisher?.refusals() ?? []) missing.push(`jetstream ${r.stream}: ${r.reason}`);
+    const silentMs = publisher?.unansweredForMs();
+    if (silentMs !== undefined) missing.push(`jetstream: no answer for ${Math.round(silentMs / 1000)} s`);
     if (config.AUTH_MODE === 'registry' && registry === undefined) missing.push('registry');
     if (listeners === undefined) missing.push('mqtt listeners');
     return missing;
@@ -103,9 +113,18 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
         telemetryMaxAgeMs: config.TELEMETRY_MAX_AGE_MS,
         dedupWindowMs: config.DEDUP_WINDOW_MS,
         replicas: config.STREAM_REPLICAS,
+        deadletterMaxBytes: config.DEADLETTER_MAX_BYTES,
+        presenceMaxBytes: config.PRESENCE_MAX_BYTES,
       },
       log,
     );
+    discards = watchStreamDiscards({
+      jsm,
+      streams: STREAM_BYTE_LIMITS,
+      intervalMs: STREAM_WATCH_INTERVAL_MS,
+      discarded: (_stream, setting, n) => metrics.limitReached(setting, n),
+      log,
+    });
     publisher = new JetStreamPublisher(nc, {
       ackTimeoutMs: config.ACK_TIMEOUT_MS,
       log,
@@ -141,7 +160,10 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       );
     }
     telemetry = new TelemetryHandler(publisher, config, metrics, log);
-    const presence = new PresencePublisher(publisher, id, log);
+    const presence = new PresencePublisher(publisher, id, log, {
+      statusMaxBytes: config.STATUS_MAX_PAYLOAD_BYTES,
+      statusTruncated: () => metrics.limitReached('STATUS_MAX_PAYLOAD_BYTES'),
+    });
     const connections = createConnectionPolicy(config, metrics, log);
     const tracker = new CommandTracker();
     const sessions = new SessionStore({
@@ -243,6 +265,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       log,
     });
   } catch (err) {
+    discards?.close();
     listeners && (await listeners.close());
     broker && (await broker.close());
     telemetry?.close();
@@ -274,6 +297,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
           );
         await broker?.close();
         telemetry?.close();
+        discards?.close();
         // Beats until the clients are closed: during the shutdown grace they are still connected.
         heartbeat?.close();
         publisher?.close();

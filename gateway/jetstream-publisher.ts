@@ -24,10 +24,18 @@ import { NotStoredError } from './errors.js';
  */
 export type PublishDone = (err: NotStoredError | undefined, duplicate: boolean) => void;
 
+export type RetryCause = 'timeout' | 'no_responders' | 'jetstream_error' | 'no_room';
+
 export interface PublisherObserver {
   stored?(latencySeconds: number, duplicate: boolean): void;
-  retried?(why: 'timeout' | 'no_responders' | 'jetstream_error'): void;
+  retried?(why: RetryCause): void;
   failed?(why: string): void;
+}
+
+/** A stream JetStream refuses to store in for lack of room, and the server's words for it. */
+export interface Refusal {
+  stream: string;
+  reason: string;
 }
 
 export interface PublisherOptions {
@@ -74,6 +82,27 @@ const MIN_RETRY_DELAY_MS = 50;
 const DEFAULT_MAX_RETRY_DELAY_MS = 2_000;
 const STATUS_NO_RESPONDERS = 503;
 
+/**
+ * JetStream's answers when it has no room for a message (seen from nats-server 2.9.10): the store
+ * (max_file_store) full, `{"code":503,"err_code":10023,"description":"insufficient resources"}`; a
+ * stream that discards new messages at its limits, or a failed write, 10077 with the store's error
+ * ("maximum bytes exceeded", "maximum messages exceeded"); the account's max_file reached,
+ * `{"code":400,"err_code":10002,"description":"resource limits exceeded for account"}`. None heals by
+ * itself in seconds, but each does once room is made: the publish is held and retried like an outage,
+ * the device unacknowledged, and the stream reported (refusals(), /readyz) meanwhile.
+ */
+const NO_ROOM_ERR_CODES: ReadonlySet<number> = new Set([10023, 10077, 10002]);
+/**
+ * A refusal marks its stream this long, unless a message is stored in it first. Held publishes retry
+ * at least every maxRetryDelayMs, so the mark stays while any device waits; with none waiting (a load
+ * balancer took the gateway out on /readyz) it lapses, and devices let back in find out afresh.
+ */
+const MIN_REFUSAL_MEMORY_MS = 10_000;
+/** Ack timeouts, and no answer of any kind, for this many ack timeouts: JetStream does not answer. */
+const UNANSWERED_ACK_TIMEOUTS = 3;
+/** `{"stream":"` */
+const PUBACK_STREAM_AT = 11;
+
 export class JetStreamPublisher {
   private readonly inbox: string;
   private readonly pending = new Map<number, Pending>();
@@ -88,6 +117,11 @@ export class JetStreamPublisher {
   private readonly sweeper: NodeJS.Timeout;
   private readonly idleWaiters: (() => void)[] = [];
   private readonly maxRetryDelayMs: number;
+  private readonly refusalMemoryMs: number;
+  /** Streams that refused a publish for lack of room, with when they last did. */
+  private readonly refused = new Map<string, Refusal & { at: number }>();
+  private lastReplyAt = Date.now();
+  private lastTimeoutAt = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -95,6 +129,7 @@ export class JetStreamPublisher {
   ) {
     this.inbox = `${createInbox()}.`;
     this.maxRetryDelayMs = options.maxRetryDelayMs ?? DEFAULT_MAX_RETRY_DELAY_MS;
+    this.refusalMemoryMs = Math.max(MIN_REFUSAL_MEMORY_MS, 5 * this.maxRetryDelayMs);
     nc.subscribe(`${this.inbox}*`, { callback: (err, msg) => (err ? undefined : this.onReply(msg)) });
     this.sweeper = setInterval(() => this.sweep(), Math.min(250, Math.max(10, options.ackTimeoutMs / 4)));
     this.sweeper.unref();
@@ -108,6 +143,27 @@ export class JetStreamPublisher {
 
   get isConnected(): boolean {
     return this.connected && !this.closed;
+  }
+
+  /** Streams refusing writes for lack of room: refused recently, and nothing stored in them since. */
+  refusals(now = Date.now()): Refusal[] {
+    const out: Refusal[] = [];
+    for (const [stream, r] of this.refused) {
+      if (now - r.at < this.refusalMemoryMs) out.push({ stream, reason: r.reason });
+      else this.refused.delete(stream);
+    }
+    return out;
+  }
+
+  /**
+   * How long JetStream has answered nothing while publishes timed out (a server whose store hangs on
+   * a full disk does that), once that is UNANSWERED_ACK_TIMEOUTS ack timeouts or more; else undefined.
+   */
+  unansweredForMs(now = Date.now()): number | undefined {
+    if (!this.isConnected || this.lastTimeoutAt <= this.lastReplyAt) return undefined;
+    if (now - this.lastTimeoutAt >= this.refusalMemoryMs) return undefined;
+    const silent = now - this.lastReplyAt;
+    return silent >= UNANSWERED_ACK_TIMEOUTS * this.options.ackTimeoutMs ? silent : undefined;
   }
 
   publish(
@@ -190,6 +246,7 @@ export class JetStreamPublisher {
   };
 
   private onReply(msg: Msg): void {
+    this.lastReplyAt = Date.now();
     const token = Number(msg.subject.slice(this.inbox.length));
     const p = this.pending.get(token);
     if (p === undefined) return; // answer to a publish already timed out and resent
@@ -202,6 +259,8 @@ export class JetStreamPublisher {
     // field is absent otherwise); only an error reply needs a full parse.
     const text = msg.string();
     if (text.startsWith('{"stream"') && !text.includes('"error"')) {
+      if (this.refused.size > 0)
+        this.roomAgain(text.slice(PUBACK_STREAM_AT, text.indexOf('"', PUBACK_STREAM_AT)));
       const duplicate = text.includes('"duplicate"');
       if (!duplicate) this.resendOvertaken(token, p.subject);
       this.options.observer?.stored?.((Date.now() - p.firstSentAt) / 1000, duplicate);
@@ -217,12 +276,17 @@ export class JetStreamPublisher {
       return;
     }
     if (ack.error !== undefined) {
+      if (ack.error.err_code !== undefined && NO_ROOM_ERR_CODES.has(ack.error.err_code)) {
+        this.noRoom(ack.stream || p.subject, ack.error.description ?? `error ${ack.error.err_code}`);
+        this.retry(p, 'no_room');
+      }
       // 503: JetStream temporarily unavailable (leader election, cluster catching up): transient.
-      if (ack.error.code === STATUS_NO_RESPONDERS || ack.error.code === undefined)
+      else if (ack.error.code === STATUS_NO_RESPONDERS || ack.error.code === undefined)
         this.retry(p, 'jetstream_error');
       else this.fail(p, `JetStream refused the message: ${ack.error.description ?? ack.error.code}`);
       return;
     }
+    if (this.refused.size > 0 && ack.stream !== undefined) this.roomAgain(ack.stream);
     if (ack.duplicate !== true) this.resendOvertaken(token, p.subject);
     this.options.observer?.stored?.((Date.now() - p.firstSentAt) / 1000, ack.duplicate === true);
     this.complete(p, undefined, ack.duplicate === true);
@@ -246,6 +310,19 @@ export class JetStreamPublisher {
     }
   }
 
+  private noRoom(stream: string, reason: string): void {
+    if (!this.refused.has(stream))
+      this.options.log.error(
+        { stream, reason },
+        'JetStream refuses writes for lack of room: holding publishes, acknowledging nothing',
+      );
+    this.refused.set(stream, { stream, reason, at: Date.now() });
+  }
+
+  private roomAgain(stream: string): void {
+    if (this.refused.delete(stream)) this.options.log.info({ stream }, 'JetStream stores again');
+  }
+
   private sweep(): void {
     const now = Date.now();
     // While disconnected, publishes whose client left are let go now rather than at reconnect,
@@ -261,11 +338,12 @@ export class JetStreamPublisher {
     for (const [token, p] of this.pending) {
       if (p.deadline > now) break; // tokens are inserted in deadline order
       this.pending.delete(token);
+      this.lastTimeoutAt = now;
       this.retry(p, 'timeout');
     }
   }
 
-  private retry(p: Pending, why: 'timeout' | 'no_responders' | 'jetstream_error'): void {
+  private retry(p: Pending, why: RetryCause): void {
     if (this.closed || !p.wanted()) {
       this.fail(p, this.closed ? 'publisher closed' : 'abandoned: the client went away before it was stored');
       return;
@@ -315,6 +393,7 @@ export class JetStreamPublisher {
         );
       } else if (status.type === 'reconnect') {
         this.connected = true;
+        this.lastReplyAt = Date.now(); // silence while disconnected is not JetStream's
         const parked = this.parked;
         this.parked = [];
         this.options.log.info({ resent: parked.length }, 'NATS connection back: resending held publishes');

@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { DEADLETTER_STREAM, PRESENCE_STREAM, TELEMETRY_STREAM } from '../contract/subjects.js';
 import type { RejectionReason } from './errors.js';
 
 /**
@@ -36,6 +37,10 @@ export const GATEWAY_LIMITS = [
   'MAX_CONTROL_PACKETS_PER_SEC',
   'MAX_UNSENT_BYTES_PER_CLIENT',
   'DRAIN_TIMEOUT_MS',
+  'DEADLETTER_MAX_PAYLOAD_BYTES',
+  'STATUS_MAX_PAYLOAD_BYTES',
+  'DEADLETTER_MAX_BYTES',
+  'PRESENCE_MAX_BYTES',
 ] as const;
 export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];
 
@@ -44,6 +49,8 @@ export function createGatewayMetrics(sources: {
   inFlight: () => number;
   natsConnected: () => boolean;
   connections: () => number;
+  /** Streams JetStream refuses to store in for lack of room (JetStreamPublisher.refusals). */
+  refusals?: () => readonly { stream: string }[];
 }) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'gateway_' });
@@ -118,6 +125,18 @@ export function createGatewayMetrics(sources: {
     registers: [registry],
     collect() {
       this.set(sources.inFlight());
+    },
+  });
+  new Gauge({
+    name: 'gateway_jetstream_refusing',
+    help: '1 while JetStream refuses to store in the stream for lack of room (store, stream or account full): nothing is acknowledged',
+    labelNames: ['stream'] as const,
+    registers: [registry],
+    collect() {
+      const refusing = new Set((sources.refusals?.() ?? []).map((r) => r.stream));
+      this.reset();
+      for (const stream of new Set([TELEMETRY_STREAM, DEADLETTER_STREAM, PRESENCE_STREAM, ...refusing]))
+        this.labels(stream).set(refusing.has(stream) ? 1 : 0);
     },
   });
   new Gauge({

@@ -1,8 +1,8 @@
-import { isUtf8 } from 'node:buffer';
 import type { Logger } from '../../common/logger.js';
 import {
+  DEADLETTER_DETAIL_MAX_BYTES,
   DEADLETTER_MAX_REJECTIONS,
-  DEADLETTER_PAYLOAD_MAX_BYTES,
+  DEADLETTER_TOPIC_MAX_BYTES,
   type DeadLetter,
   type DeadLetterRejection,
 } from '../../contract/event.js';
@@ -12,6 +12,7 @@ import { type NotStoredError, type Rejection, reject } from '../errors.js';
 import type { JetStreamPublisher } from '../jetstream-publisher.js';
 import { MetricNames } from '../limits/metric-names.js';
 import type { GatewayMetrics } from '../metrics.js';
+import { clipForJson, keptPayload } from './kept-payload.js';
 import { normaliseReading, type ReadingContext } from './normalise.js';
 import { parseTelemetryPayload } from './parse-payload.js';
 import { PublishIds } from './publish-ids.js';
@@ -216,8 +217,9 @@ export class TelemetryHandler {
   }
 
   /**
-   * One dead letter for everything a message had rejected: the whole payload (up to
-   * DEADLETTER_PAYLOAD_MAX_BYTES) and, for a batch, its rejected readings with their reasons.
+   * One dead letter for everything a message had rejected: the payload's first
+   * DEADLETTER_MAX_PAYLOAD_BYTES and, for a batch, its rejected readings with their reasons. Bounded
+   * whatever the device sent (README, Dead letters): a flood of letters must not fill JetStream.
    */
   private letter(
     identity: DeviceIdentity,
@@ -228,31 +230,32 @@ export class TelemetryHandler {
   ): Outgoing {
     const first = rejected[0]!;
     for (const r of rejected) this.metrics.deadletter(r.reason);
-    const kept = msg.payload.subarray(0, DEADLETTER_PAYLOAD_MAX_BYTES);
-    const utf8 = isUtf8(kept);
+    const kept = keptPayload(msg.payload, this.config.DEADLETTER_MAX_PAYLOAD_BYTES);
+    if (kept.truncated) this.metrics.limitReached('DEADLETTER_MAX_PAYLOAD_BYTES');
     const letter: DeadLetter = {
       reason: first.reason,
-      detail:
+      detail: clipForJson(
         batchSize === undefined || rejected.length === 1
           ? first.detail
           : `${rejected.length} of ${batchSize} readings rejected; the first: ${first.detail}`,
+        DEADLETTER_DETAIL_MAX_BYTES,
+      ),
       tenant: identity.tenant,
       deviceId: identity.deviceId,
       clientId: msg.clientId,
-      topic: msg.topic,
+      topic: clipForJson(msg.topic, DEADLETTER_TOPIC_MAX_BYTES),
+      topicBytes: Buffer.byteLength(msg.topic),
       receivedAt: ctx.receivedAtIso,
-      payload: kept.toString(utf8 ? 'utf8' : 'base64'),
-      payloadEncoding: utf8 ? 'utf8' : 'base64',
+      payload: kept.text,
+      payloadEncoding: kept.encoding,
       payloadBytes: msg.payload.byteLength,
-      truncated: kept.byteLength < msg.payload.byteLength,
+      truncated: kept.truncated,
     };
     if (batchSize !== undefined && first.index !== undefined) {
       letter.index = first.index;
       letter.readings = batchSize;
       letter.rejected = rejected.length;
-      letter.rejections = rejected
-        .slice(0, DEADLETTER_MAX_REJECTIONS)
-        .map((r): DeadLetterRejection => ({ index: r.index!, reason: r.reason, detail: r.detail }));
+      letter.rejections = listRejections(rejected, kept.keptBytes);
     }
     this.log.debug({ device: identity.deviceId, reason: first.reason, detail: letter.detail }, 'dead letter');
     return {
@@ -306,4 +309,28 @@ export class TelemetryHandler {
       if (err) this.log.debug({ err: err.message }, 'QoS 0 reading not stored');
     };
   }
+}
+
+/**
+ * A batch's rejected readings for its letter: the first DEADLETTER_MAX_REJECTIONS at most, and only as
+ * many as fit in `budgetBytes` of JSON (the payload bytes the letter keeps; the first always). 1,000
+ * readings of `1,` are 2 bytes each, and each costs ~80 bytes listed: the list must not amplify them.
+ */
+function listRejections(
+  rejected: readonly (Rejection & { index: number | undefined })[],
+  budgetBytes: number,
+): DeadLetterRejection[] {
+  const listed: DeadLetterRejection[] = [];
+  let bytes = 2; // []
+  for (const r of rejected.slice(0, DEADLETTER_MAX_REJECTIONS)) {
+    const entry = {
+      index: r.index!,
+      reason: r.reason,
+      detail: clipForJson(r.detail, DEADLETTER_DETAIL_MAX_BYTES),
+    };
+    bytes += Buffer.byteLength(JSON.stringify(entry)) + (listed.length > 0 ? 1 : 0);
+    if (listed.length > 0 && bytes > budgetBytes) break;
+    listed.push(entry);
+  }
+  return listed;
 }

@@ -471,7 +471,7 @@ export class LiveFeed {
           entry.last = { tenant, deviceId, detail: detail.slice(0, DETAIL_MAX_CHARS), receivedAt };
         }
         entry.parsedVersion = entry.version;
-        // Parsed once: the bytes (up to 64 KiB of payload) need not stay.
+        // Parsed once: the bytes (up to DEADLETTER_MAX_PAYLOAD_BYTES of payload) need not stay.
         entry.raw = undefined;
       }
       out.push({ reason, count: entry.count, ...(entry.last ? { last: entry.last } : {}) });

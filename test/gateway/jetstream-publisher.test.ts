@@ -1,4 +1,4 @@
-import { jetstreamManager } from '@nats-io/jetstream';
+import { DiscardPolicy, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
@@ -106,5 +106,55 @@ describe('JetStreamPublisher', () => {
     publisher.close();
     expect((await pending).err?.message).toMatch(/closed/);
     expect((await publish(publisher, 'nowhere.y', '2')).err?.message).toMatch(/closed/);
+  });
+
+  it('holds a publish JetStream has no room for, names the stream, and stores it once there is room', async () => {
+    const jsm = await jetstreamManager(nc);
+    // A stream full at its own limit answers 10077 "maximum bytes exceeded" (a full store: 10023).
+    await jsm.streams.add({
+      name: 'ROOM',
+      subjects: ['room.>'],
+      max_bytes: 2_048,
+      discard: DiscardPolicy.New,
+    });
+    const retried: string[] = [];
+    const publisher = new JetStreamPublisher(nc, {
+      ackTimeoutMs: 5_000,
+      log,
+      maxRetryDelayMs: 100,
+      observer: { retried: (why) => retried.push(why) },
+    });
+    expect((await publish(publisher, 'room.a', JSON.stringify('x'.repeat(1_500)))).err).toBeUndefined();
+    expect(publisher.refusals()).toEqual([]);
+    const held = publish(publisher, 'room.a', JSON.stringify('y'.repeat(1_500)));
+    while (retried.length < 2) await new Promise((r) => setTimeout(r, 20));
+    expect(retried.every((why) => why === 'no_room')).toBe(true);
+    expect(publisher.refusals()).toEqual([{ stream: 'ROOM', reason: 'maximum bytes exceeded' }]);
+    // With nobody waiting any more, the mark lapses by itself (10 s at most).
+    expect(publisher.refusals(Date.now() + 10_000)).toEqual([]);
+
+    await jsm.streams.purge('ROOM');
+    expect((await held).err).toBeUndefined();
+    expect(publisher.refusals()).toEqual([]);
+    expect((await readStream<string>(nc, 'ROOM')).map((m) => m.data)).toEqual(['y'.repeat(1_500)]);
+    publisher.close();
+  });
+
+  it('says when JetStream answers nothing at all, and stops once it answers again', async () => {
+    // A subscriber that never replies stands in for a server whose store hangs (a disk really full).
+    const mute = nc.subscribe('mute.>', { callback: () => {} });
+    await (await jetstreamManager(nc)).streams.add({ name: 'HEARD', subjects: ['heard.>'] });
+    const publisher = new JetStreamPublisher(nc, { ackTimeoutMs: 100, log });
+    let wanted = true;
+    const unanswered = publish(publisher, 'mute.a', '1', undefined, () => wanted);
+    expect(publisher.unansweredForMs()).toBeUndefined();
+    while (publisher.unansweredForMs() === undefined) await new Promise((r) => setTimeout(r, 20));
+    expect(publisher.unansweredForMs()).toBeGreaterThanOrEqual(300);
+    expect((await publish(publisher, 'heard.a', '2')).err).toBeUndefined();
+    expect(publisher.unansweredForMs()).toBeUndefined();
+    wanted = false;
+    await unanswered;
+    mute.unsubscribe();
+    publisher.close();
   });
 });

@@ -9,6 +9,7 @@ import {
   telemetrySubject,
   telemetryTopic,
 } from '../../contract/index.js';
+import { DEFAULT_DEADLETTER_MAX_PAYLOAD_BYTES } from '../../gateway/config.js';
 import { REJECTION_REASONS, type RejectionReason } from '../../gateway/errors.js';
 import type { Gateway } from '../../gateway/gateway.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
@@ -234,7 +235,10 @@ describe('every rejection reason lands in DEADLETTER', () => {
       });
       expect(letter.data.detail.length).toBeGreaterThan(0);
       const original = Buffer.isBuffer(sent.payload) ? sent.payload : Buffer.from(sent.payload);
-      expect(Buffer.from(letter.data.payload, letter.data.payloadEncoding)).toEqual(original);
+      // The payload whole, or its first DEADLETTER_MAX_PAYLOAD_BYTES (the one over MAX_PAYLOAD_BYTES).
+      const kept = Buffer.from(letter.data.payload, letter.data.payloadEncoding);
+      expect(kept).toEqual(original.subarray(0, DEFAULT_DEADLETTER_MAX_PAYLOAD_BYTES));
+      expect(letter.data.truncated).toBe(original.byteLength > DEFAULT_DEADLETTER_MAX_PAYLOAD_BYTES);
       expect(letter.data.payloadBytes).toBe(original.byteLength);
     }
     expect(letters.find((l) => l.data.reason === 'PAYLOAD_NOT_UTF8')!.data.payloadEncoding).toBe('base64');

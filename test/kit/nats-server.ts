@@ -16,6 +16,8 @@ const NATS_SERVER_BIN =
 export interface NatsServerOptions {
   /** Extra config file text (e.g. an `mqtt { … }` block); the kit adds port, host and JetStream. */
   extraConfig?: string;
+  /** Extra lines inside the `jetstream { … }` block (e.g. `max_file_store: 32MB` for a small store). */
+  jetstream?: string;
   /** Reuse a store dir (and its streams) instead of a fresh temp one. */
   storeDir?: string;
   port?: number;
@@ -104,7 +106,7 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
         `host: 127.0.0.1`,
         `port: ${port}`,
         `server_name: ${options.serverName ?? `test_${process.pid}`}`,
-        `jetstream { store_dir: "${join(storeDir, 'js')}" }`,
+        `jetstream {\n  store_dir: "${join(storeDir, 'js')}"\n  ${options.jetstream ?? ''}\n}`,
         options.extraConfig ?? '',
       ].join('\n'),
     );
