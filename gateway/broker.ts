@@ -464,8 +464,10 @@ export class DeviceBroker {
    */
   private budget(client: Client, deviceId: string, packet: PublishPacket): number | undefined {
     const { metrics } = this.deps;
+    // The topic too: up to 64 KiB of it is parsed and checked like the payload.
     const bytes =
-      typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length;
+      packet.topic.length +
+      (typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length);
     if (client.closed) return this.willBudget(deviceId, bytes);
     const forPublish = this.publishRate === undefined ? 0 : this.publishRate.take(deviceId);
     if (forPublish !== 0) metrics.limitReached('DEVICE_MAX_MSGS_PER_SEC');
