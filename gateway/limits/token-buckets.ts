@@ -22,15 +22,7 @@ export class TokenBuckets {
    * the debt would pass `burst`.
    */
   take(key: string, cost = 1): number | undefined {
-    const now = this.now();
-    let bucket = this.buckets.get(key);
-    if (bucket === undefined) {
-      bucket = { tokens: this.burst, atMs: now };
-      this.buckets.set(key, bucket);
-    } else {
-      bucket.tokens = this.refilled(bucket, now);
-      bucket.atMs = now;
-    }
+    const bucket = this.current(key);
     if (bucket.tokens - cost < -this.burst) return undefined;
     bucket.tokens -= cost;
     return bucket.tokens >= 0 ? 0 : (-bucket.tokens * 1000) / this.ratePerSec;
@@ -38,18 +30,24 @@ export class TokenBuckets {
 
   /** Takes `cost` tokens only if they are there now: no wait, no debt. */
   tryTake(key: string, cost = 1): boolean {
-    const now = this.now();
-    let bucket = this.buckets.get(key);
-    if (bucket === undefined) {
-      bucket = { tokens: this.burst, atMs: now };
-      this.buckets.set(key, bucket);
-    } else {
-      bucket.tokens = this.refilled(bucket, now);
-      bucket.atMs = now;
-    }
+    const bucket = this.current(key);
     if (bucket.tokens < cost) return false;
     bucket.tokens -= cost;
     return true;
+  }
+
+  /** The key's bucket, refilled up to now (a new one starts full). */
+  private current(key: string): { tokens: number; atMs: number } {
+    const now = this.now();
+    const bucket = this.buckets.get(key);
+    if (bucket === undefined) {
+      const fresh = { tokens: this.burst, atMs: now };
+      this.buckets.set(key, fresh);
+      return fresh;
+    }
+    bucket.tokens = this.refilled(bucket, now);
+    bucket.atMs = now;
+    return bucket;
   }
 
   /** Forgets full buckets: a new one starts full, so they hold nothing worth keeping. */

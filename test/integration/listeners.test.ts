@@ -1,8 +1,3 @@
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import type { NatsConnection } from '@nats-io/nats-core';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -11,43 +6,25 @@ import type { Gateway } from '../../gateway/gateway.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
 import { readStream } from '../kit/streams.js';
+import { makeTestCertificate, type TestCertificate } from '../kit/tls.js';
 
 let nats: NatsServer;
 let nc: NatsConnection;
 let gateway: Gateway;
 let device: ProvisionedDevice;
-let certDir: string;
+let certificate: TestCertificate | undefined;
 let cert: Buffer;
 
 beforeAll(async () => {
-  certDir = await mkdtemp(join(tmpdir(), 'gw-tls-'));
-  await promisify(execFile)('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=localhost',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-    '-keyout',
-    join(certDir, 'key.pem'),
-    '-out',
-    join(certDir, 'cert.pem'),
-  ]);
-  cert = await readFile(join(certDir, 'cert.pem'));
+  certificate = await makeTestCertificate();
+  cert = certificate.cert;
   nats = await startNatsServer();
   nc = await natsClient(nats.url);
   device = await provision(nc, 'listen-1', 'acme');
   ({ gateway } = await startGateway(nats.url, {
     MQTTS_PORT: '0',
-    TLS_CERT_FILE: join(certDir, 'cert.pem'),
-    TLS_KEY_FILE: join(certDir, 'key.pem'),
+    TLS_CERT_FILE: certificate!.certFile,
+    TLS_KEY_FILE: certificate!.keyFile,
   }));
 });
 
@@ -55,7 +32,7 @@ afterAll(async () => {
   await gateway?.close();
   await nc?.close();
   await nats?.dispose();
-  if (certDir) await rm(certDir, { recursive: true, force: true });
+  await certificate?.dispose();
 });
 
 it.each([

@@ -291,6 +291,8 @@ describe('PresenceOwner against a server with a small max_payload', () => {
   });
 
   afterAll(async () => {
+    // Heartbeats on this connection must stop before it closes, or the next one throws.
+    for (const stop of [...beating]) stop();
     await conn?.close();
     await small?.dispose();
   });

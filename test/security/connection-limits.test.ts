@@ -1,10 +1,5 @@
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { connect as netConnect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import { promisify } from 'node:util';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -12,6 +7,7 @@ import type { Gateway } from '../../gateway/gateway.js';
 import { startGateway } from '../kit/gateway.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
 import { connectPacket } from '../kit/raw-mqtt.js';
+import { makeTestCertificate, type TestCertificate } from '../kit/tls.js';
 
 /**
  * What a connection may hold before it is an MQTT client: every listener (TCP, WebSocket, TLS) gives
@@ -24,7 +20,7 @@ const CONNECT_TIMEOUT_MS = 1_000;
 const SLACK_MS = 1_500;
 
 let nats: NatsServer;
-let certDir: string;
+let certificate: TestCertificate | undefined;
 let cert: Buffer;
 let gateway: Gateway;
 const gateways: Gateway[] = [];
@@ -56,34 +52,15 @@ function openSocket(port: number): { socket: Socket; closedAfter: Promise<number
 }
 
 beforeAll(async () => {
-  certDir = await mkdtemp(join(tmpdir(), 'gw-limits-tls-'));
-  await promisify(execFile)('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=localhost',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-    '-keyout',
-    join(certDir, 'key.pem'),
-    '-out',
-    join(certDir, 'cert.pem'),
-  ]);
-  cert = await readFile(join(certDir, 'cert.pem'));
+  certificate = await makeTestCertificate();
+  cert = certificate.cert;
   nats = await startNatsServer();
   ({ gateway } = await startGateway(nats.url, {
     AUTH_MODE: 'open',
     LIVE_VIEW: 'false',
     MQTTS_PORT: '0',
-    TLS_CERT_FILE: join(certDir, 'cert.pem'),
-    TLS_KEY_FILE: join(certDir, 'key.pem'),
+    TLS_CERT_FILE: certificate!.certFile,
+    TLS_KEY_FILE: certificate!.keyFile,
     CONNECT_TIMEOUT_MS: String(CONNECT_TIMEOUT_MS),
   }));
   gateways.push(gateway);
@@ -94,7 +71,7 @@ afterAll(async () => {
   await Promise.all(clients.map((c) => c.endAsync(true)));
   await Promise.all(gateways.map((g) => g.close()));
   await nats?.dispose();
-  if (certDir) await rm(certDir, { recursive: true, force: true });
+  await certificate?.dispose();
 });
 
 describe('CONNECT_TIMEOUT_MS', () => {
@@ -183,8 +160,8 @@ describe('MAX_CONNECTIONS', () => {
         AUTH_MODE: 'open',
         LIVE_VIEW: 'false',
         MQTTS_PORT: '0',
-        TLS_CERT_FILE: join(certDir, 'cert.pem'),
-        TLS_KEY_FILE: join(certDir, 'key.pem'),
+        TLS_CERT_FILE: certificate!.certFile,
+        TLS_KEY_FILE: certificate!.keyFile,
         MAX_CONNECTIONS: '5',
         CONNECT_TIMEOUT_MS: '60000',
       });
