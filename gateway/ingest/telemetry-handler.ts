@@ -129,11 +129,7 @@ export class TelemetryHandler {
         rejected.push({ ...normalised, index: result.index });
         continue;
       }
-      const limit = this.metricNames.admit(
-        identity.tenant,
-        identity.deviceId,
-        result.reading.metrics.map((m) => m.name),
-      );
+      const limit = this.metricNames.admit(identity.tenant, identity.deviceId, result.reading.metrics);
       if (limit !== undefined) {
         this.metrics.limitReached(limit === 'device' ? 'DEVICE_MAX_METRICS' : 'TENANT_MAX_METRICS');
         rejected.push({ ...this.metricLimit(limit), index: result.index });

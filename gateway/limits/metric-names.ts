@@ -40,7 +40,7 @@ export class MetricNames {
   }
 
   /** Admits a reading's metric names, or says which limit it would pass (and admits none of them). */
-  admit(tenant: string, deviceId: string, names: readonly string[]): MetricLimit | undefined {
+  admit(tenant: string, deviceId: string, metrics: readonly { name: string }[]): MetricLimit | undefined {
     const key = `${tenant}/${deviceId}`;
     let device = this.devices.get(key);
     if (device === undefined) {
@@ -49,7 +49,7 @@ export class MetricNames {
     }
     device.lastMs = this.now();
     let fresh: string[] | undefined;
-    for (const name of names) {
+    for (const { name } of metrics) {
       if (device.names.has(name)) continue;
       fresh ??= [];
       fresh.push(name);
