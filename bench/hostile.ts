@@ -1,17 +1,15 @@
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { connect } from '@nats-io/transport-node';
 import type { MqttClient } from 'mqtt';
 import { DeviceRegistry } from '../gateway/registry/device-registry.js';
 import { type Latencies, measurePubacks } from '../test/kit/latency.js';
 import { connectDevice } from '../test/kit/mqtt.js';
-import { startNatsServer } from '../test/kit/nats-server.js';
 import { startScript } from '../test/kit/processes.js';
-import { killQuietly } from './child-process.js';
 import { startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, stopOnExit } from './lifecycle.js';
+import { heldNatsConnection, heldNatsServer } from './nats.js';
 import { median } from './stats.js';
 
 /**
@@ -79,21 +77,8 @@ interface Result {
 stopOnExit('the gateway and nats-server');
 
 async function main() {
-  const nats = await startNatsServer({ serverName: 'hostile' });
-  hold(
-    'nats-server',
-    () => nats.dispose(),
-    () => {
-      killQuietly(nats.pid);
-      rmSync(nats.storeDir, { recursive: true, force: true });
-    },
-  );
-  const nc = await connect({ servers: nats.url, name: 'bench-hostile' });
-  hold(
-    'nats connection',
-    () => nc.close(),
-    () => {},
-  );
+  const nats = await heldNatsServer({ serverName: 'hostile' });
+  const nc = await heldNatsConnection(nats.url, 'bench-hostile');
   const registry = await DeviceRegistry.open(nc);
   const calm = [];
   for (let i = 0; i < CALM_DEVICES; i++) {

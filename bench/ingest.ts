@@ -1,4 +1,3 @@
-import { rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
 import { resolve } from 'node:path';
@@ -7,12 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AckPolicy, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { connect } from '@nats-io/transport-node';
 import { DEADLETTER_STREAM, TELEMETRY_STREAM } from '../contract/subjects.js';
 import { telemetryTopic } from '../contract/topics.js';
 import { DeviceRegistry } from '../gateway/registry/device-registry.js';
-import { type NatsServer, startNatsServer } from '../test/kit/nats-server.js';
-import { killQuietly } from './child-process.js';
+import type { NatsServer } from '../test/kit/nats-server.js';
 import { CpuSampler } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { startGatewayProcess } from './gateway-process.js';
@@ -25,6 +22,7 @@ import {
   telemetryPayload,
   touch,
 } from './mqtt-load.js';
+import { heldNatsConnection, heldNatsServer } from './nats.js';
 import { median, quantile } from './stats.js';
 
 /**
@@ -132,28 +130,11 @@ function options(): Options {
 
 stopOnExit('the gateway and the servers');
 
-async function natsServer(name: string, extraConfig?: string): Promise<NatsServer> {
-  const server = await startNatsServer({ serverName: name, ...(extraConfig ? { extraConfig } : {}) });
-  hold(
-    `nats-server ${name}`,
-    () => server.dispose(),
-    () => {
-      killQuietly(server.pid);
-      rmSync(server.storeDir, { recursive: true, force: true });
-    },
-  );
-  return server;
-}
+const natsServer = (name: string, extraConfig?: string): Promise<NatsServer> =>
+  heldNatsServer({ serverName: name, ...(extraConfig ? { extraConfig } : {}) });
 
-async function natsConnection(server: NatsServer, name: string): Promise<NatsConnection> {
-  const nc = await connect({ servers: server.url, name });
-  hold(
-    `nats connection ${name}`,
-    () => nc.close(),
-    () => {},
-  );
-  return nc;
-}
+const natsConnection = (server: NatsServer, name: string): Promise<NatsConnection> =>
+  heldNatsConnection(server.url, name);
 
 // ---- figures ----
 

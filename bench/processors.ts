@@ -43,12 +43,13 @@ import { JetStreamPublisher } from '../gateway/jetstream-publisher.js';
 import { ensureStreams } from '../gateway/streams.js';
 import { DEFAULT_ALLOWED_LATENESS, DEFAULT_LEASE_TTL } from '../processors/config.js';
 import { consumerName } from '../processors/consume/partition-consumer.js';
-import { type NatsServer, startNatsServer } from '../test/kit/nats-server.js';
+import type { NatsServer } from '../test/kit/nats-server.js';
 import { metricName, startVictoriaMetrics, type Tsdb } from '../test/kit/victoria-metrics.js';
 import { killQuietly } from './child-process.js';
 import { CpuSampler } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
+import { heldNatsConnection, heldNatsServer } from './nats.js';
 import { instanceKey, LeaseWatch } from './processors-leases.js';
 import { type ProcessorProcess, type Scrape, scrape, startProcessorProcess } from './processors-process.js';
 import { median, quantile } from './stats.js';
@@ -958,21 +959,8 @@ async function main(): Promise<void> {
   const o = options();
   const started = new Date();
   const log = createLogger('bench', 'warn');
-  const nats = await startNatsServer({ serverName: 'bench_processors' });
-  hold(
-    'nats-server',
-    () => nats.dispose(),
-    () => {
-      killQuietly(nats.pid);
-      rmSync(nats.storeDir, { recursive: true, force: true });
-    },
-  );
-  const nc = await connect({ servers: nats.url, name: 'bench' });
-  hold(
-    'nats connection',
-    () => nc.close(),
-    () => {},
-  );
+  const nats = await heldNatsServer({ serverName: 'bench_processors' });
+  const nc = await heldNatsConnection(nats.url, 'bench');
   const env: RunEnv = { nats, nc, log };
   const natsVersion = nc.info?.version ?? 'unknown';
   await ensureStreams(

@@ -1,4 +1,3 @@
-import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { jetstreamManager } from '@nats-io/jetstream';
@@ -7,11 +6,10 @@ import { parseDuration } from '../common/duration.js';
 import { TELEMETRY_STREAM } from '../contract/subjects.js';
 import { runSimulation } from '../simulators/index.js';
 import { RunStats } from '../simulators/progress.js';
-import { startNatsServer } from '../test/kit/nats-server.js';
-import { killQuietly } from './child-process.js';
 import { CpuSampler } from './cpu.js';
 import { startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, stopOnExit } from './lifecycle.js';
+import { heldNatsServer } from './nats.js';
 
 /**
  * `npm run bench:simulator`: can the simulator drive the gateway at its target rate? 1,000 devices,
@@ -50,15 +48,7 @@ if (values.help) {
 
 stopOnExit('the gateway and nats-server');
 
-const nats = await startNatsServer({ serverName: 'bench_simulator' });
-hold(
-  'nats-server',
-  () => nats.dispose(),
-  () => {
-    killQuietly(nats.pid);
-    rmSync(nats.storeDir, { recursive: true, force: true });
-  },
-);
+const nats = await heldNatsServer({ serverName: 'bench_simulator' });
 const gateway = await startGatewayProcess({
   cwd: REPO_ROOT,
   natsUrl: nats.url,
