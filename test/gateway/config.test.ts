@@ -2,18 +2,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../common/config.js';
+import { loadConfig } from '../../common/config.js';
 import { GatewayConfigSchema } from '../../gateway/config.js';
+import { configProblems } from '../kit/config.js';
 
-const problemsOf = (env: Record<string, string>) => {
-  try {
-    loadConfig(GatewayConfigSchema, env);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  return [];
-};
+const problemsOf = (env: Record<string, string>) =>
+  configProblems(() => loadConfig(GatewayConfigSchema, env));
 
 describe('gateway config', () => {
   it('has the documented defaults and is frozen', () => {

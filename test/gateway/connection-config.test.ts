@@ -1,17 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../common/config.js';
+import { loadConfig } from '../../common/config.js';
 import { GatewayConfigSchema } from '../../gateway/config.js';
+import { configProblems } from '../kit/config.js';
 
 /** The connection-level settings: their defaults, and combinations refused at start. */
-const problemsOf = (env: Record<string, string>) => {
-  try {
-    loadConfig(GatewayConfigSchema, env);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  return [];
-};
+const problemsOf = (env: Record<string, string>) =>
+  configProblems(() => loadConfig(GatewayConfigSchema, env));
 
 describe('connection-level settings', () => {
   it('have the documented defaults', () => {

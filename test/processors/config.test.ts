@@ -1,18 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../common/config.js';
+import { loadConfig } from '../../common/config.js';
 import { ProcessorConfigSchema } from '../../processors/config.js';
 import { checkServerLimits } from '../../processors/processor.js';
+import { configProblems } from '../kit/config.js';
 
 const load = (env: Record<string, string> = {}) => loadConfig(ProcessorConfigSchema, env);
-const problemsOf = (fn: () => unknown): readonly string[] => {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
-    throw err;
-  }
-  return [];
-};
+const problemsOf = configProblems;
 /** nats-server's default max_payload. */
 const NATS_MAX_PAYLOAD = 1024 * 1024;
 
