@@ -31,6 +31,25 @@ interface Step {
   wallMs: number;
 }
 
+/** Generated readings as steps of one device clock: each advances it, and may be late by some. */
+function toSteps(raw: { device: string; advanceMs: number; lateByMs: number; value: number }[]): Step[] {
+  let clock = T0;
+  return raw.map((r, i) => {
+    clock += r.advanceMs;
+    return {
+      seq: i + 1,
+      wallMs: clock,
+      reading: {
+        tenant: 'acme',
+        deviceId: r.device,
+        id: `e${i}`,
+        tsMs: clock - r.lateByMs,
+        metrics: { m: { value: r.value } },
+      },
+    };
+  });
+}
+
 /** Runs steps through a partition; returns the checkpoint taken after step `checkpointAt`, if asked. */
 function run(partition: PartitionWindows, steps: Step[], tsdb: Tsdb, checkpointAt?: number) {
   let checkpoint: ReturnType<PartitionWindows['checkpoint']> | undefined;
@@ -60,23 +79,7 @@ const stepsArb = fc
     }),
     { minLength: 1, maxLength: 120 },
   )
-  .map((raw) => {
-    let clock = T0;
-    return raw.map((r, i): Step => {
-      clock += r.advanceMs;
-      return {
-        seq: i + 1,
-        wallMs: clock,
-        reading: {
-          tenant: 'acme',
-          deviceId: r.device,
-          id: `e${i}`,
-          tsMs: clock - r.lateByMs,
-          metrics: { m: { value: r.value } },
-        },
-      };
-    });
-  });
+  .map(toSteps);
 
 describe('PartitionWindows', () => {
   it('acknowledges up to just before the first reading of any open window', () => {
@@ -246,23 +249,7 @@ describe('PartitionWindows freeing silent devices', () => {
       }),
       { minLength: 1, maxLength: 80 },
     )
-    .map((raw) => {
-      let clock = T0;
-      return raw.map((r, i): Step => {
-        clock += r.advanceMs;
-        return {
-          seq: i + 1,
-          wallMs: clock,
-          reading: {
-            tenant: 'acme',
-            deviceId: r.device,
-            id: `e${i}`,
-            tsMs: clock - r.lateByMs,
-            metrics: { m: { value: r.value } },
-          },
-        };
-      });
-    });
+    .map(toSteps);
   const results = (t: Tsdb) => [...t.entries()].map(([k, r]) => [k, r.values]).sort();
 
   it('changes no result by freeing while the watermarks fit, with or without a crash in between', () => {

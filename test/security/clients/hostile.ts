@@ -47,17 +47,22 @@ const payloads: Record<string, () => string> = {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const login = (clientId: string) => ({ clientId, username: deviceId, password: secret, keepalive: 60 });
 
+/** The attacker's connection, counted; undefined (after a short pause) when it is refused. */
+async function connectOrWait(): Promise<RawSession | undefined> {
+  const session = await RawSession.open(Number(port), login(`${deviceId}:hostile`)).catch(() => undefined);
+  if (session === undefined) {
+    stats.refused++;
+    await sleep(100);
+  } else stats.connections++;
+  return session;
+}
+
 /** Publishes the shape with IN_FLIGHT outstanding until the connection is cut; then again. */
 async function publishLoop(make: () => string): Promise<void> {
   const fixed = shape === 'metric-names' ? undefined : make();
   for (;;) {
-    const session = await RawSession.open(Number(port), login(`${deviceId}:hostile`)).catch(() => undefined);
-    if (session === undefined) {
-      stats.refused++;
-      await sleep(100);
-      continue;
-    }
-    stats.connections++;
+    const session = await connectOrWait();
+    if (session === undefined) continue;
     let pid = 0;
     const lane = async () => {
       while (!session.socket.destroyed) {
@@ -106,13 +111,8 @@ function idleSockets(count: number): void {
 async function pingLoop(): Promise<void> {
   const ping = Buffer.concat(Array(1_000).fill(generate({ cmd: 'pingreq' })));
   for (;;) {
-    const session = await RawSession.open(Number(port), login(`${deviceId}:hostile`)).catch(() => undefined);
-    if (session === undefined) {
-      stats.refused++;
-      await sleep(100);
-      continue;
-    }
-    stats.connections++;
+    const session = await connectOrWait();
+    if (session === undefined) continue;
     await new Promise<void>((resolve) => {
       const pump = () => {
         while (!session.socket.destroyed) {
