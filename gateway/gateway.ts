@@ -64,6 +64,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     natsConnected: () => publisher?.isConnected ?? false,
     connections: () => broker?.connectedClients ?? 0,
     refusals: () => publisher?.refusals() ?? [],
+    registryRevision: () => registry?.revision ?? 0,
   });
   const notReady = () => {
     const missing: string[] = [];

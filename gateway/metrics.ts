@@ -51,6 +51,8 @@ export function createGatewayMetrics(sources: {
   connections: () => number;
   /** Streams JetStream refuses to store in for lack of room (JetStreamPublisher.refusals). */
   refusals?: () => readonly { stream: string }[];
+  /** The device registry's revision this gateway has applied (RegistryCache.revision). */
+  registryRevision?: () => number;
 }) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'gateway_' });
@@ -137,6 +139,14 @@ export function createGatewayMetrics(sources: {
       this.reset();
       for (const stream of new Set([TELEMETRY_STREAM, DEADLETTER_STREAM, PRESENCE_STREAM, ...refusing]))
         this.labels(stream).set(refusing.has(stream) ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'gateway_registry_revision',
+    help: 'Revision of the device registry this gateway has applied; one gateway behind the others has missed registry changes',
+    registers: [registry],
+    collect() {
+      this.set(sources.registryRevision?.() ?? 0);
     },
   });
   new Gauge({

@@ -58,8 +58,11 @@ export class DeviceRegistry {
     return new DeviceRegistry(await openRegistryBucket(nc));
   }
 
-  /** Creates a device; returns the record and the plain secret, which is stored nowhere. */
-  async add(device: NewDevice): Promise<{ record: DeviceRecord; secret: string }> {
+  /**
+   * Creates a device; returns the record, the plain secret (stored nowhere) and the registry
+   * revision that created it (gateways that have applied it report it in gateway_registry_revision).
+   */
+  async add(device: NewDevice): Promise<{ record: DeviceRecord; secret: string; revision: number }> {
     const secret = device.secret ?? generateSecret();
     const now = new Date().toISOString();
     const candidate = {
@@ -78,14 +81,15 @@ export class DeviceRegistry {
         parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '),
       );
     }
+    let revision: number;
     try {
-      await this.kv.create(device.id, JSON.stringify(parsed.data));
+      revision = await this.kv.create(device.id, JSON.stringify(parsed.data));
     } catch (err) {
       if (await this.get(device.id))
         throw new RegistryError('DEVICE_EXISTS', `device '${device.id}' already exists`);
       throw err;
     }
-    return { record: parsed.data, secret };
+    return { record: parsed.data, secret, revision };
   }
 
   async get(id: string): Promise<DeviceRecord | undefined> {

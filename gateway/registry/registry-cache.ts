@@ -15,6 +15,7 @@ export type RegistryChange = (
 export class RegistryCache {
   private readonly devices = new Map<string, DeviceRecord>();
   private stopWatch: (() => void) | undefined;
+  private applied = 0;
 
   constructor(
     private readonly kv: KV,
@@ -24,6 +25,11 @@ export class RegistryCache {
 
   get size(): number {
     return this.devices.size;
+  }
+
+  /** The registry revision of the newest change applied. */
+  get revision(): number {
+    return this.applied;
   }
 
   get(id: string): DeviceRecord | undefined {
@@ -50,6 +56,7 @@ export class RegistryCache {
           this.log.error({ device: entry.key }, 'registry entry does not parse: device treated as unknown');
         }
         if (previous !== undefined || record !== undefined) this.onChange(entry.key, record, previous);
+        this.applied = entry.revision;
         if (entry.delta === 0) markLoaded();
       }
     })();

@@ -22,7 +22,21 @@ export async function startGateway(
     ...overrides,
   });
   const gateway = await createGateway(config, createLogger('gateway', config.LOG_LEVEL));
+  const close = gateway.close.bind(gateway);
+  running.add({ gateway, natsUrl });
+  gateway.close = () => {
+    for (const r of running) if (r.gateway === gateway) running.delete(r);
+    return close();
+  };
   return { gateway, config };
+}
+
+/** Gateways this test file started and has not closed: `provision` waits until they know a device. */
+const running = new Set<{ gateway: Gateway; natsUrl: string }>();
+
+async function appliedRevision(gateway: Gateway): Promise<number> {
+  const metric = gateway.metrics.registry.getSingleMetric('gateway_registry_revision');
+  return (await metric?.get())?.values[0]?.value ?? 0;
 }
 
 export async function natsClient(url: string): Promise<NatsConnection> {
@@ -42,6 +56,18 @@ export async function provision(
   labels: Record<string, string> = {},
 ): Promise<ProvisionedDevice> {
   const registry = await DeviceRegistry.open(nc);
-  const { secret } = await registry.add({ id, tenant, labels });
+  const { secret, revision } = await registry.add({ id, tenant, labels });
+  // A gateway learns of new devices through its registry watch; a test connecting right away must
+  // not race it (a real device added by the CLI a moment before connecting may, and is refused).
+  const server = nc.getServer();
+  const deadline = Date.now() + 5_000;
+  for (const { gateway, natsUrl } of running) {
+    if (!natsUrl.endsWith(server)) continue;
+    while ((await appliedRevision(gateway)) < revision) {
+      if (Date.now() > deadline)
+        throw new Error(`gateway ${gateway.id} has not seen device ${id} within 5 s`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
   return { id, tenant, secret };
 }
