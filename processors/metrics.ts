@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { formatDuration } from '../common/duration.js';
+import type { LeaseRound } from './leases/partition-leases.js';
 import { ROLE_NAMES } from './roles.js';
 import type { WindowResult } from './windows/device-windows.js';
 
@@ -99,6 +100,20 @@ export function createProcessorMetrics(sources: {
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
     registers: [registry],
   });
+  const leaseRoundSeconds = new Histogram({
+    name: 'processor_lease_round_seconds',
+    help: 'Duration of one lease round (heartbeat, renewals, rebalance, claims), by lease group',
+    labelNames: ['group'],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const leaseRoundGapMax = new Gauge({
+    name: 'processor_lease_round_gap_max_seconds',
+    help: 'Longest time between two completed lease rounds of this instance since it started (LEASE_TTL is the limit)',
+    registers: [registry],
+  });
+  let leaseRoundGapMaxS = 0;
+  leaseRoundGapMax.set(0);
   new Gauge({
     name: 'processor_owned_partitions',
     help: 'Partitions this instance holds a lease on',
@@ -152,6 +167,13 @@ export function createProcessorMetrics(sources: {
     },
     fleetRows: (n: number) => fleetRows.inc(n),
     fleetSkipped: (n: number) => fleetSkipped.inc(n),
+    leaseRound: (group: string, round: LeaseRound) => {
+      leaseRoundSeconds.labels(group).observe(round.durationMs / 1000);
+      if (round.gapMs !== undefined && round.gapMs / 1000 > leaseRoundGapMaxS) {
+        leaseRoundGapMaxS = round.gapMs / 1000;
+        leaseRoundGapMax.set(leaseRoundGapMaxS);
+      }
+    },
     role: (name: string, held: boolean) => roles.labels(name).set(held ? 1 : 0),
     tsdbRetry: () => retries.inc(),
     tsdbRejected: (lines: number) => rejected.inc(lines),

@@ -250,6 +250,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         partitions: TELEMETRY_PARTITIONS,
         ttlMs: config.LEASE_TTL,
         log,
+        onRound: (round) => metrics.leaseRound('partitions', round),
         onAcquire: async (partition) => {
           consumers.set(partition, await startPartition(partition));
         },
@@ -306,6 +307,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       replicas: config.STREAM_REPLICAS,
       log,
       onChange: metrics.role,
+      onRound: (round) => metrics.leaseRound('roles', round),
     });
     roles.start();
     timer = setInterval(() => {

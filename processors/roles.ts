@@ -2,7 +2,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { parseDuration } from '../common/duration.js';
 import type { Logger } from '../common/logger.js';
 import { DEFAULT_ROLE_STALL_TIMEOUT } from './config.js';
-import { PartitionLeases } from './leases/partition-leases.js';
+import { type LeaseOptions, PartitionLeases } from './leases/partition-leases.js';
 
 /**
  * Work that exactly one processor instance does at a time (the fleet rollup, presence). The roles are
@@ -39,6 +39,7 @@ export interface RolesOptions {
   replicas: number;
   log: Logger;
   onChange?: (role: string, held: boolean) => void;
+  onRound?: LeaseOptions['onRound'];
 }
 
 export interface Roles {
@@ -58,6 +59,7 @@ export async function openRoles(nc: NatsConnection, roles: readonly Role[], o: R
       partitions: roles.length,
       ttlMs: o.ttlMs,
       log: o.log,
+      onRound: o.onRound,
       onAcquire: async (i) => {
         running.set(i, await roles[i]!.start());
         o.log.info({ role: roles[i]!.name }, 'role taken');

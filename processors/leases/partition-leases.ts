@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { JetStreamApiCodes, JetStreamApiError } from '@nats-io/jetstream';
 import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
@@ -35,6 +36,16 @@ export interface LeaseOptions {
   log: Logger;
   onAcquire: (partition: number) => Promise<void> | void;
   onRelease: (partition: number, reason: 'rebalance' | 'lost' | 'shutdown') => Promise<void> | void;
+  /**
+   * After each completed round: how long it took, and the time since the previous one completed
+   * (undefined for the first). Both on the monotonic clock, not `clock`: they measure this process.
+   */
+  onRound?: (round: LeaseRound) => void;
+}
+
+export interface LeaseRound {
+  durationMs: number;
+  gapMs: number | undefined;
 }
 
 interface LeaseValue {
@@ -60,6 +71,7 @@ export class PartitionLeases {
   private readonly clock: () => number;
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<void> | undefined;
+  private lastRoundEnd: number | undefined;
   private stopped = false;
   private readonly leaseKey: (p: number) => string;
   private readonly instanceKey: (id: string) => string;
@@ -119,6 +131,7 @@ export class PartitionLeases {
   private async doRound(): Promise<void> {
     if (this.stopped) return;
     const { instanceId, partitions, ttlMs, log } = this.options;
+    const startedAt = performance.now();
     try {
       const now = this.clock();
       // Heartbeat and renewals first, all at once: under load each KV reply can wait a while for
@@ -158,27 +171,36 @@ export class PartitionLeases {
         await this.release(p, 'rebalance');
       }
 
-      if (this.owned.size >= share) return;
-      const others = Array.from({ length: partitions }, (_, p) => p).filter((p) => !this.owned.has(p));
-      const leases = await Promise.all(others.map(async (p) => decode(await this.kv.get(this.leaseKey(p)))));
-      for (const [i, p] of others.entries()) {
-        if (this.owned.size >= share || this.stopped) break;
-        const current = leases[i];
-        if (current && current.expiresAt > now) continue;
-        const revision = await this.write(p, now, current?.revision);
-        if (revision === undefined) continue; // someone else was quicker
-        try {
-          await this.options.onAcquire(p);
-          this.owned.set(p, revision);
-          this.expiresAt.set(p, now + ttlMs);
-          log.info({ partition: p, from: current?.owner }, 'partition acquired');
-        } catch (err) {
-          log.error({ partition: p, err }, 'could not start on an acquired partition: giving it back');
-          await this.kv.delete(this.leaseKey(p), { previousSeq: revision }).catch(() => undefined);
-        }
-      }
+      if (this.owned.size < share) await this.claim(now, share);
+      const endedAt = performance.now();
+      const gapMs = this.lastRoundEnd === undefined ? undefined : endedAt - this.lastRoundEnd;
+      this.lastRoundEnd = endedAt;
+      this.options.onRound?.({ durationMs: endedAt - startedAt, gapMs });
     } catch (err) {
       log.warn({ err }, 'lease round failed; retrying next round');
+    }
+  }
+
+  /** Claims free or expired leases until this instance holds its share. */
+  private async claim(now: number, share: number): Promise<void> {
+    const { partitions, ttlMs, log } = this.options;
+    const others = Array.from({ length: partitions }, (_, p) => p).filter((p) => !this.owned.has(p));
+    const leases = await Promise.all(others.map(async (p) => decode(await this.kv.get(this.leaseKey(p)))));
+    for (const [i, p] of others.entries()) {
+      if (this.owned.size >= share || this.stopped) break;
+      const current = leases[i];
+      if (current && current.expiresAt > now) continue;
+      const revision = await this.write(p, now, current?.revision);
+      if (revision === undefined) continue; // someone else was quicker
+      try {
+        await this.options.onAcquire(p);
+        this.owned.set(p, revision);
+        this.expiresAt.set(p, now + ttlMs);
+        log.info({ partition: p, from: current?.owner }, 'partition acquired');
+      } catch (err) {
+        log.error({ partition: p, err }, 'could not start on an acquired partition: giving it back');
+        await this.kv.delete(this.leaseKey(p), { previousSeq: revision }).catch(() => undefined);
+      }
     }
   }
 
