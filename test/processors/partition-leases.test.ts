@@ -154,3 +154,48 @@ describe('PartitionLeases', () => {
     await a.leases.stop();
   });
 });
+
+describe('PartitionLeases under a slow start', () => {
+  it('keeps renewing every round while a partition takes long to start', async () => {
+    // Real time, short TTL: rounds every 300 ms. Starting partition 1 takes 3 TTLs; meanwhile the
+    // lease on partition 0 must be renewed on time, so that a second instance never claims it.
+    const ttlMs = 900;
+    let startSlow!: () => void;
+    const slow = new Promise<void>((r) => {
+      startSlow = r;
+    });
+    const gaps: number[] = [];
+    const a = await PartitionLeases.open(nc, {
+      instanceId: 'a',
+      group: 'partitions',
+      partitions: 2,
+      ttlMs,
+      log,
+      onAcquire: (p) => (p === 1 ? slow : undefined),
+      onRelease: () => undefined,
+      onRound: (r) => r.gapMs !== undefined && gaps.push(r.gapMs),
+    });
+    const taken: number[] = [];
+    const b = await PartitionLeases.open(nc, {
+      instanceId: 'b',
+      group: 'partitions',
+      partitions: 2,
+      ttlMs,
+      log,
+      onAcquire: (p) => {
+        taken.push(p);
+      },
+      onRelease: () => undefined,
+    });
+    a.start();
+    await new Promise((r) => setTimeout(r, 3 * ttlMs));
+    // b runs its own rounds only now: a's leases, renewed all along, are not free.
+    await b.rebalance();
+    expect(taken).toEqual([]);
+    expect(a.partitions).toEqual([0]);
+    startSlow();
+    await expect.poll(() => a.partitions, { interval: 20, timeout: 2_000 }).toEqual([0, 1]);
+    expect(Math.max(...gaps)).toBeLessThan(ttlMs * 0.75);
+    await Promise.all([a.stop(), b.stop()]);
+  });
+});
