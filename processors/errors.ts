@@ -93,3 +93,15 @@ export function isPermanentPublishError(err: unknown): boolean {
   if (err instanceof InvalidArgumentError) return true;
   return err instanceof JetStreamApiError && err.code === JS_MESSAGE_TOO_LARGE;
 }
+
+/**
+ * A partition's lease no longer runs long enough to write for it (its renewals stopped, or it was
+ * taken): its checkpoint is not saved, so that only the partition's next owner moves it on.
+ */
+export class LeaseLapsedError extends Error {
+  readonly code = 'LEASE_LAPSED';
+  constructor(readonly partition: number) {
+    super(`the lease on partition ${partition} has lapsed: not written`);
+    this.name = 'LeaseLapsedError';
+  }
+}

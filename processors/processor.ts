@@ -18,11 +18,19 @@ import type { ProcessorConfig } from './config.js';
 import { consumerName, PartitionConsumer } from './consume/partition-consumer.js';
 import { fleetRowsWriter, InfluxEffects } from './effects.js';
 import { InfluxWriteRejectedError } from './errors.js';
-import { PartitionLeases } from './leases/partition-leases.js';
+import { fencedKv } from './leases/fenced-kv.js';
+import { type KeptGroup, LeaseKeeper } from './leases/lease-keeper.js';
 import { createProcessorMetrics, type ProcessorMetrics } from './metrics.js';
 import { PresenceOwner } from './presence/presence-owner.js';
 import { type PresenceLimits, presenceStateMaxBytes } from './presence/presence-tracker.js';
-import { FLEET_ROLLUP_ROLE, openRoles, PRESENCE_ROLE, type Role, type Roles } from './roles.js';
+import {
+  FLEET_ROLLUP_ROLE,
+  PRESENCE_ROLE,
+  ROLES_LEASE_GROUP,
+  type Role,
+  type RoleRunner,
+  roleRunner,
+} from './roles.js';
 import { DEFAULT_ROLLUP_HORIZON_MS } from './rollups/fleet-rollup.js';
 import { RollupOwner } from './rollups/rollup-owner.js';
 import { ensureWindowsStream } from './rollups/windows-stream.js';
@@ -47,6 +55,8 @@ const RESTART_MAX_DELAY_MS = 5_000;
 const DEFAULT_GATEWAY_HEARTBEAT_MS = 5_000;
 /** How long close() waits for in-flight batches to become durable before giving up on them. */
 const SHUTDOWN_GRACE_MS = 5_000;
+/** The lease group of the telemetry partitions (`partitions.lease.{p}` in `processor_leases`). */
+export const PARTITIONS_LEASE_GROUP = 'partitions';
 
 /**
  * The gateway creates TELEMETRY (it owns the stream's settings). A processor started first waits
@@ -108,13 +118,11 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
   const rules = config.ALERT_RULES_FILE ? loadAlertRules(config.ALERT_RULES_FILE) : [];
   const consumers = new Map<number, PartitionConsumer>();
   let nc: NatsConnection | undefined;
-  /**
-   * Leases, roles and lag queries on a connection of their own: on the data connection their replies
-   * queue behind thousands of delivered messages, and a lease round slowed to seconds risks the TTL.
-   */
+  /** Lag queries on a connection of their own: on the data connection they queue behind deliveries. */
   let control: NatsConnection | undefined;
-  let leases: PartitionLeases | undefined;
-  let roles: Roles | undefined;
+  /** Partition and role leases, kept in a worker thread with its own NATS connection (lease-keeper.ts). */
+  let leases: LeaseKeeper | undefined;
+  let roles: RoleRunner | undefined;
   let sink: TsdbSink | undefined;
   let effects: InfluxEffects | undefined;
   let closing = false;
@@ -140,6 +148,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     if (closing) missing.push('shutting down');
     if (!nc || nc.isClosed() || !control || control.isClosed()) missing.push('nats');
     if (!leases) missing.push('leases');
+    else if (leases.notKept) missing.push(leases.notKept);
     if (sink?.overloaded) missing.push('tsdb');
     for (const { role, reason } of roles?.stalled() ?? []) missing.push(`${role}: ${reason}`);
     for (const consumer of consumers.values()) {
@@ -215,7 +224,12 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         partition,
         js,
         jsm,
-        checkpoints,
+        // A consumer that outlived its lease (this thread stalled past it) must not checkpoint.
+        checkpoints: fencedKv(
+          checkpoints,
+          partition,
+          () => leases?.holds(PARTITIONS_LEASE_GROUP, partition) ?? false,
+        ),
         effects: partitionEffects,
         windows,
         checkpointIntervalMs: config.CHECKPOINT_INTERVAL,
@@ -233,6 +247,11 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         await failed.stop().catch(() => undefined);
         await new Promise((r) => setTimeout(r, Math.min(RESTART_MAX_DELAY_MS, 100 * 2 ** attempt)));
         if (closing || consumers.get(partition) !== failed) return;
+        // Recreating the consumer deletes the durable one: never while someone else may own it.
+        if (!leases?.holds(PARTITIONS_LEASE_GROUP, partition)) {
+          log.warn({ partition }, 'partition consumer not restarted: its lease has lapsed');
+          return;
+        }
         try {
           consumers.set(partition, await startPartition(partition));
           log.warn({ partition }, 'partition consumer restarted from its checkpoint');
@@ -242,28 +261,19 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         }
       }
     };
-    leases = await PartitionLeases.open(
-      control,
-      {
-        instanceId,
-        group: 'partitions',
-        partitions: TELEMETRY_PARTITIONS,
-        ttlMs: config.LEASE_TTL,
-        log,
-        onRound: (round) => metrics.leaseRound('partitions', round),
-        onAcquire: async (partition) => {
-          consumers.set(partition, await startPartition(partition));
-        },
-        onRelease: async (partition) => {
-          const consumer = consumers.get(partition);
-          consumers.delete(partition);
-          await consumer?.stop(); // writes a last checkpoint: drop the partition's gauge after it
-          metrics.released(partition);
-        },
+    const partitionLeases: KeptGroup = {
+      group: PARTITIONS_LEASE_GROUP,
+      partitions: TELEMETRY_PARTITIONS,
+      onAcquire: async (partition) => {
+        consumers.set(partition, await startPartition(partition));
       },
-      config.STREAM_REPLICAS,
-    );
-    leases.start();
+      onRelease: async (partition) => {
+        const consumer = consumers.get(partition);
+        consumers.delete(partition);
+        await consumer?.stop(); // writes a last checkpoint: drop the partition's gauge after it
+        metrics.released(partition);
+      },
+    };
     const rollupRole: Role = {
       name: FLEET_ROLLUP_ROLE,
       start: () =>
@@ -301,22 +311,31 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
           stallTimeoutMs: config.ROLE_STALL_TIMEOUT,
         }),
     };
-    roles = await openRoles(control, [rollupRole, presenceRole], {
+    const roleList = [rollupRole, presenceRole];
+    roles = roleRunner(roleList, { log, onChange: metrics.role });
+    leases = await LeaseKeeper.start({
+      natsUrl: config.NATS_URL,
       instanceId,
       ttlMs: config.LEASE_TTL,
       replicas: config.STREAM_REPLICAS,
       log,
-      onChange: metrics.role,
-      onRound: (round) => metrics.leaseRound('roles', round),
+      onRound: metrics.leaseRound,
+      groups: [
+        partitionLeases,
+        {
+          group: ROLES_LEASE_GROUP,
+          partitions: roleList.length,
+          onAcquire: roles.onAcquire,
+          onRelease: roles.onRelease,
+        },
+      ],
     });
-    roles.start();
     timer = setInterval(() => {
       for (const consumer of consumers.values()) consumer.flushWindows();
       partitionEffects.tick(Date.now()).catch((err) => log.error({ err }, 'alert points not written'));
     }, config.CHECKPOINT_INTERVAL);
     log.info({ instance: instanceId, http: httpPort, rules: rules.length }, 'processor started');
   } catch (err) {
-    await roles?.stop().catch(() => undefined);
     await leases?.stop().catch(() => undefined);
     await sink?.close().catch(() => undefined);
     await nc?.close();
@@ -343,7 +362,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
           effects?.close();
           void sink?.close(0);
         }, SHUTDOWN_GRACE_MS);
-        await Promise.all([leases?.stop(), roles?.stop()]);
+        await leases?.stop();
         clearTimeout(giveUp);
         const result = await sink?.close();
         if (result && result.unwrittenLines > 0) {

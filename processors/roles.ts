@@ -49,35 +49,32 @@ export interface Roles {
   stalled(): Array<{ role: RoleName; reason: string }>;
 }
 
-export async function openRoles(nc: NatsConnection, roles: readonly Role[], o: RolesOptions): Promise<Roles> {
+/** The lease group the roles are held in (`roles.lease.{i}` in `processor_leases`). */
+export const ROLES_LEASE_GROUP = 'roles';
+
+/** Runs the roles as their leases come and go: what a lease holder calls on acquire and release. */
+export interface RoleRunner {
+  onAcquire(index: number): Promise<void>;
+  onRelease(index: number, reason: 'rebalance' | 'lost' | 'shutdown'): Promise<void>;
+  /** The roles held here that cannot make progress, and why. */
+  stalled(): Array<{ role: RoleName; reason: string }>;
+}
+
+export function roleRunner(roles: readonly Role[], o: Pick<RolesOptions, 'log' | 'onChange'>): RoleRunner {
   const running = new Map<number, RunningRole>();
-  const leases = await PartitionLeases.open(
-    nc,
-    {
-      instanceId: o.instanceId,
-      group: 'roles',
-      partitions: roles.length,
-      ttlMs: o.ttlMs,
-      log: o.log,
-      onRound: o.onRound,
-      onAcquire: async (i) => {
-        running.set(i, await roles[i]!.start());
-        o.log.info({ role: roles[i]!.name }, 'role taken');
-        o.onChange?.(roles[i]!.name, true);
-      },
-      onRelease: async (i, reason) => {
-        const role = running.get(i);
-        running.delete(i);
-        o.onChange?.(roles[i]!.name, false);
-        await role?.stop();
-        o.log.info({ role: roles[i]!.name, reason }, 'role given up');
-      },
-    },
-    o.replicas,
-  );
   return {
-    start: () => leases.start(),
-    stop: () => leases.stop(),
+    onAcquire: async (i) => {
+      running.set(i, await roles[i]!.start());
+      o.log.info({ role: roles[i]!.name }, 'role taken');
+      o.onChange?.(roles[i]!.name, true);
+    },
+    onRelease: async (i, reason) => {
+      const role = running.get(i);
+      running.delete(i);
+      o.onChange?.(roles[i]!.name, false);
+      await role?.stop();
+      o.log.info({ role: roles[i]!.name, reason }, 'role given up');
+    },
     stalled: () => {
       const stuck: Array<{ role: RoleName; reason: string }> = [];
       for (const [i, role] of running) {
@@ -86,5 +83,29 @@ export async function openRoles(nc: NatsConnection, roles: readonly Role[], o: R
       }
       return stuck;
     },
+  };
+}
+
+/** The roles on leases of their own, kept on this thread (the processor keeps them in its lease worker). */
+export async function openRoles(nc: NatsConnection, roles: readonly Role[], o: RolesOptions): Promise<Roles> {
+  const runner = roleRunner(roles, o);
+  const leases = await PartitionLeases.open(
+    nc,
+    {
+      instanceId: o.instanceId,
+      group: ROLES_LEASE_GROUP,
+      partitions: roles.length,
+      ttlMs: o.ttlMs,
+      log: o.log,
+      onRound: o.onRound,
+      onAcquire: runner.onAcquire,
+      onRelease: runner.onRelease,
+    },
+    o.replicas,
+  );
+  return {
+    start: () => leases.start(),
+    stop: () => leases.stop(),
+    stalled: runner.stalled,
   };
 }
