@@ -20,7 +20,11 @@ interface Instance {
   events: string[];
 }
 
-async function instance(id: string, onAcquire?: (p: number) => void): Promise<Instance> {
+async function instance(
+  id: string,
+  onAcquire?: (p: number) => void,
+  holderAlive?: () => boolean,
+): Promise<Instance> {
   const events: string[] = [];
   const leases = await PartitionLeases.open(nc, {
     instanceId: id,
@@ -29,6 +33,7 @@ async function instance(id: string, onAcquire?: (p: number) => void): Promise<In
     ttlMs: TTL_MS,
     clock,
     log,
+    holderAlive,
     onAcquire: (p) => {
       onAcquire?.(p);
       events.push(`+${p}`);
@@ -139,6 +144,60 @@ describe('PartitionLeases', () => {
     await b.leases.rebalance();
     expect(b.leases.partitions).toHaveLength(PARTITIONS);
     await b.leases.stop();
+  });
+
+  it('renews and claims nothing while its holder is silent: another instance takes over', async () => {
+    let alive = true;
+    const a = await instance('a', undefined, () => alive);
+    const b = await instance('b');
+    await a.leases.rebalance();
+    await b.leases.rebalance();
+    expect(a.leases.partitions).toHaveLength(PARTITIONS);
+    // a's main thread stalls: its lease rounds go on, but renew and claim nothing.
+    alive = false;
+    now += TTL_MS / 3;
+    await a.leases.rebalance();
+    now += TTL_MS / 3;
+    await a.leases.rebalance();
+    expect(a.events.filter((e) => e.startsWith('-'))).toEqual([]);
+    now += TTL_MS / 3 + 1;
+    await b.leases.rebalance(); // a's heartbeat and leases have run out
+    expect(b.leases.partitions).toHaveLength(PARTITIONS);
+    // Back, a finds every lease taken.
+    alive = true;
+    await a.leases.rebalance();
+    expect(a.leases.partitions).toEqual([]);
+    expect(a.events.filter((e) => e.endsWith(':lost'))).toHaveLength(PARTITIONS);
+    await Promise.all([a.leases.stop(), b.leases.stop()]);
+  });
+
+  it('keeps a lease nobody took while its holder was silent', async () => {
+    let alive = true;
+    const expiries = new Map<number, number>();
+    const a = await PartitionLeases.open(nc, {
+      instanceId: 'a',
+      group: 'partitions',
+      partitions: 1,
+      ttlMs: TTL_MS,
+      clock,
+      log,
+      holderAlive: () => alive,
+      onExpiry: (p, at) => expiries.set(p, at),
+      onAcquire: () => undefined,
+      onRelease: () => undefined,
+    });
+    await a.rebalance();
+    expect(expiries.get(0)).toBe(now + TTL_MS);
+    alive = false;
+    now += TTL_MS + 1;
+    await a.rebalance();
+    expect(expiries.get(0)).toBe(now - 1); // not renewed: run out, and the holder can see it
+    alive = true;
+    await a.rebalance(); // the compare-and-set succeeds: nobody wrote the lease since
+    expect(a.partitions).toEqual([0]);
+    expect(expiries.get(0)).toBe(now + TTL_MS);
+    await a.stop();
+    expect(expiries.get(0)).toBe(0);
   });
 
   it('gives a partition back when starting on it fails, and retries it later', async () => {
