@@ -20,9 +20,9 @@ const board = new LeaseBoard(setup.groups, setup.board);
 
 let nextId = 0;
 const waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
-/** Asks the main thread to start or stop work, and waits for it to be done. */
 type Request = Extract<ToMain, { type: 'acquire' | 'release' }>;
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+/** Asks the main thread to start or stop work, and waits for it to be done. */
 function ask(m: WithoutId<Request>): Promise<void> {
   const id = nextId++;
   return new Promise((resolve, reject) => {
