@@ -95,13 +95,16 @@ export function isPermanentPublishError(err: unknown): boolean {
 }
 
 /**
- * A partition's lease no longer runs long enough to write for it (its renewals stopped, or it was
- * taken): its checkpoint is not saved, so that only the partition's next owner moves it on.
+ * A lease no longer runs long enough to write for it (its renewals stopped, or it was taken): the
+ * checkpoint is not saved, so that only the partition's (or role's) next owner moves it on.
  */
 export class LeaseLapsedError extends Error {
   readonly code = 'LEASE_LAPSED';
-  constructor(readonly partition: number) {
-    super(`the lease on partition ${partition} has lapsed: not written`);
+  constructor(
+    /** `{group}.{index}`, as in the lease's key `{group}.lease.{index}`. */
+    readonly lease: string,
+  ) {
+    super(`the lease ${lease} has lapsed: not written`);
     this.name = 'LeaseLapsedError';
   }
 }

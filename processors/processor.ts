@@ -26,6 +26,7 @@ import { type PresenceLimits, presenceStateMaxBytes } from './presence/presence-
 import {
   FLEET_ROLLUP_ROLE,
   PRESENCE_ROLE,
+  ROLE_NAMES,
   ROLES_LEASE_GROUP,
   type Role,
   type RoleRunner,
@@ -227,7 +228,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         // A consumer that outlived its lease (this thread stalled past it) must not checkpoint.
         checkpoints: fencedKv(
           checkpoints,
-          partition,
+          `${PARTITIONS_LEASE_GROUP}.${partition}`,
           () => leases?.holds(PARTITIONS_LEASE_GROUP, partition) ?? false,
         ),
         effects: partitionEffects,
@@ -288,12 +289,18 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
           stallTimeoutMs: config.ROLE_STALL_TIMEOUT,
         }),
     };
+    const presenceLease = ROLE_NAMES.indexOf(PRESENCE_ROLE);
     const presenceRole: Role = {
       name: PRESENCE_ROLE,
       start: () =>
         PresenceOwner.start({
           nc: nc!,
-          checkpoints,
+          // Like a partition's: no checkpoint over the next owner's once the role's lease lapsed.
+          checkpoints: fencedKv(
+            checkpoints,
+            `${ROLES_LEASE_GROUP}.${presenceLease}`,
+            () => leases?.holds(ROLES_LEASE_GROUP, presenceLease) ?? false,
+          ),
           replicas: config.STREAM_REPLICAS,
           defaultHeartbeatIntervalMs: DEFAULT_GATEWAY_HEARTBEAT_MS,
           tickIntervalMs: config.CHECKPOINT_INTERVAL,
@@ -311,7 +318,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
           stallTimeoutMs: config.ROLE_STALL_TIMEOUT,
         }),
     };
-    const roleList = [rollupRole, presenceRole];
+    const roleList = [rollupRole, presenceRole]; // in ROLE_NAMES order: the index is the lease
     roles = roleRunner(roleList, { log, onChange: metrics.role });
     leases = await LeaseKeeper.start({
       natsUrl: config.NATS_URL,

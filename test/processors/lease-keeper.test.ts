@@ -174,7 +174,7 @@ describe('LeaseKeeper', () => {
     // so its consumers cannot checkpoint over the new owner's.
     for (const p of mine) {
       expect(a.keeper.holds(GROUP, p)).toBe(false);
-      const fenced = fencedKv(checkpoints, p, () => a.keeper.holds(GROUP, p));
+      const fenced = fencedKv(checkpoints, `${GROUP}.${p}`, () => a.keeper.holds(GROUP, p));
       await expect(fenced.put(`partition.${p}`, 'zombie')).rejects.toBeInstanceOf(LeaseLapsedError);
     }
     await expect.poll(() => b.held(), { interval: 20, timeout: 5_000 }).toEqual([0, 1, 2, 3]);
