@@ -187,6 +187,22 @@ describe('LeaseKeeper', () => {
   });
 });
 
+describe('LeaseKeeper whose worker dies', () => {
+  it('stops the work at once, reports it, and claims again with a new worker', async () => {
+    const a = await keeper('a');
+    await expect.poll(() => a.held().length, { interval: 20, timeout: 5_000 }).toBe(PARTITIONS);
+    await (a.keeper as unknown as { worker: Worker }).worker.terminate();
+    // Nothing renews the leases any more: the work stops without waiting for them to run out.
+    await expect.poll(() => a.held(), { interval: 20, timeout: 2_000 }).toEqual([]);
+    expect(a.events.filter((e) => e.endsWith(':lost'))).toHaveLength(PARTITIONS);
+    expect(a.keeper.notKept).toMatch(/lease worker exited/);
+    for (let p = 0; p < PARTITIONS; p++) expect(a.keeper.holds(GROUP, p)).toBe(false);
+    // A new worker claims them back once the old leases have run out.
+    await expect.poll(() => a.held().length, { interval: 50, timeout: 3 * TTL_MS + 2_000 }).toBe(PARTITIONS);
+    expect(a.keeper.notKept).toBeUndefined();
+  });
+});
+
 describe('LeaseBoard', () => {
   it('shares the main thread’s tick and each lease’s expiry', () => {
     const board = new LeaseBoard([
