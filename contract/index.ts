@@ -1,3 +1,4 @@
+export * from './alerts.js';
 export * from './commands.js';
 export * from './device-payload.js';
 export * from './event.js';

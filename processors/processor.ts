@@ -12,7 +12,6 @@ import {
   TELEMETRY_PARTITIONS,
   TELEMETRY_STREAM,
 } from '../contract/subjects.js';
-import { AlertEngine } from './alerts/alert-engine.js';
 import { loadAlertRules } from './alerts/alert-rules.js';
 import type { ProcessorConfig } from './config.js';
 import { consumerName, PartitionConsumer } from './consume/partition-consumer.js';
@@ -183,19 +182,10 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       2 * (config.WINDOWS.at(-1)! + config.ALLOWED_LATENESS + config.IDLE_TIMEOUT),
     );
     await ensureWindowsStream(jsm, { replicas: config.STREAM_REPLICAS, horizonMs }, log);
-    const alerts =
-      rules.length > 0
-        ? new AlertEngine(rules, {
-            deviceStateTtlMs: config.DEVICE_STATE_TTL,
-            maxForgotten: config.MAX_FREED_DEVICES * TELEMETRY_PARTITIONS,
-            onLimit: metrics.limitReached,
-          })
-        : undefined;
     const partitionEffects = new InfluxEffects({
       sink,
       nc,
       js,
-      alerts,
       log,
       onInvalid: metrics.invalid,
       publishWindows: true,
@@ -218,6 +208,8 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         checkpoints,
         effects: partitionEffects,
         windows,
+        rules,
+        alertOptions: { deviceStateTtlMs: config.DEVICE_STATE_TTL, maxForgotten: config.MAX_FREED_DEVICES },
         checkpointIntervalMs: config.CHECKPOINT_INTERVAL,
         checkpointMaxBytes: config.CHECKPOINT_MAX_BYTES,
         onLimit: metrics.limitReached,
@@ -310,7 +302,6 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     roles.start();
     timer = setInterval(() => {
       for (const consumer of consumers.values()) consumer.flushWindows();
-      partitionEffects.tick(Date.now()).catch((err) => log.error({ err }, 'alert points not written'));
     }, config.CHECKPOINT_INTERVAL);
     log.info({ instance: instanceId, http: httpPort, rules: rules.length }, 'processor started');
   } catch (err) {
