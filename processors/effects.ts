@@ -1,5 +1,6 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { backoffMs } from '../common/backoff.js';
 import { formatDuration } from '../common/duration.js';
 import type { Logger } from '../common/logger.js';
 import type { AlertTransition } from '../contract/alerts.js';
@@ -107,7 +108,7 @@ export class InfluxEffects implements PartitionEffects {
       } catch (err) {
         if (this.closed) throw err;
         if (attempt === 0) this.o.log.warn({ err, subject }, 'windows not stored in WINDOWS; retrying');
-        const delay = Math.min(PUBLISH_RETRY_MAX_MS, PUBLISH_RETRY_MIN_MS * 2 ** Math.min(attempt, 10));
+        const delay = backoffMs(attempt, PUBLISH_RETRY_MIN_MS, PUBLISH_RETRY_MAX_MS);
         await new Promise((r) => setTimeout(r, delay));
       }
     }

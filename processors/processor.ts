@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { backoffMs } from '../common/backoff.js';
 import { ConfigError } from '../common/config.js';
 import { createOpsServer } from '../common/http-server.js';
 import { closeServer, listen } from '../common/listen.js';
@@ -41,6 +42,7 @@ export interface Processor {
 }
 
 const STREAM_POLL_MS = 1_000;
+const RESTART_MIN_DELAY_MS = 100;
 const RESTART_MAX_DELAY_MS = 5_000;
 /** For gateways known from saved presence state but not heard yet: the gateway's default interval. */
 const DEFAULT_GATEWAY_HEARTBEAT_MS = 5_000;
@@ -223,7 +225,9 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       for (let attempt = 0; !closing && consumers.has(partition); attempt++) {
         const failed = consumers.get(partition)!;
         await failed.stop().catch(() => undefined);
-        await new Promise((r) => setTimeout(r, Math.min(RESTART_MAX_DELAY_MS, 100 * 2 ** attempt)));
+        await new Promise((r) =>
+          setTimeout(r, backoffMs(attempt, RESTART_MIN_DELAY_MS, RESTART_MAX_DELAY_MS)),
+        );
         if (closing || consumers.get(partition) !== failed) return;
         try {
           consumers.set(partition, await startPartition(partition));
