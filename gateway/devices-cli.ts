@@ -2,7 +2,8 @@ import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { ConfigError, env, loadConfig } from '../common/config.js';
-import { type DeviceRecord, DeviceRegistry, RegistryError } from './registry/device-registry.js';
+import type { DeviceRecord } from '../contract/devices.js';
+import { DeviceRegistry, RegistryError } from './registry/device-registry.js';
 
 const USAGE = `usage: npm run devices -- <command> [options]
 

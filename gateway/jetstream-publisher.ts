@@ -1,4 +1,5 @@
 import { createInbox, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/nats-core';
+import { backoffMs } from '../common/backoff.js';
 import type { Logger } from '../common/logger.js';
 import { NotStoredError } from './errors.js';
 
@@ -350,9 +351,9 @@ export class JetStreamPublisher {
     }
     this.options.observer?.retried?.(why);
     p.attempts++;
-    const backoff = Math.min(this.maxRetryDelayMs, MIN_RETRY_DELAY_MS * 2 ** Math.min(p.attempts, 10));
     // Timeouts already waited ackTimeoutMs; resend at once unless the connection is down.
-    const delay = why === 'timeout' ? 0 : backoff * (0.5 + Math.random() / 2);
+    const delay =
+      why === 'timeout' ? 0 : backoffMs(p.attempts, MIN_RETRY_DELAY_MS, this.maxRetryDelayMs, true);
     this.waitingRetry.add(p);
     setTimeout(() => {
       if (!this.waitingRetry.delete(p)) return; // closed meanwhile

@@ -1,6 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { RejectionReason } from '../contract/rejections.js';
 import { DEADLETTER_STREAM, PRESENCE_STREAM, TELEMETRY_STREAM } from '../contract/subjects.js';
-import type { RejectionReason } from './errors.js';
 
 /**
  * Every bound a device (or an HTTP client) can run into, named by the setting that configures it.

@@ -1,15 +1,17 @@
 import type { JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { backoffMs } from '../common/backoff.js';
 import { formatDuration } from '../common/duration.js';
 import type { Logger } from '../common/logger.js';
-import { type CanonicalEvent, DEVICE_WINDOW_BATCH_MAX, type DeviceWindow } from '../contract/event.js';
+import type { AlertTransition } from '../contract/alerts.js';
+import { DEVICE_WINDOW_BATCH_MAX, type DeviceWindow } from '../contract/event.js';
 import { alertsSubject, PROMOTED_LABELS } from '../contract/measurements.js';
-import { partitionOf, windowsSubject } from '../contract/subjects.js';
-import type { AlertEngine, AlertTransition } from './alerts/alert-engine.js';
+import { windowsSubject } from '../contract/subjects.js';
 import type { PartitionEffects } from './consume/partition-consumer.js';
 import { InfluxWriteRejectedError } from './errors.js';
+import type { PartitionBatch } from './partition-pipeline.js';
 import type { FleetRow } from './rollups/fleet-rollup.js';
-import { aggregateLine, alertLine, fleetLine, telemetryLine } from './sink/lines.js';
+import { fleetLine } from './sink/lines.js';
 import type { TsdbSink } from './sink/tsdb-sink.js';
 import type { WindowResult } from './windows/device-windows.js';
 
@@ -17,7 +19,6 @@ export interface EffectsOptions {
   sink: TsdbSink;
   nc: NatsConnection;
   js: JetStreamClient;
-  alerts: AlertEngine | undefined;
   log: Logger;
   onInvalid: (count: number) => void;
   /** Publish every device-window emission to WINDOWS for the fleet rollup. */
@@ -28,9 +29,9 @@ const PUBLISH_RETRY_MIN_MS = 100;
 const PUBLISH_RETRY_MAX_MS = 5_000;
 
 /**
- * What a partition's events cause: raw lines, window lines, alerts (a line and a NATS message each),
- * and each window emission on WINDOWS for the fleet rollup. A batch counts as written once the TSDB
- * accepted its lines and JetStream stored its window messages.
+ * A partition's batch (partition-pipeline.ts) sent where it goes: raw and derived lines to the TSDB,
+ * alert transitions on NATS, each window emission on WINDOWS for the fleet rollup. I/O only. A batch
+ * counts as written once the TSDB accepted its lines and JetStream stored its window messages.
  */
 export class InfluxEffects implements PartitionEffects {
   private closed = false;
@@ -50,25 +51,13 @@ export class InfluxEffects implements PartitionEffects {
     this.closed = true;
   }
 
-  write(events: CanonicalEvent[], results: WindowResult[]): Promise<void> {
-    const raw: string[] = [];
-    const derived: string[] = [];
-    for (const event of events) {
-      try {
-        const line = telemetryLine(event);
-        if (line !== undefined) raw.push(line);
-      } catch (err) {
-        this.o.onInvalid(1);
-        this.o.log.error({ err, event: event.id }, 'event cannot be written as a line: skipped');
-      }
-      if (this.o.alerts) this.publishAlerts(this.o.alerts.onEvent(event, Date.now()), derived);
-    }
-    for (const result of results) derived.push(aggregateLine(result));
+  write(batch: PartitionBatch): Promise<void> {
+    this.publishAlerts(batch.alerts);
     const written: Promise<unknown>[] = [
-      this.written(this.o.sink.raw.write(raw), events.length),
-      this.written(this.o.sink.ordered.write(derived), 0),
+      this.written(this.o.sink.raw.write(batch.raw), batch.events),
+      this.written(this.o.sink.ordered.write(batch.derived), 0),
     ];
-    if (this.o.publishWindows && results.length > 0) written.push(this.publishWindows(results));
+    if (this.o.publishWindows && batch.windows.length > 0) written.push(this.publishWindows(batch.windows));
     return Promise.all(written).then(() => undefined);
   }
 
@@ -85,30 +74,9 @@ export class InfluxEffects implements PartitionEffects {
     });
   }
 
-  firingAlerts(partition: number): AlertTransition[] {
-    if (!this.o.alerts) return [];
-    return this.o.alerts.active().filter((t) => partitionOf(t.tenant, t.deviceId) === partition);
-  }
-
-  restoreAlerts(alerts: AlertTransition[]): void {
-    this.o.alerts?.restoreFiring(alerts, Date.now());
-  }
-
-  releasePartition(partition: number): void {
-    this.o.alerts?.forgetDevices((tenant, deviceId) => partitionOf(tenant, deviceId) === partition);
-  }
-
-  /** Time-based alert transitions (absence, durations elapsed on quiet devices). */
-  tick(wallNowMs: number): Promise<void> {
-    if (!this.o.alerts) return Promise.resolve();
-    const lines: string[] = [];
-    this.publishAlerts(this.o.alerts.tick(wallNowMs), lines);
-    return lines.length > 0 ? this.o.sink.ordered.write(lines) : Promise.resolve();
-  }
-
-  private publishAlerts(transitions: AlertTransition[], lines: string[]): void {
+  /** Alerts go out at once, like NATS's other at-most-once notices; their lines are in the batch. */
+  private publishAlerts(transitions: AlertTransition[]): void {
     for (const t of transitions) {
-      lines.push(alertLine(t));
       this.o.nc.publish(alertsSubject(t.tenant, t.deviceId), JSON.stringify(t));
       this.o.log.info({ alert: t.rule, device: t.deviceId, state: t.state, value: t.value }, 'alert');
     }
@@ -140,7 +108,7 @@ export class InfluxEffects implements PartitionEffects {
       } catch (err) {
         if (this.closed) throw err;
         if (attempt === 0) this.o.log.warn({ err, subject }, 'windows not stored in WINDOWS; retrying');
-        const delay = Math.min(PUBLISH_RETRY_MAX_MS, PUBLISH_RETRY_MIN_MS * 2 ** Math.min(attempt, 10));
+        const delay = backoffMs(attempt, PUBLISH_RETRY_MIN_MS, PUBLISH_RETRY_MAX_MS);
         await new Promise((r) => setTimeout(r, delay));
       }
     }

@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { formatDuration } from '../common/duration.js';
+import type { AlertTransition } from '../contract/alerts.js';
 import type { LeaseRound } from './leases/partition-leases.js';
 import { ROLE_NAMES } from './roles.js';
 import type { WindowResult } from './windows/device-windows.js';
@@ -46,6 +47,10 @@ export function createProcessorMetrics(sources: {
   const duplicates = counter('processor_duplicate_events_total', 'Redelivered events not aggregated again');
   const invalid = counter('processor_invalid_events_total', 'Events or points that could not be processed');
   const windows = counter('processor_windows_emitted_total', 'Window results written', ['window', 'final']);
+  const alerts = counter('processor_alerts_total', 'Alert transitions by rule severity and state', [
+    'severity',
+    'state',
+  ]);
   const fleetRows = counter('processor_fleet_rows_total', 'Fleet rollup rows written');
   const fleetSkipped = counter(
     'processor_fleet_skipped_total',
@@ -155,6 +160,9 @@ export function createProcessorMetrics(sources: {
     invalid: (n: number) => invalid.inc(n),
     windowsEmitted: (results: WindowResult[]) => {
       for (const r of results) windows.labels(formatDuration(r.windowMs), String(r.final)).inc();
+    },
+    alerts: (transitions: readonly AlertTransition[]) => {
+      for (const t of transitions) alerts.labels(t.severity, t.state).inc();
     },
     checkpointed: (partition: number, seq: number) => {
       checkpoints.inc();

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { backoffMs } from '../common/backoff.js';
 import { ConfigError } from '../common/config.js';
 import { createOpsServer } from '../common/http-server.js';
 import { closeServer, listen } from '../common/listen.js';
@@ -12,7 +13,6 @@ import {
   TELEMETRY_PARTITIONS,
   TELEMETRY_STREAM,
 } from '../contract/subjects.js';
-import { AlertEngine } from './alerts/alert-engine.js';
 import { loadAlertRules } from './alerts/alert-rules.js';
 import type { ProcessorConfig } from './config.js';
 import { consumerName, PartitionConsumer } from './consume/partition-consumer.js';
@@ -51,6 +51,7 @@ export interface Processor {
 }
 
 const STREAM_POLL_MS = 1_000;
+const RESTART_MIN_DELAY_MS = 100;
 const RESTART_MAX_DELAY_MS = 5_000;
 /** For gateways known from saved presence state but not heard yet: the gateway's default interval. */
 const DEFAULT_GATEWAY_HEARTBEAT_MS = 5_000;
@@ -193,19 +194,10 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       2 * (config.WINDOWS.at(-1)! + config.ALLOWED_LATENESS + config.IDLE_TIMEOUT),
     );
     await ensureWindowsStream(jsm, { replicas: config.STREAM_REPLICAS, horizonMs }, log);
-    const alerts =
-      rules.length > 0
-        ? new AlertEngine(rules, {
-            deviceStateTtlMs: config.DEVICE_STATE_TTL,
-            maxForgotten: config.MAX_FREED_DEVICES * TELEMETRY_PARTITIONS,
-            onLimit: metrics.limitReached,
-          })
-        : undefined;
     const partitionEffects = new InfluxEffects({
       sink,
       nc,
       js,
-      alerts,
       log,
       onInvalid: metrics.invalid,
       publishWindows: true,
@@ -233,6 +225,8 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
         ),
         effects: partitionEffects,
         windows,
+        rules,
+        alertOptions: { deviceStateTtlMs: config.DEVICE_STATE_TTL, maxForgotten: config.MAX_FREED_DEVICES },
         checkpointIntervalMs: config.CHECKPOINT_INTERVAL,
         checkpointMaxBytes: config.CHECKPOINT_MAX_BYTES,
         onLimit: metrics.limitReached,
@@ -246,7 +240,9 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       for (let attempt = 0; !closing && consumers.has(partition); attempt++) {
         const failed = consumers.get(partition)!;
         await failed.stop().catch(() => undefined);
-        await new Promise((r) => setTimeout(r, Math.min(RESTART_MAX_DELAY_MS, 100 * 2 ** attempt)));
+        await new Promise((r) =>
+          setTimeout(r, backoffMs(attempt, RESTART_MIN_DELAY_MS, RESTART_MAX_DELAY_MS)),
+        );
         if (closing || consumers.get(partition) !== failed) return;
         // Recreating the consumer deletes the durable one: never while someone else may own it.
         if (!leases?.holds(PARTITIONS_LEASE_GROUP, partition)) {
@@ -339,7 +335,6 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
     });
     timer = setInterval(() => {
       for (const consumer of consumers.values()) consumer.flushWindows();
-      partitionEffects.tick(Date.now()).catch((err) => log.error({ err }, 'alert points not written'));
     }, config.CHECKPOINT_INTERVAL);
     log.info({ instance: instanceId, http: httpPort, rules: rules.length }, 'processor started');
   } catch (err) {

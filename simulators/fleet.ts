@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { backoffMs } from '../common/backoff.js';
 import { statusTopic, telemetryTopic } from '../contract/topics.js';
 import type { DeviceScript, OutMessage } from './device-script.js';
 import type { LedgerBook } from './ledger.js';
@@ -383,7 +384,7 @@ export class Fleet {
 
   private scheduleReconnect(d: SimDevice, delayMs?: number): void {
     if (this.closing || d.reconnectTimer !== undefined) return;
-    const backoff = Math.min(RECONNECT_BACKOFF_MS[0] * 2 ** d.failures, RECONNECT_BACKOFF_MS[1]);
+    const backoff = backoffMs(d.failures, ...RECONNECT_BACKOFF_MS);
     d.reconnectTimer = setTimeout(() => {
       d.reconnectTimer = undefined;
       void this.reconnect(d);

@@ -1,5 +1,5 @@
+import type { RejectionReason } from '../contract/rejections.js';
 import { toCanonical } from '../contract/units.js';
-import type { RejectionReason } from '../gateway/errors.js';
 import { METRIC_UNITS } from './signals.js';
 
 /**

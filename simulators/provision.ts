@@ -1,6 +1,7 @@
 import type { NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
-import { DeviceRecord, openRegistryBucket } from '../gateway/registry/device-registry.js';
+import { DeviceRecord } from '../contract/devices.js';
+import { openRegistryBucket } from '../gateway/registry/device-registry.js';
 import { generateSecret, hashSecret } from '../gateway/registry/secrets.js';
 import { ProvisionError } from './errors.js';
 

@@ -6,7 +6,8 @@ import {
   PAYLOAD_VERSIONS,
   payloadVersionOf,
 } from '../../contract/device-payload.js';
-import { REJECTION_REASONS, type Rejection, type RejectionReason, reject } from '../errors.js';
+import { REJECTION_REASONS, type RejectionReason } from '../../contract/rejections.js';
+import { type Rejection, reject } from '../errors.js';
 
 /**
  * Bytes from a device's telemetry topic → typed readings, each accepted or rejected with a reason.

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import { AlertMessage, type AlertTransition } from '../../contract/alerts.js';
 import { CanonicalEvent, DeadLetter, PresenceState } from '../../contract/event.js';
 import { DEADLETTER_PREFIX, TELEMETRY_PREFIX } from '../../contract/subjects.js';
 
@@ -54,21 +54,7 @@ const DETAIL_MAX_CHARS = 200;
 /** Tenants listed per message, busiest first. */
 const TENANTS_SENT = 100;
 
-/**
- * What the processors publish on `alerts.{tenant}.{deviceId}` (their AlertTransition). Checked here
- * because the gateway does not import the processors.
- */
-const AlertMessage = z.object({
-  tenant: z.string(),
-  deviceId: z.string(),
-  rule: z.string(),
-  severity: z.string(),
-  state: z.enum(['firing', 'resolved']),
-  value: z.number(),
-  atMs: z.number(),
-  message: z.string(),
-});
-export type LiveAlert = z.infer<typeof AlertMessage>;
+export type LiveAlert = AlertTransition;
 
 export interface LiveCursor {
   version: number;

@@ -1,26 +1,8 @@
 import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { z } from 'zod';
-import {
-  DEVICE_ID_PATTERN,
-  LABEL_KEY_PATTERN,
-  LABEL_VALUE_MAX_CHARS,
-  TENANT_PATTERN,
-} from '../../contract/ids.js';
+import { DeviceRecord } from '../../contract/devices.js';
 import { DEVICE_REGISTRY_BUCKET } from '../../contract/subjects.js';
 import { generateSecret, hashSecret } from './secrets.js';
-
-/** One device, as stored under its id in the `devices` KV bucket. */
-export const DeviceRecord = z.object({
-  id: z.string().regex(DEVICE_ID_PATTERN),
-  tenant: z.string().regex(TENANT_PATTERN),
-  secretHash: z.string(),
-  labels: z.record(z.string().regex(LABEL_KEY_PATTERN), z.string().max(LABEL_VALUE_MAX_CHARS)),
-  disabled: z.boolean(),
-  createdAt: z.iso.datetime(),
-  updatedAt: z.iso.datetime(),
-});
-export type DeviceRecord = z.infer<typeof DeviceRecord>;
 
 export class RegistryError extends Error {
   constructor(

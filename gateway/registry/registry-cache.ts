@@ -1,6 +1,7 @@
 import type { KV } from '@nats-io/kv';
 import type { Logger } from '../../common/logger.js';
-import { type DeviceRecord, decodeRecord } from './device-registry.js';
+import type { DeviceRecord } from '../../contract/devices.js';
+import { decodeRecord } from './device-registry.js';
 
 export type RegistryChange = (
   id: string,

@@ -1,9 +1,9 @@
 import { formatDuration } from '../../common/duration.js';
-import type { CanonicalEvent } from '../../contract/index.js';
+import type { AlertState, AlertTransition, CanonicalEvent } from '../../contract/index.js';
 import { TELEMETRY_PARTITIONS } from '../../contract/subjects.js';
 import { DEFAULT_MAX_FREED_DEVICES } from '../config.js';
 import type { LimitReached } from '../metrics.js';
-import type { AlertRule, AlertSeverity, AnomalyRule, ComparisonOp, RateOfChangeRule } from './alert-rules.js';
+import type { AlertRule, AnomalyRule, ComparisonOp, RateOfChangeRule } from './alert-rules.js';
 
 /**
  * Evaluates alert rules (alert-rules.ts) per (tenant, device, rule). Pure: no I/O, no timers, no
@@ -45,24 +45,6 @@ import type { AlertRule, AlertSeverity, AnomalyRule, ComparisonOp, RateOfChangeR
  * than what the rules already took is still ignored when the device comes back. Its rules start
  * over: a rate needs two readings again, an anomaly baseline its warm-up.
  */
-export type AlertState = 'firing' | 'resolved';
-
-export interface AlertTransition {
-  tenant: string;
-  deviceId: string;
-  rule: string;
-  severity: AlertSeverity;
-  state: AlertState;
-  /**
-   * The quantity the rule compares: the reading (threshold), the rate per second (rate_of_change),
-   * the signed z-score (anomaly), the seconds without a reading (absence).
-   */
-  value: number;
-  /** Event time (epoch ms) the transition happened at. */
-  atMs: number;
-  message: string;
-}
-
 /** A windowed rate keeps one earlier reading per window / this, so its base is at most that far off. */
 export const RATE_SAMPLES_PER_WINDOW = 16;
 /** Reported z-scores are clamped so they stay finite field values (InfluxDB refuses ±Infinity). */
@@ -267,10 +249,13 @@ export class AlertEngine {
   /**
    * Evaluates the event's metrics against the rules that select its device. `wallNowMs` is the
    * caller's clock when it handles the event, the same clock it gives `tick`; without it the
-   * gateway's `receivedAt` stands in.
+   * gateway's `receivedAt` stands in. `ts` is the event's time, when the caller has parsed it already.
    */
-  onEvent(event: CanonicalEvent, wallNowMs: number = Date.parse(event.receivedAt)): AlertTransition[] {
-    const ts = Date.parse(event.ts);
+  onEvent(
+    event: CanonicalEvent,
+    wallNowMs: number = Date.parse(event.receivedAt),
+    ts: number = Date.parse(event.ts),
+  ): AlertTransition[] {
     const out: AlertTransition[] = [];
     if (!Number.isFinite(ts)) return out;
     const key = deviceKey(event.tenant, event.deviceId);

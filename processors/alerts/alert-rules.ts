@@ -3,6 +3,7 @@ import { extname } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from '../../common/duration.js';
+import { ALERT_SEVERITIES, type AlertSeverity } from '../../contract/alerts.js';
 import {
   isMetricName,
   LABEL_KEY_PATTERN,
@@ -66,8 +67,6 @@ import { AlertRulesError } from '../errors.js';
  * Unknown keys are errors, so a misspelt `fro: 30s` is not silently a rule that fires at once.
  */
 
-export const ALERT_SEVERITIES = ['info', 'warning', 'critical'] as const;
-export type AlertSeverity = (typeof ALERT_SEVERITIES)[number];
 export const COMPARISON_OPS = ['>', '>=', '<', '<='] as const;
 export type ComparisonOp = (typeof COMPARISON_OPS)[number];
 export const ALERT_RULE_TYPES = ['threshold', 'rate_of_change', 'absence', 'anomaly'] as const;

@@ -1,4 +1,4 @@
-import type { AlertTransition } from '../alerts/alert-engine.js';
+import type { AlertTransition } from '../../contract/alerts.js';
 import { type CheckpointPlan, checkpointOf, type PartitionCheckpoint } from '../windows/partition-windows.js';
 
 /**

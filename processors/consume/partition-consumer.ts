@@ -9,20 +9,24 @@ import {
 import type { KV } from '@nats-io/kv';
 import { nanos } from '@nats-io/nats-core';
 import type { Logger } from '../../common/logger.js';
+import type { AlertTransition } from '../../contract/alerts.js';
 import { type CanonicalEvent, CanonicalEvent as CanonicalEventSchema } from '../../contract/event.js';
 import { TELEMETRY_STREAM, telemetryPartitionFilter } from '../../contract/subjects.js';
-import type { AlertTransition } from '../alerts/alert-engine.js';
-import { DEFAULT_CHECKPOINT_MAX_BYTES } from '../config.js';
+import type { AlertEngineOptions } from '../alerts/alert-engine.js';
+import type { AlertRule } from '../alerts/alert-rules.js';
 import { DeliveryGapError } from '../errors.js';
 import type { LimitReached } from '../metrics.js';
+import { type PartitionBatch, PartitionPipeline } from '../partition-pipeline.js';
 import type { WindowResult } from '../windows/device-windows.js';
-import { type PartitionWindowSettings, PartitionWindows } from '../windows/partition-windows.js';
-import { fitCheckpoint, type SavedCheckpoint } from './checkpoint-fit.js';
+import type { PartitionWindowSettings } from '../windows/partition-windows.js';
+import type { SavedCheckpoint } from './checkpoint-fit.js';
 
 /**
- * Consumes one telemetry partition: raw events and window results go to `effects`; once they are
- * durable, the partition's checkpoint (acknowledged sequence + device watermarks) is saved in KV
- * and JetStream is acknowledged up to it (ack policy "all": one ack per checkpoint).
+ * Consumes one telemetry partition: transport only. Each message goes to the partition's pipeline
+ * (partition-pipeline.ts: windows, alerts, lines), what it returns to `effects`; once that is durable,
+ * the pipeline's checkpoint is saved in KV and JetStream is acknowledged up to it (ack policy "all":
+ * one ack per checkpoint). The consumer owns the pipeline's one clock: wall time that stands still
+ * while the partition is paused for a full sink.
  *
  * The checkpoint is the source of truth. A new owner of the partition recreates the durable
  * consumer to start right after the checkpointed sequence: messages a dead owner had received but
@@ -30,22 +34,16 @@ import { fitCheckpoint, type SavedCheckpoint } from './checkpoint-fit.js';
  */
 export interface PartitionEffects {
   /**
-   * Resolves when every event and result handed over is durable (or refused for good by the TSDB,
-   * which the effects report themselves: holding the partition on a bad point would stop everything
-   * behind it). Rejects only when they were NOT written (the sink closed first): nothing from that
-   * batch on is checkpointed, so it replays. Never drops.
+   * Resolves when the batch is durable (or refused for good by the TSDB, which the effects report
+   * themselves: holding the partition on a bad point would stop everything behind it). Rejects only
+   * when it was NOT written (the sink closed first): nothing from that batch on is checkpointed, so
+   * it replays. Never drops.
    */
-  write(events: CanonicalEvent[], results: WindowResult[]): Promise<void>;
+  write(batch: PartitionBatch): Promise<void>;
   /** True while the sink holds more than it should: stop pulling. */
   readonly overloaded: boolean;
   /** Resolves once the sink takes work again (or is closing). */
   whenAccepting(): Promise<void>;
-  /** Alerts firing now for this partition's devices: saved with its checkpoint. */
-  firingAlerts?(partition: number): AlertTransition[];
-  /** Alerts the partition's previous owner had firing (from its checkpoint). */
-  restoreAlerts?(alerts: AlertTransition[]): void;
-  /** The partition is no longer processed here: forget its devices' alert state. */
-  releasePartition?(partition: number): void;
 }
 
 export interface PartitionObserver {
@@ -53,6 +51,7 @@ export interface PartitionObserver {
   late?(count: number): void;
   duplicates?(count: number): void;
   invalid?(count: number): void;
+  alerts?(transitions: AlertTransition[]): void;
   windowsEmitted?(results: WindowResult[]): void;
   checkpointed?(partition: number, ackSeq: number): void;
 }
@@ -64,6 +63,10 @@ export interface PartitionConsumerOptions {
   checkpoints: KV;
   effects: PartitionEffects;
   windows: PartitionWindowSettings;
+  /** Alert rules evaluated on the partition's events (none when empty or left out). */
+  rules?: readonly AlertRule[];
+  /** DEVICE_STATE_TTL and MAX_FREED_DEVICES for the alert engine. */
+  alertOptions?: Omit<AlertEngineOptions, 'onLimit'>;
   checkpointIntervalMs: number;
   /** CHECKPOINT_MAX_BYTES: what one checkpoint may take in KV (checkpoint-fit.ts). */
   checkpointMaxBytes?: number;
@@ -128,7 +131,7 @@ export class PartitionConsumer {
   /** A batch was not written (sink closed): from then on nothing is checkpointed or acknowledged. */
   private broken = false;
   /** Messages received and not handed over yet. */
-  private events: CanonicalEvent[] = [];
+  private received = 0;
   private last: JsMsg | undefined;
   private handOverScheduled = false;
   /** True while the loop has yielded to the event loop with messages maybe still ready. */
@@ -148,30 +151,44 @@ export class PartitionConsumer {
   private checkpointOverSince: number | undefined;
   private caughtUp = false;
 
-  /** The clock the windows see: wall time that stands still while the partition is gated. */
-  private windowsClock(): number {
+  /** The pipeline's clock: wall time that stands still while the partition is gated. */
+  private pipelineClock(): number {
     const now = this.clock();
     return now - this.gatedMs - (this.gatedSince === undefined ? 0 : now - this.gatedSince);
   }
 
+  private readonly pipeline: PartitionPipeline;
+
   private constructor(
     private readonly o: PartitionConsumerOptions,
-    private readonly windows: PartitionWindows,
-    restoredSeq: number,
+    restored: SavedCheckpoint | undefined,
   ) {
     this.clock = o.clock ?? Date.now;
-    this.lastSavedSeq = restoredSeq;
+    this.lastSavedSeq = restored?.ackSeq ?? 0;
+    this.pipeline = new PartitionPipeline(
+      {
+        windows: o.windows,
+        rules: o.rules,
+        alertOptions: o.alertOptions,
+        checkpointMaxBytes: o.checkpointMaxBytes,
+        onLimit: o.onLimit,
+        onInvalid: (event: CanonicalEvent, err: unknown) => {
+          o.observer?.invalid?.(1);
+          o.log.error(
+            { err, partition: o.partition, event: event.id },
+            'event cannot be written as a line: skipped',
+          );
+        },
+      },
+      restored,
+      this.clock(),
+    );
   }
 
   static async start(o: PartitionConsumerOptions): Promise<PartitionConsumer> {
     const saved = await o.checkpoints.get(checkpointKey(o.partition));
     const checkpoint = saved?.operation === 'PUT' ? saved.json<SavedCheckpoint>() : undefined;
-    if (checkpoint?.firing) o.effects.restoreAlerts?.(checkpoint.firing.map((a) => ({ message: '', ...a })));
-    const consumer = new PartitionConsumer(
-      o,
-      new PartitionWindows(o.windows, checkpoint, o.onLimit),
-      checkpoint?.ackSeq ?? 0,
-    );
+    const consumer = new PartitionConsumer(o, checkpoint);
     await consumer.attach(checkpoint?.ackSeq ?? 0);
     o.log.info({ partition: o.partition, from: (checkpoint?.ackSeq ?? 0) + 1 }, 'partition consumer started');
     return consumer;
@@ -203,9 +220,8 @@ export class PartitionConsumer {
     await this.running;
     this.flushWindows(true);
     await this.settling;
+    // Its alerts are in the checkpoint; the next owner restores them.
     await this.settle(true);
-    // Its alerts are in the checkpoint now; the next owner restores them.
-    this.o.effects.releasePartition?.(this.o.partition);
     this.o.log.info({ partition: this.o.partition, ackSeq: this.lastSavedSeq }, 'partition consumer stopped');
   }
 
@@ -267,19 +283,8 @@ export class PartitionConsumer {
           this.ackables.push(msg);
         }
         if (event) {
-          this.events.push(event);
-          const outcome = this.windows.add(
-            {
-              tenant: event.tenant,
-              deviceId: event.deviceId,
-              id: event.id,
-              tsMs: Date.parse(event.ts),
-              metrics: event.metrics,
-              labels: event.labels,
-            },
-            msg.seq,
-            this.windowsClock(),
-          );
+          this.received++;
+          const outcome = this.pipeline.add(event, msg.seq, this.pipelineClock());
           if (outcome.duplicate) this.o.observer?.duplicates?.(1);
           if (outcome.lateFor.length > 0) this.o.observer?.late?.(1);
           if (outcome.metricsRefused > 0) this.o.onLimit?.('WINDOW_MAX_METRICS', outcome.metricsRefused);
@@ -287,9 +292,9 @@ export class PartitionConsumer {
         if (!this.caughtUp && msg.info.pending === 0) {
           // Everything stored when this was sent has been delivered: the replay is over.
           this.caughtUp = true;
-          this.windows.replayCaughtUp();
+          this.pipeline.replayCaughtUp();
         }
-        if (this.events.length >= FETCH_BATCH) this.handOver();
+        if (this.received >= FETCH_BATCH) this.handOver();
         if (++sinceYield >= YIELD_EVERY) {
           sinceYield = 0;
           this.yielding = true;
@@ -333,10 +338,9 @@ export class PartitionConsumer {
     if (last === undefined) return;
     if (this.ackables.at(-1) !== last) this.ackables.push(last);
     this.last = undefined;
-    const events = this.events;
-    this.events = [];
+    this.received = 0;
     // Only devices with new readings can have windows due on event time; the rest are for flushWindows.
-    this.submit(events, this.windows.collect(this.windowsClock(), true), false);
+    this.submit(this.pipeline.take(this.pipelineClock(), true), false);
     if (this.o.effects.overloaded && !this.gate && !this.stopping) {
       this.o.onLimit?.('TSDB_MAX_PENDING_LINES');
       this.gatedSince = this.clock();
@@ -353,11 +357,11 @@ export class PartitionConsumer {
   }
 
   /**
-   * Emits windows due on wall time (quiet devices) and lets a checkpoint through even when no
-   * message arrives; the processor calls it every checkpoint interval.
+   * Emits windows and alerts due on time alone (quiet devices) and lets a checkpoint through even
+   * when no message arrives; the processor calls it every checkpoint interval.
    */
   flushWindows(forceCheckpoint = false): void {
-    this.submit([], this.windows.collect(this.windowsClock()), forceCheckpoint);
+    this.submit(this.pipeline.take(this.pipelineClock(), false), forceCheckpoint);
   }
 
   private parse(msg: JsMsg): CanonicalEvent | undefined {
@@ -376,10 +380,11 @@ export class PartitionConsumer {
     return undefined;
   }
 
-  private submit(events: CanonicalEvent[], results: WindowResult[], forceCheckpoint: boolean) {
-    if (events.length > 0) this.o.observer?.events?.(events.length);
-    if (results.length > 0) this.o.observer?.windowsEmitted?.(results);
-    const written = this.o.effects.write(events, results).then(
+  private submit(batch: PartitionBatch, forceCheckpoint: boolean) {
+    if (batch.events > 0) this.o.observer?.events?.(batch.events);
+    if (batch.windows.length > 0) this.o.observer?.windowsEmitted?.(batch.windows);
+    if (batch.alerts.length > 0) this.o.observer?.alerts?.(batch.alerts);
+    const written = this.o.effects.write(batch).then(
       () => true,
       (err: unknown) => {
         if (!this.stopping)
@@ -399,11 +404,7 @@ export class PartitionConsumer {
 
   /** The checkpoint as it stands, fitted into CHECKPOINT_MAX_BYTES; undefined when it cannot be. */
   private takeCheckpoint(): SavedCheckpoint | undefined {
-    const fitted = fitCheckpoint(
-      this.windows.checkpointPlan(),
-      this.o.effects.firingAlerts?.(this.o.partition) ?? [],
-      this.o.checkpointMaxBytes ?? DEFAULT_CHECKPOINT_MAX_BYTES,
-    );
+    const fitted = this.pipeline.checkpoint();
     if (fitted.checkpoint === undefined || fitted.foldedWatermarks + fitted.alertsLeftOut > 0)
       this.o.onLimit?.('CHECKPOINT_MAX_BYTES');
     if (fitted.checkpoint === undefined) {

@@ -9,6 +9,7 @@ import {
 import { type KV, Kvm } from '@nats-io/kv';
 import type { NatsConnection, Subscription } from '@nats-io/nats-core';
 import { z } from 'zod';
+import { backoffMs } from '../../common/backoff.js';
 import type { Logger } from '../../common/logger.js';
 import { Naps } from '../../common/naps.js';
 import { GatewayHeartbeat, PresenceEvent, PresenceState } from '../../contract/event.js';
@@ -459,7 +460,7 @@ function emptyBatch(): Batch {
 }
 
 function backoff(attempt: number): number {
-  return Math.min(MAX_RETRY_DELAY_MS, MIN_RETRY_DELAY_MS * 2 ** attempt);
+  return backoffMs(attempt, MIN_RETRY_DELAY_MS, MAX_RETRY_DELAY_MS);
 }
 
 function parseJson<T>(schema: z.ZodType<T>, json: () => unknown): T | undefined {

@@ -1,4 +1,5 @@
 import { HttpError, InfluxDB, type WriteApi } from '@influxdata/influxdb-client';
+import { backoffMs } from '../../common/backoff.js';
 import type { Logger } from '../../common/logger.js';
 import { Naps } from '../../common/naps.js';
 import { DEFAULT_TSDB_MAX_PENDING_LINES, MAX_FLUSH_INTERVAL_MS } from '../config.js';
@@ -461,11 +462,13 @@ export class InfluxWriter {
         if (this.aborted) return 'aborted';
         const error = err instanceof Error ? err : new Error(String(err));
         if (isRejection(error)) return error;
-        const backoff = Math.min(this.maxRetryDelayMs, this.minRetryDelayMs * 2 ** Math.min(attempt - 1, 30));
         // Jitter spreads out the retries of processors that lost InfluxDB at the same moment.
         const delayMs = Math.min(
           this.maxRetryDelayMs,
-          Math.max(backoff * (0.5 + Math.random() * 0.5), retryAfterMs(error)),
+          Math.max(
+            backoffMs(attempt - 1, this.minRetryDelayMs, this.maxRetryDelayMs, true),
+            retryAfterMs(error),
+          ),
         );
         this.notify('retry', { lines: lines.length, attempt, delayMs, error });
         if (attempt === 1 || attempt % 10 === 0) {

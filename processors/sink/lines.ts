@@ -1,5 +1,6 @@
 import { escape as lineEscape, type WritePrecisionType } from '@influxdata/influxdb-client';
 import { formatDuration } from '../../common/duration.js';
+import type { AlertTransition } from '../../contract/alerts.js';
 import type { CanonicalEvent } from '../../contract/event.js';
 import {
   AGGREGATE_FIELDS,
@@ -18,7 +19,6 @@ import {
   TAG_WINDOW,
   TELEMETRY_MEASUREMENT,
 } from '../../contract/measurements.js';
-import type { AlertTransition } from '../alerts/alert-engine.js';
 import { PointInvalidError } from '../errors.js';
 import type { DeviceStatusRow } from '../presence/presence-tracker.js';
 import type { FleetRow } from '../rollups/fleet-rollup.js';

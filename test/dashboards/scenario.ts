@@ -1,5 +1,5 @@
 import type { CanonicalEvent } from '../../contract/event.js';
-import type { AlertTransition } from '../../processors/alerts/alert-engine.js';
+import type { AlertTransition } from '../../contract/index.js';
 import { deviceWindow } from '../../processors/effects.js';
 import type { DeviceStatusRow } from '../../processors/presence/presence-tracker.js';
 import { FleetRollup } from '../../processors/rollups/fleet-rollup.js';

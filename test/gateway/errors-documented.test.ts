@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
-import { REJECTION_REASONS } from '../../gateway/errors.js';
+import { REJECTION_REASONS } from '../../contract/rejections.js';
 
 it('documents every dead-letter reason code in the README, and no code that does not exist', () => {
   const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');

@@ -9,8 +9,8 @@ import {
   telemetrySubject,
   telemetryTopic,
 } from '../../contract/index.js';
+import { REJECTION_REASONS, type RejectionReason } from '../../contract/rejections.js';
 import { DEFAULT_DEADLETTER_MAX_PAYLOAD_BYTES } from '../../gateway/config.js';
-import { REJECTION_REASONS, type RejectionReason } from '../../gateway/errors.js';
 import type { Gateway } from '../../gateway/gateway.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
 import { closedByBroker, connectDevice, mosquittoPub } from '../kit/mqtt.js';

@@ -66,7 +66,9 @@ async function until(check: () => Promise<boolean>, what: string, timeoutMs = 20
 async function send(from: number, to: number, extra?: { offsetS: number; value: number }) {
   await Promise.all(
     devices.map(async (device, k) => {
-      const client = await connectDevice(gateway.ports.mqtt, device);
+      // All devices at once, each secret checked by scrypt while two processors start: on a busy
+      // CI machine the last CONNACK can take longer than the kit's 5 s.
+      const client = await connectDevice(gateway.ports.mqtt, device, { connectTimeout: 30_000 });
       for (let i = from; i < to; i++) {
         const payload = { seq: i, ts: T0 + i * 5 * S, metrics: { temperature: k + i / 4 } };
         await client.publishAsync(telemetryTopic(device.id), JSON.stringify(payload), { qos: 1 });

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { CanonicalEvent } from '../../contract/index.js';
-import { AlertEngine, type AlertTransition } from '../../processors/alerts/alert-engine.js';
+import type { AlertTransition, CanonicalEvent } from '../../contract/index.js';
+import { AlertEngine } from '../../processors/alerts/alert-engine.js';
 import { parseAlertRules } from '../../processors/alerts/alert-rules.js';
 
 const S = 1_000;

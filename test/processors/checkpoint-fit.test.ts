@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { AlertTransition } from '../../processors/alerts/alert-engine.js';
+import type { AlertTransition } from '../../contract/index.js';
 import { fitCheckpoint } from '../../processors/consume/checkpoint-fit.js';
 import type { CheckpointPlan } from '../../processors/windows/partition-windows.js';
 

@@ -1,8 +1,8 @@
 import { InfluxDB, Point, type WriteApi } from '@influxdata/influxdb-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { CanonicalEvent } from '../../contract/event.js';
+import type { AlertTransition } from '../../contract/index.js';
 import { AGGREGATE_FIELDS } from '../../contract/measurements.js';
-import type { AlertTransition } from '../../processors/alerts/alert-engine.js';
 import { PointInvalidError } from '../../processors/errors.js';
 import {
   aggregateLine,

@@ -3,7 +3,13 @@ import { Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/logger.js';
-import { type CanonicalEvent, PROCESSOR_CHECKPOINTS_BUCKET, TELEMETRY_STREAM } from '../../contract/index.js';
+import {
+  type AlertTransition,
+  type CanonicalEvent,
+  PROCESSOR_CHECKPOINTS_BUCKET,
+  TELEMETRY_STREAM,
+} from '../../contract/index.js';
+import { parseAlertRules } from '../../processors/alerts/alert-rules.js';
 import type { SavedCheckpoint } from '../../processors/consume/checkpoint-fit.js';
 import {
   checkpointKey,
@@ -13,6 +19,7 @@ import {
   type PartitionEffects,
 } from '../../processors/consume/partition-consumer.js';
 import type { ProcessorLimit } from '../../processors/metrics.js';
+import type { PartitionBatch } from '../../processors/partition-pipeline.js';
 import type { WindowResult, WindowSettings } from '../../processors/windows/device-windows.js';
 import { natsClient } from '../kit/gateway.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
@@ -34,18 +41,22 @@ let nc: NatsConnection;
  * InfluxDB does. `hold()` makes writes wait, as while a TSDB is down.
  */
 class RecordingEffects implements PartitionEffects {
-  readonly raw: CanonicalEvent[] = [];
+  /** Raw lines, one per event. */
+  readonly raw: string[] = [];
   readonly windows = new Map<string, WindowResult>();
+  readonly alerts: AlertTransition[] = [];
   private held: (() => void)[] | undefined;
   private accepting: (() => void)[] = [];
   overloaded = false;
   whenAccepting(): Promise<void> {
     return this.overloaded ? new Promise((resolve) => this.accepting.push(resolve)) : Promise.resolve();
   }
-  write(events: CanonicalEvent[], results: WindowResult[]): Promise<void> {
+  write(batch: PartitionBatch): Promise<void> {
     const apply = () => {
-      this.raw.push(...events);
-      for (const r of results) this.windows.set(`${r.deviceId}|${r.metric}|${r.windowMs}|${r.startMs}`, r);
+      this.raw.push(...batch.raw);
+      this.alerts.push(...batch.alerts);
+      for (const r of batch.windows)
+        this.windows.set(`${r.deviceId}|${r.metric}|${r.windowMs}|${r.startMs}`, r);
     };
     if (!this.held) {
       apply();
@@ -209,7 +220,8 @@ describe('PartitionConsumer', () => {
     expect(info.num_pending).toBeGreaterThan(2_000); // most of the partition is still on the server
     effects.release();
     await until(() => effects.raw.length === 5_000, 'all events after recovery');
-    expect(new Set(effects.raw.map((e) => e.id)).size).toBe(5_000);
+    // Each event has its own time: 5,000 distinct lines.
+    expect(new Set(effects.raw).size).toBe(5_000);
     await consumer.stop();
   });
 
@@ -257,8 +269,8 @@ describe('PartitionConsumer', () => {
     const refusing: PartitionEffects = {
       overloaded: false,
       whenAccepting: () => Promise.resolve(),
-      write: (events) => {
-        offered += events.length;
+      write: (batch) => {
+        offered += batch.events;
         return Promise.reject(new Error('sink closed'));
       },
     };
@@ -275,35 +287,73 @@ describe('PartitionConsumer', () => {
   });
 
   it('saves the alerts firing for its devices with the checkpoint, and hands them to the next owner', async () => {
-    const firing = {
-      tenant: 'acme',
-      deviceId: 'dev1',
-      rule: 'hot',
-      severity: 'critical',
-      state: 'firing',
-      value: 90,
-      atMs: T0,
-      message: 'temperature 90 > 80',
-    } as const;
-    const restored: unknown[] = [];
-    const released: number[] = [];
-    const withAlerts = (effects: RecordingEffects): PartitionEffects =>
-      Object.assign(effects, {
-        firingAlerts: (p: number) => (p === 7 ? [firing] : []),
-        restoreAlerts: (alerts: unknown[]) => restored.push(...alerts),
-        releasePartition: (p: number) => released.push(p),
-      });
-    await publish(7, [event('dev1', 0, T0 + 4_000 * S, 90)]);
+    const rules = parseAlertRules(
+      'rules:\n  - { name: hot, type: threshold, severity: critical, metric: temperature, op: ">", value: 80, clear: 75 }',
+      'yaml',
+    );
+    const at = T0 + 4_000 * S;
+    await publish(7, [event('dev1', 0, at, 90)]);
     const effects = new RecordingEffects();
-    const first = await start(7, withAlerts(effects), () => T0 + 4_000 * S);
+    const first = await start(7, effects, () => at, undefined, { rules });
     await until(() => effects.raw.length === 1, 'the event');
+    expect(effects.alerts.map((t) => [t.rule, t.state, t.atMs])).toEqual([['hot', 'firing', at]]);
     await first.stop();
-    expect(released).toEqual([7]);
-    expect(restored).toEqual([]);
-    const second = await start(7, withAlerts(new RecordingEffects()), () => T0 + 4_000 * S);
     // Saved without its message (the next transition has its own): half the bytes per alert.
-    expect(restored).toEqual([{ ...firing, message: '' }]);
+    const { message: _, ...saved } = effects.alerts[0]!;
+    expect((await savedCheckpoint(7))?.checkpoint.firing).toEqual([saved]);
+
+    // The next owner neither fires it again at a still-hot reading nor forgets to resolve it.
+    await publish(7, [event('dev1', 1, at + S, 95), event('dev1', 2, at + 2 * S, 20)]);
+    const next = new RecordingEffects();
+    const second = await start(7, next, () => at + 2 * S, undefined, { rules });
+    // Its windows were open: the first reading is replayed too, and judged already.
+    await until(() => next.raw.length === 3, 'the replayed and the later events');
+    expect(next.alerts.map((t) => [t.rule, t.state, t.atMs])).toEqual([['hot', 'resolved', at + 2 * S]]);
     await second.stop();
+  });
+
+  it('fires no absence while it stops pulling for a full sink, and does once the device is really silent', async () => {
+    const rules = parseAlertRules(
+      'rules:\n  - { name: silent, type: absence, severity: warning, metric: temperature, after: 30s }',
+      'yaml',
+    );
+    const effects = new RecordingEffects();
+    const at = T0 + 7_000 * S;
+    // A device reporting every second; the sink is full before its first reading is written.
+    await publish(
+      9,
+      Array.from({ length: 5 }, (_, i) => event('steady', i, at + i * S, 20)),
+    );
+    effects.hold();
+    let wall = at + 4 * S;
+    const consumer = await start(9, effects, () => wall, undefined, { rules });
+    await until(() => effects.heldWrites > 0, 'a first batch handed to the full sink');
+    // The TSDB stays down for 10 minutes; the processor's timer flushes throughout.
+    for (let minute = 1; minute <= 10; minute++) {
+      wall += 60 * S;
+      consumer.flushWindows();
+    }
+    // Meanwhile the device went on reporting: its readings wait in the stream, unread.
+    await publish(
+      9,
+      Array.from({ length: 600 }, (_, i) => event('steady', 5 + i, at + (5 + i) * S, 20)),
+    );
+    effects.release();
+    await until(() => effects.raw.length === 605, 'the backlog once the TSDB is back');
+    consumer.flushWindows();
+    expect(effects.alerts).toEqual([]);
+
+    // Now it really is silent: 30 s after its last reading (handled now) the absence fires.
+    wall += 29 * S;
+    consumer.flushWindows();
+    expect(effects.alerts).toEqual([]);
+    wall += 2 * S;
+    consumer.flushWindows();
+    await until(() => effects.alerts.length > 0, 'the absence alert');
+    expect(effects.alerts.map((t) => [t.rule, t.state, t.atMs])).toEqual([
+      ['silent', 'firing', at + 604 * S + 30 * S],
+    ]);
+    await consumer.stop();
   });
 
   it('reports a failure when its JetStream consumer disappears, so it can be restarted from the checkpoint', async () => {

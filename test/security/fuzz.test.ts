@@ -15,7 +15,7 @@ import {
   statusTopic,
   telemetryTopic,
 } from '../../contract/index.js';
-import { REJECTION_REASONS } from '../../gateway/errors.js';
+import { REJECTION_REASONS } from '../../contract/rejections.js';
 import { normaliseReading, type ReadingContext } from '../../gateway/ingest/normalise.js';
 import { parseTelemetryPayload } from '../../gateway/ingest/parse-payload.js';
 

@@ -9,8 +9,8 @@ import {
   telemetrySubject,
   telemetryTopic,
 } from '../../contract/index.js';
+import type { RejectionReason } from '../../contract/rejections.js';
 import type { GatewayConfig } from '../../gateway/config.js';
-import type { RejectionReason } from '../../gateway/errors.js';
 import type { Gateway } from '../../gateway/gateway.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
 import { closedByBroker, connectDevice } from '../kit/mqtt.js';
