@@ -58,7 +58,10 @@ const HELP = `usage: npx tsx bench/nats-cost.ts [options]
   --seconds S        publishing per configuration and round (default 20)
   --rounds R         rounds (default 3)
   --gateways G       live views (firehose or summaries) in the live-view configurations (default 3)
-  --only LIST        comma-separated configuration names to run (default: all)`;
+  --only LIST        comma-separated configuration names to run (default: all)
+  --prefill N        events of another tenant stored before the rounds and kept, so that the stream
+                     holds history as in production (default 0; the processors would read it all,
+                     so they are left out when N > 0)`;
 
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TENANT = 'cost';
@@ -80,6 +83,7 @@ interface Options {
   rounds: number;
   gateways: number;
   only: string[] | undefined;
+  prefill: number;
 }
 
 function options(): Options {
@@ -91,6 +95,7 @@ function options(): Options {
       rounds: { type: 'string', default: '3' },
       gateways: { type: 'string', default: '3' },
       only: { type: 'string' },
+      prefill: { type: 'string', default: '0' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -114,6 +119,7 @@ function options(): Options {
     rounds: num('rounds', values.rounds, 1, 100),
     gateways: num('gateways', values.gateways, 1, 64),
     only: values.only?.split(',').map((s) => s.trim()),
+    prefill: num('prefill', values.prefill, 0, 50_000_000),
   };
 }
 
@@ -517,9 +523,40 @@ async function play(env: Env, config: Config, readers: Readers, seq0: number): P
   return { stored };
 }
 
+/** History for the stream: `n` events of tenant `history`, published as fast as acknowledged. */
+async function prefill(env: Env, n: number): Promise<void> {
+  const nc = await connect({ servers: env.nats.url, name: 'cost prefill' });
+  const publisher = new JetStreamPublisher(nc, { ackTimeoutMs: 10_000, log: env.log });
+  let failed = 0;
+  try {
+    const t0 = Date.now() - 3_600_000;
+    for (let i = 0; i < n; i++) {
+      const d = i % env.o.devices;
+      const ts = t0 + Math.floor(i / env.o.devices) * 1_000;
+      const e = encodeReading('history', d, Math.floor(i / env.o.devices), ts, ts);
+      // Without msg ids: their dedup entries would expire during the first rounds, at a cost of their own.
+      publisher.publish(
+        e.subject,
+        e.data,
+        undefined,
+        () => true,
+        (err) => {
+          if (err) failed++;
+        },
+      );
+      while (publisher.inFlight >= 8_000) await sleep(5);
+    }
+    if ((await publisher.settle(60_000)) > 0 || failed > 0) throw new Error('pre-fill incomplete');
+  } finally {
+    publisher.close();
+    await nc.close();
+  }
+}
+
 async function round(env: Env, config: Config, index: number, seq0: number): Promise<Result> {
   // Readers that start from the beginning (the processors, without a checkpoint) read this round only.
-  await (await jetstreamManager(env.nc)).streams.purge(TELEMETRY_STREAM);
+  // With a pre-filled history nothing is purged: the processors are left out, the others read new events.
+  if (env.o.prefill === 0) await (await jetstreamManager(env.nc)).streams.purge(TELEMETRY_STREAM);
   const readers = await config.start(env);
   try {
     await sleep(SETTLE_MS);
@@ -527,7 +564,9 @@ async function round(env: Env, config: Config, index: number, seq0: number): Pro
     const bench0 = processCpuSeconds(process.pid)!;
     const { stored } = await play(env, config, readers, seq0);
     const deadline = Date.now() + CATCH_UP_TIMEOUT_MS;
-    for (let read = 0; readers.consumed && (read = await readers.consumed()) < stored; ) {
+    while (readers.consumed) {
+      const read = await readers.consumed();
+      if (read >= stored) break;
       if (Date.now() > deadline)
         throw new Error(`${config.name}: ${read} of ${stored} events read after 60 s`);
       await sleep(100);
@@ -561,7 +600,16 @@ async function main(): Promise<void> {
     { telemetryMaxAgeMs: DEFAULT_TELEMETRY_MAX_AGE_MS, dedupWindowMs: DEFAULT_DEDUP_WINDOW_MS, replicas: 1 },
     log,
   );
-  const configs = o.only ? CONFIGS.filter((c) => o.only!.includes(c.name)) : CONFIGS;
+  const configs = (o.only ? CONFIGS.filter((c) => o.only!.includes(c.name)) : CONFIGS).filter(
+    (c) => o.prefill === 0 || c.name !== 'processors',
+  );
+  if (o.prefill > 0) {
+    const started = performance.now();
+    await prefill(env, o.prefill);
+    console.log(
+      `pre-filled ${o.prefill.toLocaleString('en-US')} events of tenant "history" in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+    );
+  }
   if (configs.length === 0)
     throw new Error(`--only matches none of ${CONFIGS.map((c) => c.name).join(', ')}`);
   console.log(
