@@ -15,43 +15,33 @@ import {
   jetstream,
   jetstreamManager,
 } from '@nats-io/jetstream';
-import { Kvm } from '@nats-io/kv';
 import { type NatsConnection, nanos } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { formatDuration, parseDuration } from '../common/duration.js';
 import { createLogger, type Logger } from '../common/logger.js';
-import { CanonicalEvent } from '../contract/event.js';
 import { AGGREGATE_MEASUREMENT, TELEMETRY_MEASUREMENT } from '../contract/measurements.js';
 import {
-  PROCESSOR_CHECKPOINTS_BUCKET,
-  PROCESSOR_LEASES_BUCKET,
   TELEMETRY_PARTITIONS,
   TELEMETRY_STREAM,
   TELEMETRY_SUBJECTS,
   telemetryPartitionFilter,
-  telemetrySubject,
-  WINDOWS_STREAM,
 } from '../contract/subjects.js';
-import {
-  DEFAULT_DEDUP_WINDOW_MS,
-  DEFAULT_TELEMETRY_MAX_AGE_MS,
-  DEFAULT_TS_MAX_AGE_MS,
-  DEFAULT_TS_MAX_FUTURE_MS,
-} from '../gateway/config.js';
-import { normaliseReading } from '../gateway/ingest/normalise.js';
+import { DEFAULT_DEDUP_WINDOW_MS, DEFAULT_TELEMETRY_MAX_AGE_MS } from '../gateway/config.js';
 import { JetStreamPublisher } from '../gateway/jetstream-publisher.js';
 import { ensureStreams } from '../gateway/streams.js';
 import { DEFAULT_ALLOWED_LATENESS, DEFAULT_LEASE_TTL } from '../processors/config.js';
 import { consumerName } from '../processors/consume/partition-consumer.js';
 import type { NatsServer } from '../test/kit/nats-server.js';
 import { metricName, startVictoriaMetrics, type Tsdb } from '../test/kit/victoria-metrics.js';
+import { deviceName, encodeReading, selfCheck } from './canonical-events.js';
 import { killQuietly } from './child-process.js';
 import { CpuSampler } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { heldNatsConnection, heldNatsServer } from './nats.js';
-import { instanceKey, LeaseWatch } from './processors-leases.js';
+import { LeaseWatch } from './processors-leases.js';
 import { type ProcessorProcess, type Scrape, scrape, startProcessorProcess } from './processors-process.js';
+import { announceInstances, resetProcessorState } from './processors-state.js';
 import { median, quantile } from './stats.js';
 
 /**
@@ -94,8 +84,6 @@ const HELP = `usage: npm run bench:processors -- [options]
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TENANT = 'bench';
 const LATENCY_TENANT = 'benchlat';
-const LABEL_SITES = 10;
-const PAYLOAD_VERSION = 1;
 /** The processors' own fetch size (partition-consumer.ts), so the peer pulls the way they do. */
 const FETCH_BATCH = 1_000;
 /** One ack per this many messages: ack policy "all" acknowledges everything before it. */
@@ -119,7 +107,6 @@ const LATENCY_POLL_MS = 100;
 /** After the last live reading: how long the aggregates of the windows it closed may take to show. */
 const LATENCY_DRAIN_MS = 20_000;
 const CANARY_MEASUREMENT = 'bench_canary';
-const LEASE_TTL_MS = parseDuration(DEFAULT_LEASE_TTL)!;
 /** How long an interrupted run lets a processor drain before SIGKILL. */
 const INTERRUPTED_STOP_MS = 2_000;
 
@@ -271,60 +258,6 @@ interface RunEnv {
   log: Logger;
 }
 
-interface Encoded {
-  subject: string;
-  data: Buffer;
-  msgId: string | undefined;
-}
-
-const deviceName = (d: number) => `dev-${String(d).padStart(6, '0')}`;
-
-/**
- * One reading as the gateway would store it: its own normaliseReading builds the canonical event
- * (units, dedup id, labels), and the bytes are its JSON, as telemetry-handler.ts publishes them.
- */
-function encodeReading(tenant: string, d: number, seq: number, tsMs: number, receivedAtMs: number): Encoded {
-  const deviceId = deviceName(d);
-  // A few values per device and reading, so that sketches and min/max see varied input.
-  const wobble = Math.sin(seq / 7 + d) * 3;
-  const result = normaliseReading(
-    {
-      ts: tsMs,
-      seq,
-      metrics: [
-        { name: 'temperature', value: 20 + (d % 7) + wobble, unit: 'degC' },
-        { name: 'humidity', value: 40 + ((seq + d) % 20), unit: '%' },
-        { name: 'pressure', value: 1013 + wobble / 2, unit: 'hPa' },
-      ],
-    },
-    PAYLOAD_VERSION,
-    0,
-    {
-      tenant,
-      deviceId,
-      labels: { type: 'sensor', site: `site-${d % LABEL_SITES}` },
-      receivedAtMs,
-      receivedAtIso: new Date(receivedAtMs).toISOString(),
-      publishName: () => `bench${seq}`,
-      deduplicate: false,
-      maxFutureMs: DEFAULT_TS_MAX_FUTURE_MS,
-      maxAgeMs: DEFAULT_TS_MAX_AGE_MS,
-    },
-  );
-  if (!result.ok) throw new Error(`bench reading rejected by normaliseReading: ${result.detail}`);
-  return {
-    subject: telemetrySubject(tenant, deviceId),
-    data: Buffer.from(JSON.stringify(result.event)),
-    msgId: result.msgId,
-  };
-}
-
-/** The processor skips events that do not match the contract: a bench feeding it such would time nothing. */
-function selfCheck(e: Encoded): void {
-  const parsed = CanonicalEvent.safeParse(JSON.parse(e.data.toString('utf8')));
-  if (!parsed.success) throw new Error(`bench events do not match CanonicalEvent: ${parsed.error.message}`);
-}
-
 interface Prefill {
   seconds: number;
   stored: number;
@@ -399,37 +332,6 @@ async function prefill(env: RunEnv, o: Options): Promise<Prefill> {
 }
 
 // ---- state between rounds ----
-
-/** Forgets what earlier processors did: their consumers, checkpoints, leases and heartbeats. */
-async function resetProcessorState(nc: NatsConnection): Promise<void> {
-  const jsm = await jetstreamManager(nc);
-  for (let p = 0; p < TELEMETRY_PARTITIONS; p++) {
-    await jsm.consumers.delete(TELEMETRY_STREAM, consumerName(p)).catch(() => undefined);
-  }
-  // The fleet rollup replays WINDOWS on start: rounds must not see each other's window emissions.
-  await jsm.streams.purge(WINDOWS_STREAM).catch(() => undefined);
-  const kvm = new Kvm(nc);
-  for (const bucket of [PROCESSOR_CHECKPOINTS_BUCKET, PROCESSOR_LEASES_BUCKET]) {
-    await kvm
-      .open(bucket)
-      .then((kv) => kv.destroy())
-      .catch(() => undefined);
-  }
-}
-
-/**
- * Instances started together do not split the partitions at once, by design of the fair share: the
- * first to run its lease round counts only itself, claims all 16 and is well into the stream before a
- * later round rebalances. Announcing every instance's heartbeat beforehand (the
- * `partitions.instance.{id}` entry PartitionLeases writes itself, partition-leases.ts) makes each
- * one's first round count them all and claim its fair share, so the round times the split from the
- * first event. The split is checked after the round.
- */
-async function announceInstances(nc: NatsConnection, ids: readonly string[]): Promise<void> {
-  const kv = await new Kvm(nc).create(PROCESSOR_LEASES_BUCKET, { history: 1, replicas: 1 });
-  for (const id of ids)
-    await kv.put(instanceKey(id), JSON.stringify({ expiresAt: Date.now() + LEASE_TTL_MS }));
-}
 
 /** True when every partition's processor consumer exists and `done` holds for it (server-side state). */
 async function everyPartition(nc: NatsConnection, done: (info: ConsumerInfo) => boolean): Promise<boolean> {

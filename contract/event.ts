@@ -131,6 +131,68 @@ export const GatewayHeartbeat = z.object({
 export type GatewayHeartbeat = z.infer<typeof GatewayHeartbeat>;
 export const HEARTBEAT_MISSES = 3;
 
+/** Bounds of one GatewayLiveSummary: its size stays far below NATS's max_payload whatever the fleet. */
+export const LIVE_SUMMARY_MAX_READINGS = 100;
+export const LIVE_SUMMARY_MAX_METRICS = 12;
+export const LIVE_SUMMARY_MAX_TENANTS = 256;
+export const LIVE_SUMMARY_MAX_REASONS = 64;
+/** Dead-letter details are free text from the validators; a table cell needs only the start. */
+export const LIVE_SUMMARY_DETAIL_MAX_CHARS = 200;
+
+/**
+ * What one gateway ingested in the last `intervalMs`, on `gateways.live.{gateway}` (core NATS), about
+ * once a second: every gateway's live view merges the summaries of all gateways, so it shows the whole
+ * fleet without receiving every event (README, Operations). Counts cover the interval; `reporting` is
+ * the gateway's own count of devices with a reading in its reporting window; `readings` are the
+ * latest of at most LIVE_SUMMARY_MAX_READINGS devices that sent one in the interval (the most recent;
+ * `readingsLeftOut` counts the times a reading made room for a more recent device's).
+ */
+export const GatewayLiveSummary = z.object({
+  gateway: z.string(),
+  atMs: z.number(),
+  intervalMs: z.number().nonnegative(),
+  events: z.int().nonnegative(),
+  deadletters: z.int().nonnegative(),
+  reporting: z.int().nonnegative(),
+  reportingCapped: z.boolean(),
+  tenants: z
+    .array(
+      z.object({ tenant: z.string(), events: z.int().nonnegative(), deadletters: z.int().nonnegative() }),
+    )
+    .max(LIVE_SUMMARY_MAX_TENANTS + 1),
+  reasons: z
+    .array(
+      z.object({
+        reason: z.string(),
+        count: z.int().positive(),
+        last: z
+          .object({
+            tenant: z.string(),
+            deviceId: z.string(),
+            detail: z.string().max(LIVE_SUMMARY_DETAIL_MAX_CHARS),
+            receivedAt: z.string(),
+          })
+          .optional(),
+      }),
+    )
+    .max(LIVE_SUMMARY_MAX_REASONS + 1),
+  readings: z
+    .array(
+      z.object({
+        tenant: z.string(),
+        deviceId: z.string(),
+        type: z.string().optional(),
+        ts: z.string().optional(),
+        atMs: z.number(),
+        metrics: z.array(z.tuple([z.string(), z.number(), z.string()])).max(LIVE_SUMMARY_MAX_METRICS),
+        more: z.int().nonnegative(),
+      }),
+    )
+    .max(LIVE_SUMMARY_MAX_READINGS),
+  readingsLeftOut: z.int().nonnegative(),
+});
+export type GatewayLiveSummary = z.infer<typeof GatewayLiveSummary>;
+
 /**
  * What the presence owner keeps per device in KV `presence` (key `{tenant}.{deviceId}`): online while
  * at least one connection is open. `reason` is the presence event type that last changed `online`

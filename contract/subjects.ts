@@ -8,6 +8,7 @@
  *   commands.{tenant}.{deviceId}[.{path…}]      downlink, core NATS (request/reply supported)
  *   windows.{tenant}                            device-window results for fleet rollups, stream WINDOWS
  *   gateways.heartbeat.{gatewayId}              gateway liveness, core NATS (GatewayHeartbeat)
+ *   gateways.live.{gatewayId}                   what a gateway ingested, once a second, core NATS (GatewayLiveSummary)
  *
  * The partition comes first so that a processor owning partition p filters `telemetry.p.>`; a device
  * always maps to one partition, and JetStream keeps the order of one publisher on one subject.
@@ -24,12 +25,15 @@ export const PRESENCE_PREFIX = 'presence';
 export const COMMANDS_PREFIX = 'commands';
 export const WINDOWS_PREFIX = 'windows';
 export const GATEWAY_HEARTBEAT_PREFIX = 'gateways.heartbeat';
+export const GATEWAY_LIVE_PREFIX = 'gateways.live';
 
 export const TELEMETRY_SUBJECTS = `${TELEMETRY_PREFIX}.>`;
 export const DEADLETTER_SUBJECTS = `${DEADLETTER_PREFIX}.>`;
 export const PRESENCE_SUBJECTS = `${PRESENCE_PREFIX}.>`;
 export const WINDOWS_SUBJECTS = `${WINDOWS_PREFIX}.>`;
 export const GATEWAY_HEARTBEAT_SUBJECTS = `${GATEWAY_HEARTBEAT_PREFIX}.*`;
+/** Every gateway's live view subscribes to this: the summaries of all gateways. */
+export const GATEWAY_LIVE_SUBJECTS = `${GATEWAY_LIVE_PREFIX}.*`;
 /** The gateway subscribes to this; extra tokens after the device id become topic levels. */
 export const COMMANDS_SUBSCRIPTION = `${COMMANDS_PREFIX}.*.*.>`;
 export const COMMANDS_SUBSCRIPTION_BARE = `${COMMANDS_PREFIX}.*.*`;
@@ -108,6 +112,10 @@ export function windowsSubject(tenant: string): string {
 
 export function gatewayHeartbeatSubject(gatewayId: string): string {
   return `${GATEWAY_HEARTBEAT_PREFIX}.${gatewayId}`;
+}
+
+export function gatewayLiveSubject(gatewayId: string): string {
+  return `${GATEWAY_LIVE_PREFIX}.${gatewayId}`;
 }
 
 export function presenceStateKey(tenant: string, deviceId: string): string {

@@ -20,6 +20,7 @@ import { createConnectionPolicy } from './limits/connection-policy.js';
 import { limitControlPackets } from './limits/control-rate.js';
 import { watchStreamDiscards } from './limits/stream-discards.js';
 import { type MqttListeners, startListeners } from './listeners.js';
+import { type LiveSummaries, LiveSummarizer, startLiveSummaries } from './live/live-summary.js';
 import { createLiveView, type LiveView } from './live/live-view.js';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { PresencePublisher } from './presence.js';
@@ -55,6 +56,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
   let listeners: MqttListeners | undefined;
   let broker: DeviceBroker | undefined;
   let heartbeat: Heartbeat | undefined;
+  let summaries: LiveSummaries | undefined;
   let telemetry: TelemetryHandler | undefined;
   let discards: { close(): void } | undefined;
   let closing = false;
@@ -160,7 +162,13 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
         'AUTH_MODE=open: ANY client may connect and publish as any device. For demos only, never in production.',
       );
     }
-    telemetry = new TelemetryHandler(publisher, config, metrics, log);
+    // Every gateway summarises what it stored for the live views, its own and the others' (also with
+    // LIVE_VIEW=false: another gateway's view shows this one's traffic); one small message a second.
+    const summarizer = new LiveSummarizer({ gatewayId: id });
+    summaries = startLiveSummaries(nc, summarizer, log);
+    telemetry = new TelemetryHandler(publisher, config, metrics, log, (subject, data) =>
+      summarizer.onStored(subject, data),
+    );
     const presence = new PresencePublisher(publisher, id, log, {
       statusMaxBytes: config.STATUS_MAX_PAYLOAD_BYTES,
       statusTruncated: () => metrics.limitReached('STATUS_MAX_PAYLOAD_BYTES'),
@@ -267,6 +275,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     });
   } catch (err) {
     discards?.close();
+    summaries?.close();
     listeners && (await listeners.close());
     broker && (await broker.close());
     telemetry?.close();
@@ -301,6 +310,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
         discards?.close();
         // Beats until the clients are closed: during the shutdown grace they are still connected.
         heartbeat?.close();
+        summaries?.close();
         publisher?.close();
         registry?.stop();
         await live?.close();

@@ -68,6 +68,8 @@ export class TelemetryHandler {
     private readonly config: GatewayConfig,
     private readonly metrics: GatewayMetrics,
     private readonly log: Logger,
+    /** Each event and dead letter once it is stored (not a duplicate): the live summary counts them. */
+    private readonly stored?: (subject: string, data: Uint8Array) => void,
   ) {
     this.ids = new PublishIds({
       ttlMs: config.DEDUP_WINDOW_MS,
@@ -269,6 +271,7 @@ export class TelemetryHandler {
     for (const o of out) {
       this.publisher.publish(o.subject, o.data, o.msgId, wanted, (err, duplicate) => {
         if (!err && o.event) this.metrics.event(duplicate ? 'duplicate' : 'stored');
+        if (!err && !duplicate) this.stored?.(o.subject, o.data);
         sink(err);
       });
     }

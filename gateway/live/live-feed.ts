@@ -1,16 +1,16 @@
 import { AlertMessage, type AlertTransition } from '../../contract/alerts.js';
-import { CanonicalEvent, DeadLetter, PresenceState } from '../../contract/event.js';
-import { DEADLETTER_PREFIX, TELEMETRY_PREFIX } from '../../contract/subjects.js';
+import { GatewayLiveSummary, PresenceState } from '../../contract/event.js';
 
 /**
- * The live view's aggregate of what crosses NATS: messages per second, latest reading per device,
+ * The live view's aggregate of the whole fleet: messages per second, latest reading per device,
  * devices reporting and online, firing alerts, dead letters by reason. Pure: no I/O, no timers; the
- * caller feeds it messages (live-source.ts), calls `tick()` about twice a second, and asks for a
- * `delta(cursor)` per client (live-hub.ts).
+ * caller feeds it every gateway's once-a-second summary of what it stored (live-summary.ts), alert
+ * transitions and presence states (live-source.ts), calls `tick()` about twice a second, and asks for
+ * a `delta(cursor)` per client (live-hub.ts).
  *
- * Every structure is bounded (LiveFeedLimits), whatever the fleet size. Per message the cost is a
- * subject split and a few map updates: telemetry payloads are kept as bytes and parsed only when a
- * client is sent that device's row, at most once per change.
+ * Every structure is bounded (LiveFeedLimits), whatever the fleet size and the number of gateways.
+ * Events are never seen one by one: the summaries carry counts and the latest readings of a bounded
+ * number of devices per gateway and second.
  *
  * Deltas: every change bumps `version` and stamps what it changed. A client's cursor is the version
  * and the last whole second it was sent; `delta(cursor)` returns only what changed after it, so a
@@ -21,36 +21,31 @@ export interface LiveFeedLimits {
   historySeconds: number;
   /** Devices whose latest reading is kept (least recently reporting evicted first). */
   readings: number;
-  /** A device counts as reporting this long after its last reading. */
-  reportingWindowMs: number;
-  /** Devices tracked for the reporting count; beyond it the count is a lower bound. */
-  reportingTracked: number;
+  /** Gateways whose summaries are merged; a summary from one more is ignored until one goes quiet. */
+  gateways: number;
+  /** A gateway's reporting count stops counting this long after its last summary. */
+  gatewayStaleMs: number;
   /** Firing alerts kept (oldest dropped first), and how many of them a message carries. */
   alerts: number;
   alertsSent: number;
   /** Distinct dead-letter reasons and tenants; more are counted under `(other)`. */
   reasons: number;
   tenants: number;
-  /** Metrics shown per reading (a reading may carry 256). */
-  metricsPerReading: number;
 }
 
 export const DEFAULT_LIVE_LIMITS: Readonly<LiveFeedLimits> = Object.freeze({
   historySeconds: 300,
   readings: 500,
-  reportingWindowMs: 60_000,
-  reportingTracked: 100_000,
+  gateways: 1_000,
+  gatewayStaleMs: 5_000,
   alerts: 1_000,
   alertsSent: 100,
   reasons: 64,
   tenants: 256,
-  metricsPerReading: 12,
 });
 
 /** Bucket for tenants and reasons past their limit. */
 export const OTHER = '(other)';
-/** Dead-letter details are free text from the validators; a table cell needs only the start. */
-const DETAIL_MAX_CHARS = 200;
 /** Tenants listed per message, busiest first. */
 const TENANTS_SENT = 100;
 
@@ -69,9 +64,9 @@ export interface LiveReading {
   type?: string;
   /** Event time of the reading, ISO. */
   ts?: string;
-  /** When it crossed NATS (epoch ms, the feed's clock). */
+  /** When its gateway stored it (epoch ms, that gateway's clock). */
   at: number;
-  /** [metric, value, unit], the first metricsPerReading; `more` counts the rest. */
+  /** [metric, value, unit], the first LIVE_SUMMARY_MAX_METRICS; `more` counts the rest. */
   metrics: [string, number, string][];
   more: number;
 }
@@ -95,8 +90,9 @@ export interface LiveMessage {
   now: number;
   totals: { events: number; deadletters: number; alertsFired: number; alertsResolved: number };
   devices: {
+    /** The sum of each gateway's count (a device that moved gateways within the window counts twice). */
     reporting: number;
-    /** True when more devices report than are tracked: `reporting` is then a lower bound. */
+    /** True when a gateway has more devices reporting than it tracks: `reporting` is then a lower bound. */
     reportingCapped: boolean;
     /** From KV `presence`; null while that bucket is not there (no presence owner running). */
     online: number | null;
@@ -123,20 +119,20 @@ export interface LiveMessage {
 }
 
 interface ReadingEntry {
-  tenant: string;
-  deviceId: string;
-  raw: Uint8Array;
-  at: number;
+  reading: LiveReading;
   version: number;
-  parsed: LiveReading | undefined;
 }
 
 interface ReasonEntry {
   count: number;
-  raw: Uint8Array | undefined;
   last: LiveDeadLetterReason['last'];
-  parsedVersion: number;
-  version: number;
+}
+
+interface GatewayEntry {
+  reporting: number;
+  capped: boolean;
+  /** When its last summary arrived (the feed's clock). */
+  heardAt: number;
 }
 
 interface TenantEntry {
@@ -180,8 +176,7 @@ export class LiveFeed {
   /** A cursor older than this missed an eviction no longer listed: it gets a full message. */
   private evictedFloor = 0;
 
-  private readonly lastSeen = new Map<string, number>();
-  private reportingCapped = false;
+  private readonly gateways = new Map<string, GatewayEntry>();
 
   private readonly tenantCounts = new Map<string, TenantEntry>();
   private tenantsVersion = 0;
@@ -211,66 +206,46 @@ export class LiveFeed {
     this.onlineSamples = new Float64Array(h).fill(Number.NaN);
   }
 
-  /** A canonical event on `telemetry.{partition}.{tenant}.{deviceId}`; `data` must not be reused by the caller. */
-  onTelemetry(subject: string, data: Uint8Array): void {
-    const parts = subject.split('.');
-    if (parts.length !== 4 || parts[0] !== TELEMETRY_PREFIX) return;
-    const tenant = parts[2]!;
-    const deviceId = parts[3]!;
-    const key = `${tenant}.${deviceId}`;
+  /**
+   * One gateway's GatewayLiveSummary (core NATS `gateways.live.{gateway}`): its counts go to the
+   * second it arrives in, its readings replace the rows of their devices.
+   */
+  onSummary(data: Uint8Array): void {
+    const parsed = GatewayLiveSummary.safeParse(parseJson(data));
+    if (!parsed.success) return;
+    const summary = parsed.data;
     const now = this.clock();
-    this.events[this.slot(now)]! += 1;
-    this.totalEvents += 1;
-    this.tenant(tenant).events += 1;
-    this.tenantsVersion = ++this.version;
-
-    touch(this.lastSeen, key, now);
-    if (this.lastSeen.size > this.limits.reportingTracked) {
-      this.lastSeen.delete(this.lastSeen.keys().next().value!);
-      this.reportingCapped = true;
-    }
-
-    touch(this.readings, key, {
-      tenant,
-      deviceId,
-      raw: data,
-      at: now,
-      version: this.version,
-      parsed: undefined,
+    if (!this.gateways.has(summary.gateway) && this.gateways.size >= this.limits.gateways) return;
+    touch(this.gateways, summary.gateway, {
+      reporting: summary.reporting,
+      capped: summary.reportingCapped,
+      heardAt: now,
     });
-    this.evicted.delete(key);
-    if (this.readings.size > this.limits.readings) {
-      const oldest = this.readings.keys().next().value!;
-      this.readings.delete(oldest);
-      this.evicted.set(oldest, this.version);
-      if (this.evicted.size > this.limits.readings) {
-        const [gone, at] = this.evicted.entries().next().value!;
-        this.evicted.delete(gone);
-        this.evictedFloor = at;
+    const slot = this.slot(now);
+    this.events[slot]! += summary.events;
+    this.deadletterCounts[slot]! += summary.deadletters;
+    this.totalEvents += summary.events;
+    this.totalDeadletters += summary.deadletters;
+    this.version += 1;
+    if (summary.tenants.length > 0) {
+      for (const t of summary.tenants) {
+        const entry = this.tenant(t.tenant);
+        entry.events += t.events;
+        entry.deadletters += t.deadletters;
       }
+      this.tenantsVersion = this.version;
     }
-  }
-
-  /** A dead letter on `deadletter.{tenant}.{reason}`; `data` must not be reused by the caller. */
-  onDeadLetter(subject: string, data: Uint8Array): void {
-    const parts = subject.split('.');
-    if (parts.length !== 3 || parts[0] !== DEADLETTER_PREFIX) return;
-    const now = this.clock();
-    this.deadletterCounts[this.slot(now)]! += 1;
-    this.totalDeadletters += 1;
-    this.tenant(parts[1]!).deadletters += 1;
-    this.tenantsVersion = ++this.version;
-    let reason = parts[2]!;
-    if (!this.reasons.has(reason) && this.reasons.size >= this.limits.reasons) reason = OTHER;
-    let entry = this.reasons.get(reason);
-    if (entry === undefined) {
-      entry = { count: 0, raw: undefined, last: undefined, parsedVersion: 0, version: 0 };
-      this.reasons.set(reason, entry);
+    for (const r of summary.reasons) {
+      const reason = this.reasons.has(r.reason) || this.reasons.size < this.limits.reasons ? r.reason : OTHER;
+      const entry = this.reasons.get(reason);
+      if (entry === undefined) this.reasons.set(reason, { count: r.count, last: r.last });
+      else {
+        entry.count += r.count;
+        if (r.last !== undefined) entry.last = r.last;
+      }
+      this.reasonsVersion = this.version;
     }
-    entry.count += 1;
-    entry.raw = data;
-    entry.version = this.version;
-    this.reasonsVersion = this.version;
+    for (const r of summary.readings) this.reading(r);
   }
 
   /** An alert transition from the processors (core NATS `alerts.{tenant}.{deviceId}`). */
@@ -319,17 +294,16 @@ export class LiveFeed {
     this.tenantsVersion = ++this.version;
   }
 
-  /** Forgets devices silent for reportingWindowMs and samples the device counts for this second. */
+  /** Forgets gateways silent for gatewayStaleMs and samples the device counts for this second. */
   tick(): void {
     const now = this.clock();
-    const horizon = now - this.limits.reportingWindowMs;
-    for (const [key, seen] of this.lastSeen) {
-      if (seen > horizon) break;
-      this.lastSeen.delete(key);
+    const horizon = now - this.limits.gatewayStaleMs;
+    for (const [gateway, g] of this.gateways) {
+      if (g.heardAt > horizon) break;
+      this.gateways.delete(gateway);
     }
-    if (this.lastSeen.size < this.limits.reportingTracked) this.reportingCapped = false;
     const slot = this.slot(now);
-    this.reportingSamples[slot] = this.lastSeen.size;
+    this.reportingSamples[slot] = this.reporting().reporting;
     this.onlineSamples[slot] = this.presence ? this.online.size : Number.NaN;
   }
 
@@ -343,6 +317,7 @@ export class LiveFeed {
 
     const h = this.limits.historySeconds;
     const from = Math.max(full ? -1 : cursor.second + 1, lastWhole - h + 1, this.startSecond);
+    const reporting = this.reporting();
     const message: LiveMessage = {
       full,
       now,
@@ -353,8 +328,8 @@ export class LiveFeed {
         alertsResolved: this.alertsResolved,
       },
       devices: {
-        reporting: this.lastSeen.size,
-        reportingCapped: this.reportingCapped,
+        reporting: reporting.reporting,
+        reportingCapped: reporting.capped,
         online: this.presence ? this.online.size : null,
         readings: this.readings.size,
       },
@@ -362,8 +337,8 @@ export class LiveFeed {
     if (from <= lastWhole) message.series = this.series(from, lastWhole);
 
     const readings: LiveReading[] = [];
-    for (const [key, entry] of this.readings) {
-      if (entry.version > since) readings.push(this.readingOf(key, entry));
+    for (const entry of this.readings.values()) {
+      if (entry.version > since) readings.push(entry.reading);
     }
     if (full || readings.length > 0) message.readings = readings;
     if (!full) {
@@ -423,43 +398,46 @@ export class LiveFeed {
     return entry;
   }
 
-  private readingOf(key: string, entry: ReadingEntry): LiveReading {
-    if (entry.parsed !== undefined) return entry.parsed;
+  private reading(r: GatewayLiveSummary['readings'][number]): void {
+    const key = `${r.tenant}.${r.deviceId}`;
     const reading: LiveReading = {
       key,
-      tenant: entry.tenant,
-      deviceId: entry.deviceId,
-      at: entry.at,
-      metrics: [],
-      more: 0,
+      tenant: r.tenant,
+      deviceId: r.deviceId,
+      ...(r.type !== undefined ? { type: r.type } : {}),
+      ...(r.ts !== undefined ? { ts: r.ts } : {}),
+      at: r.atMs,
+      metrics: r.metrics,
+      more: r.more,
     };
-    const event = CanonicalEvent.safeParse(parseJson(entry.raw));
-    if (event.success) {
-      reading.ts = event.data.ts;
-      if (event.data.labels.type !== undefined) reading.type = event.data.labels.type;
-      const metrics = Object.entries(event.data.metrics);
-      reading.metrics = metrics
-        .slice(0, this.limits.metricsPerReading)
-        .map(([name, m]) => [name, m.value, m.unit] as [string, number, string]);
-      reading.more = Math.max(0, metrics.length - this.limits.metricsPerReading);
+    touch(this.readings, key, { reading, version: this.version });
+    this.evicted.delete(key);
+    if (this.readings.size > this.limits.readings) {
+      const oldest = this.readings.keys().next().value!;
+      this.readings.delete(oldest);
+      this.evicted.set(oldest, this.version);
+      if (this.evicted.size > this.limits.readings) {
+        const [gone, at] = this.evicted.entries().next().value!;
+        this.evicted.delete(gone);
+        this.evictedFloor = at;
+      }
     }
-    entry.parsed = reading;
-    return reading;
+  }
+
+  /** Devices reporting, summed over the gateways heard from within gatewayStaleMs. */
+  private reporting(): { reporting: number; capped: boolean } {
+    let reporting = 0;
+    let capped = false;
+    for (const g of this.gateways.values()) {
+      reporting += g.reporting;
+      capped ||= g.capped;
+    }
+    return { reporting, capped };
   }
 
   private reasonList(): LiveDeadLetterReason[] {
     const out: LiveDeadLetterReason[] = [];
     for (const [reason, entry] of this.reasons) {
-      if (entry.raw !== undefined && entry.parsedVersion !== entry.version) {
-        const letter = DeadLetter.safeParse(parseJson(entry.raw));
-        if (letter.success) {
-          const { tenant, deviceId, detail, receivedAt } = letter.data;
-          entry.last = { tenant, deviceId, detail: detail.slice(0, DETAIL_MAX_CHARS), receivedAt };
-        }
-        entry.parsedVersion = entry.version;
-        // Parsed once: the bytes (up to DEADLETTER_MAX_PAYLOAD_BYTES of payload) need not stay.
-        entry.raw = undefined;
-      }
       out.push({ reason, count: entry.count, ...(entry.last ? { last: entry.last } : {}) });
     }
     return out.sort((a, b) => b.count - a.count);

@@ -4,13 +4,14 @@ import type { NatsConnection, QueuedIterator, Subscription } from '@nats-io/nats
 import type { Logger } from '../../common/logger.js';
 import { Naps } from '../../common/naps.js';
 import { ALERTS_PREFIX } from '../../contract/measurements.js';
-import { DEADLETTER_SUBJECTS, PRESENCE_STATE_BUCKET, TELEMETRY_SUBJECTS } from '../../contract/subjects.js';
+import { GATEWAY_LIVE_SUBJECTS, PRESENCE_STATE_BUCKET } from '../../contract/subjects.js';
 import type { LiveFeed } from './live-feed.js';
 
 /**
- * Feeds a LiveFeed from NATS: core subscriptions to every telemetry event, dead letter and alert
- * (the whole fleet's, whichever gateway stored them; nothing durable, a restart starts from zero),
- * and a watch of KV `presence`. That bucket belongs to the processors' presence owner and may not
+ * Feeds a LiveFeed from NATS: core subscriptions to every gateway's once-a-second summary of what it
+ * stored (`gateways.live.*`, live-summary.ts: the whole fleet's traffic without one delivery per
+ * event) and to every alert transition (rare, so one by one); nothing durable, a restart starts from
+ * zero; and a watch of KV `presence`. That bucket belongs to the processors' presence owner and may not
  * exist yet: the watch is retried every PRESENCE_RETRY_MS until it does, and started over when the
  * bucket is deleted or recreated (checked as often).
  */
@@ -30,10 +31,9 @@ export function startLiveSource(
   options: { presenceRetryMs?: number } = {},
 ): LiveSource {
   const retryMs = options.presenceRetryMs ?? PRESENCE_RETRY_MS;
-  // Message data is a view into the connection's read buffer: copy what the feed keeps.
+  // The feed parses both at once and keeps none of the bytes.
   const subs: Subscription[] = [
-    nc.subscribe(TELEMETRY_SUBJECTS, { callback: (_, m) => feed.onTelemetry(m.subject, m.data.slice()) }),
-    nc.subscribe(DEADLETTER_SUBJECTS, { callback: (_, m) => feed.onDeadLetter(m.subject, m.data.slice()) }),
+    nc.subscribe(GATEWAY_LIVE_SUBJECTS, { callback: (_, m) => feed.onSummary(m.data) }),
     nc.subscribe(`${ALERTS_PREFIX}.>`, { callback: (_, m) => feed.onAlert(m.data) }),
   ];
 

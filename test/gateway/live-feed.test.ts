@@ -8,6 +8,7 @@ import {
   telemetrySubject,
 } from '../../contract/index.js';
 import { LiveFeed, type LiveFeedLimits, OTHER } from '../../gateway/live/live-feed.js';
+import { LiveSummarizer, type LiveSummaryLimits } from '../../gateway/live/live-summary.js';
 
 const T0 = Date.parse('2026-11-28T12:00:00.000Z');
 const bytes = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
@@ -67,24 +68,31 @@ const alert = (deviceId: string, rule: string, state: 'firing' | 'resolved') =>
     message: `${rule} on ${deviceId}`,
   });
 
-function setup(limits: Partial<LiveFeedLimits> = {}) {
+/**
+ * A feed and a gateway's summarizer on one clock: the gateway stores, `flush()` is its once-a-second
+ * summary arriving at the feed (as live-source.ts hands it over, bytes).
+ */
+function setup(limits: Partial<LiveFeedLimits> = {}, summaryLimits: Partial<LiveSummaryLimits> = {}) {
   const time = { now: T0 };
   const feed = new LiveFeed({ clock: () => time.now, limits });
+  const gateway = new LiveSummarizer({ gatewayId: 'gw-1', clock: () => time.now, limits: summaryLimits });
   const telemetry = (tenant: string, deviceId: string, temperature = 20) =>
-    feed.onTelemetry(telemetrySubject(tenant, deviceId), event(tenant, deviceId, temperature));
-  return { time, feed, telemetry };
+    gateway.onStored(telemetrySubject(tenant, deviceId), event(tenant, deviceId, temperature));
+  const deadletter = (tenant: string, deviceId: string, reason: string, detail: string) =>
+    gateway.onStored(deadletterSubject(tenant, reason), deadLetter(tenant, deviceId, reason, detail));
+  const flush = (from: LiveSummarizer = gateway) => feed.onSummary(bytes(from.take()));
+  return { time, feed, gateway, telemetry, deadletter, flush };
 }
 
 describe('LiveFeed', () => {
   it('counts messages per whole second and keeps historySeconds of them', () => {
-    const { time, feed, telemetry } = setup({ historySeconds: 10 });
+    const { time, feed, telemetry, deadletter, flush } = setup({ historySeconds: 10 });
     for (let i = 0; i < 3; i++) telemetry('acme', 'd1');
+    flush();
     time.now += 1_000;
     for (let i = 0; i < 5; i++) telemetry('acme', 'd2');
-    feed.onDeadLetter(
-      deadletterSubject('acme', 'PAYLOAD_NOT_JSON'),
-      deadLetter('acme', 'd2', 'PAYLOAD_NOT_JSON', 'x'),
-    );
+    deadletter('acme', 'd2', 'PAYLOAD_NOT_JSON', 'x');
+    flush();
     time.now += 1_000;
 
     const { message } = feed.delta()!;
@@ -104,9 +112,10 @@ describe('LiveFeed', () => {
   });
 
   it('sends a client only the seconds and rows it has not had', () => {
-    const { time, feed, telemetry } = setup();
+    const { time, feed, telemetry, flush } = setup();
     telemetry('acme', 'd1', 20);
     telemetry('acme', 'd2', 21);
+    flush();
     time.now += 1_000;
     const first = feed.delta()!;
     expect(first.message.readings!.map((r) => r.deviceId)).toEqual(['d1', 'd2']);
@@ -116,6 +125,7 @@ describe('LiveFeed', () => {
     expect(feed.delta(first.cursor)).toBeUndefined();
 
     telemetry('acme', 'd1', 25);
+    flush();
     const second = feed.delta(first.cursor)!;
     expect(second.message.full).toBe(false);
     expect(second.message.series).toBeUndefined();
@@ -138,11 +148,13 @@ describe('LiveFeed', () => {
   });
 
   it('keeps the latest reading of at most `readings` devices and names the evicted ones', () => {
-    const { feed, telemetry } = setup({ readings: 3 });
+    const { feed, telemetry, flush } = setup({ readings: 3 });
     for (const d of ['d1', 'd2', 'd3']) telemetry('acme', d);
+    flush();
     const start = feed.delta()!;
     telemetry('acme', 'd1'); // d1 is now the most recent: d2 goes first
     telemetry('acme', 'd4');
+    flush();
     const delta = feed.delta(start.cursor)!;
     expect(delta.message.readings!.map((r) => r.deviceId)).toEqual(['d1', 'd4']);
     expect(delta.message.removed).toEqual(['acme.d2']);
@@ -150,36 +162,85 @@ describe('LiveFeed', () => {
 
     // A client so far behind that evictions it missed are no longer listed gets everything again.
     for (const d of ['d5', 'd6', 'd7', 'd8', 'd9']) telemetry('acme', d);
+    flush();
     const resent = feed.delta(start.cursor)!;
     expect(resent.message.full).toBe(true);
     expect(resent.message.readings!.map((r) => r.deviceId)).toEqual(['d7', 'd8', 'd9']);
   });
 
-  it('limits the metrics shown per reading and parses each row once', () => {
-    const { feed } = setup({ metricsPerReading: 1 });
-    feed.onTelemetry(telemetrySubject('acme', 'd1'), event('acme', 'd1', 20));
+  it('limits the metrics shown per reading', () => {
+    const { feed, telemetry, flush } = setup({}, { metricsPerReading: 1 });
+    telemetry('acme', 'd1', 20);
+    flush();
     const a = feed.delta()!.message.readings![0]!;
     expect(a.metrics).toEqual([['temperature', 20, 'degC']]);
     expect(a.more).toBe(1);
-    expect(feed.delta()!.message.readings![0]).toBe(a);
   });
 
-  it('ignores subjects that are not the contract’s', () => {
-    const { feed } = setup();
-    feed.onTelemetry('telemetry.acme.d1', event('acme', 'd1', 20));
-    feed.onDeadLetter('deadletter.acme', deadLetter('acme', 'd1', 'X', 'x'));
+  it('ignores subjects that are not the contract’s, and summaries that are not summaries', () => {
+    const { feed, gateway, flush } = setup();
+    gateway.onStored('telemetry.acme.d1', event('acme', 'd1', 20));
+    gateway.onStored('deadletter.acme', deadLetter('acme', 'd1', 'X', 'x'));
+    flush();
+    feed.onSummary(bytes({ gateway: 'gw-2', events: 5 }));
+    feed.onSummary(new TextEncoder().encode('not json'));
     expect(feed.delta()!.message.totals.events).toBe(0);
     expect(feed.delta()!.message.totals.deadletters).toBe(0);
   });
 
+  it('carries the latest reading of at most `readings` devices per summary, the most recent', () => {
+    const { feed, gateway, telemetry, flush } = setup({}, { readings: 2 });
+    for (const d of ['d1', 'd2', 'd3']) telemetry('acme', d);
+    telemetry('acme', 'd1', 30);
+    const summary = gateway.take();
+    expect(summary.readings.map((r) => `${r.deviceId}=${r.metrics[0]![1]}`)).toEqual(['d3=20', 'd1=30']);
+    // d1 then d2 made room for a more recent device (d1 came back).
+    expect(summary).toMatchObject({ events: 4, readingsLeftOut: 2, reporting: 3 });
+    // The next interval starts empty.
+    expect(gateway.take()).toMatchObject({ events: 0, readings: [], tenants: [], reasons: [] });
+    feed.onSummary(bytes(summary));
+    flush();
+    expect(feed.delta()!.message.totals.events).toBe(4);
+  });
+
+  it('merges the summaries of several gateways, and stops counting the devices of one gone quiet', () => {
+    const { time, feed, telemetry, flush } = setup({ gatewayStaleMs: 3_000 });
+    const other = new LiveSummarizer({ gatewayId: 'gw-2', clock: () => time.now });
+    telemetry('acme', 'd1');
+    other.onStored(telemetrySubject('beta', 'd9'), event('beta', 'd9', 30));
+    other.onStored(telemetrySubject('beta', 'd8'), event('beta', 'd8', 31));
+    flush();
+    flush(other);
+    feed.tick();
+    let { message } = feed.delta()!;
+    expect(message.totals.events).toBe(3);
+    expect(message.devices.reporting).toBe(3);
+    expect(message.readings!.map((r) => r.key)).toEqual(['acme.d1', 'beta.d9', 'beta.d8']);
+    expect(message.tenants!.map((t) => [t.tenant, t.events])).toEqual([
+      ['beta', 2],
+      ['acme', 1],
+    ]);
+    // gw-2 stops; gw-1 goes on summarising.
+    for (let s = 0; s < 4; s++) {
+      time.now += 1_000;
+      flush();
+      feed.tick();
+    }
+    ({ message } = feed.delta()!);
+    expect(message.devices.reporting).toBe(1);
+    // Its rows stay: the latest reading of a device is the latest, whoever stored it.
+    expect(message.devices.readings).toBe(3);
+  });
+
   it('counts dead letters by reason with the last one’s device and detail, bounded', () => {
-    const { feed } = setup({ reasons: 2 });
-    const dl = (reason: string, device: string, detail: string) =>
-      feed.onDeadLetter(deadletterSubject('acme', reason), deadLetter('acme', device, reason, detail));
+    const { feed, deadletter, flush } = setup({ reasons: 2 });
+    const dl = (reason: string, device: string, detail: string) => deadletter('acme', device, reason, detail);
     dl('SCHEMA_INVALID', 'd1', 'first');
     dl('SCHEMA_INVALID', 'd2', 'second');
+    flush();
     dl('PAYLOAD_NOT_JSON', 'd3', 'x'.repeat(500));
     dl('UNIT_UNKNOWN', 'd4', 'furlongs');
+    flush();
     const { message, cursor } = feed.delta()!;
     expect(message.deadletters).toEqual([
       {
@@ -230,20 +291,27 @@ describe('LiveFeed', () => {
   });
 
   it('counts a device as reporting for reportingWindowMs after its last reading, and samples it per second', () => {
-    const { time, feed, telemetry } = setup({ reportingWindowMs: 10_000, reportingTracked: 3 });
+    const { time, feed, telemetry, flush } = setup(
+      { gatewayStaleMs: 10_000 },
+      { reportingWindowMs: 10_000, reportingTracked: 3 },
+    );
     telemetry('acme', 'd1');
     telemetry('acme', 'd2');
+    flush();
     feed.tick();
     time.now += 5_000;
     telemetry('acme', 'd1');
+    flush();
     feed.tick();
     expect(feed.delta()!.message.devices.reporting).toBe(2);
     time.now += 6_000;
+    flush();
     feed.tick();
     let devices = feed.delta()!.message.devices;
     expect(devices).toMatchObject({ reporting: 1, reportingCapped: false });
 
     for (const d of ['d3', 'd4', 'd5', 'd6']) telemetry('acme', d);
+    flush();
     feed.tick();
     devices = feed.delta()!.message.devices;
     expect(devices).toMatchObject({ reporting: 3, reportingCapped: true });
@@ -269,11 +337,12 @@ describe('LiveFeed', () => {
   });
 
   it('lists tenants busiest first', () => {
-    const { feed, telemetry } = setup({ tenants: 2 });
+    const { feed, telemetry, flush } = setup({ tenants: 2 });
     telemetry('a', 'd1');
     telemetry('b', 'd1');
     telemetry('b', 'd2');
     telemetry('c', 'd1');
+    flush();
     expect(feed.delta()!.message.tenants!.map((t) => [t.tenant, t.events])).toEqual([
       ['b', 2],
       ['(other)', 1],

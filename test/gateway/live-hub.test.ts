@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { telemetrySubject } from '../../contract/index.js';
 import { LiveFeed, type LiveMessage } from '../../gateway/live/live-feed.js';
 import { LiveHub, type LiveSink } from '../../gateway/live/live-hub.js';
+import { LiveSummarizer } from '../../gateway/live/live-summary.js';
 
 const T0 = Date.parse('2026-11-28T12:00:00.000Z');
 
@@ -35,8 +36,13 @@ function setup(maxClients = 4) {
     status: () => ({ gateway: 'gw-1', nats: true }),
     clock: () => time.now,
   });
-  const publish = (deviceId: string) =>
-    feed.onTelemetry(telemetrySubject('acme', deviceId), new TextEncoder().encode('{}'));
+  const gateway = new LiveSummarizer({ gatewayId: 'gw-1', clock: () => time.now });
+  const encoder = new TextEncoder();
+  // One event stored by the gateway, and its summary arriving at the feed.
+  const publish = (deviceId: string) => {
+    gateway.onStored(telemetrySubject('acme', deviceId), encoder.encode('{}'));
+    feed.onSummary(encoder.encode(JSON.stringify(gateway.take())));
+  };
   return { time, feed, hub, publish };
 }
 

@@ -13,10 +13,14 @@ import {
 } from '../../contract/index.js';
 import { LiveFeed, type LiveMessage } from '../../gateway/live/live-feed.js';
 import { startLiveSource } from '../../gateway/live/live-source.js';
+import { LiveSummarizer, startLiveSummaries } from '../../gateway/live/live-summary.js';
 import { natsClient } from '../kit/gateway.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
 
-/** live-source.ts against a real nats-server: core subscriptions, and KV `presence` appearing late. */
+/**
+ * live-source.ts against a real nats-server: a gateway's summaries and alerts on core NATS, and KV
+ * `presence` appearing late.
+ */
 let nats: NatsServer;
 let nc: NatsConnection;
 
@@ -51,9 +55,12 @@ const state = (deviceId: string, online: boolean): PresenceState => ({
 });
 
 describe('live source', () => {
-  it('feeds telemetry, dead letters and alerts from NATS, and presence once its bucket exists', async () => {
+  it('feeds gateway summaries and alerts from NATS, and presence once its bucket exists', async () => {
+    const log = createLogger('test', 'silent');
     const feed = new LiveFeed();
-    const source = startLiveSource(nc, feed, createLogger('test', 'silent'), { presenceRetryMs: 100 });
+    const source = startLiveSource(nc, feed, log, { presenceRetryMs: 100 });
+    const gateway = new LiveSummarizer({ gatewayId: 'gw-a' });
+    const summaries = startLiveSummaries(nc, gateway, log, 100);
     try {
       // Core subscriptions: wait until the server has them before publishing.
       await nc.flush();
@@ -67,8 +74,9 @@ describe('live source', () => {
         labels: {},
         metrics: { temperature: { value: 21.5, unit: 'degC' } },
       };
-      nc.publish(telemetrySubject('acme', 'd1'), JSON.stringify(event));
-      nc.publish(deadletterSubject('acme', 'PAYLOAD_NOT_JSON'), '{}');
+      // What the gateway stored; its next summary carries them.
+      gateway.onStored(telemetrySubject('acme', 'd1'), new TextEncoder().encode(JSON.stringify(event)));
+      gateway.onStored(deadletterSubject('acme', 'PAYLOAD_NOT_JSON'), new TextEncoder().encode('{}'));
       nc.publish(
         alertsSubject('acme', 'd1'),
         JSON.stringify({
@@ -106,6 +114,7 @@ describe('live source', () => {
       await again.put(presenceStateKey('acme', 'd3'), JSON.stringify(state('d3', true)));
       await until(feed, (m) => m.devices.online === 1, 'the recreated bucket’s one device online');
     } finally {
+      summaries.close();
       const started = Date.now();
       await source.close();
       expect(Date.now() - started).toBeLessThan(2_000);
