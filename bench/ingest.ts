@@ -6,9 +6,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { DEADLETTER_STREAM, TELEMETRY_STREAM } from '../contract/subjects.js';
 import { telemetryTopic } from '../contract/topics.js';
 import type { NatsServer } from '../test/kit/nats-server.js';
+import { checkTelemetryStored } from './checks.js';
 import { CpuSampler } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { startGatewayProcess } from './gateway-process.js';
@@ -378,24 +378,7 @@ async function main(): Promise<void> {
   // ---- every PUBACK must stand for a stored message ----
   const gatewayTarget = targets.find((t) => t.key === 'gateway');
   if (gatewayTarget && gatewayNc) {
-    const jsm = await jetstreamManager(gatewayNc);
-    const stored = (await jsm.streams.info(TELEMETRY_STREAM)).state.messages;
-    const deadLetters = (await jsm.streams.info(DEADLETTER_STREAM)).state.messages;
-    const acked = gatewayTarget.acked;
-    if (stored === acked && deadLetters === 0) {
-      console.log(
-        `check: ${TELEMETRY_STREAM} holds ${stored} messages = ${acked} PUBACKs from the gateway: OK`,
-      );
-    } else {
-      const bar = '!'.repeat(78);
-      console.warn(
-        `\n${bar}\nWARNING: ${TELEMETRY_STREAM} holds ${stored} messages but the gateway sent ${acked} PUBACKs ` +
-          `(difference ${stored - acked}); ${DEADLETTER_STREAM} holds ${deadLetters}.\n` +
-          'More stored than acked: publishes stored but never acknowledged (cut off at drain or disconnect).\n' +
-          'Fewer: PUBACKs for messages that were deduplicated or dead-lettered instead of stored.\n' +
-          `${bar}\n`,
-      );
-    }
+    await checkTelemetryStored(gatewayNc, gatewayTarget.acked, 'the gateway');
   }
   const natsTarget = targets.find((t) => t.key === 'nats');
   if (natsTarget && mqttNc) {
