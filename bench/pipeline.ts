@@ -629,7 +629,15 @@ async function main(): Promise<void> {
     }
     const stored = await checkTelemetryStored(t.nc, t.acked, `the ${t.key} gateway`);
     if (t.tsdb) {
-      const raw = await countReadings(t.tsdb, started.getTime() - 60_000, Date.now() + 60_000);
+      // A processor behind (the last round's readings not all readable yet) gets the same wait again.
+      const deadline = Date.now() + o.tsdbWaitSeconds * 1000;
+      let raw = 0;
+      for (;;) {
+        checkInterrupted();
+        raw = await countReadings(t.tsdb, started.getTime() - 60_000, Date.now() + 60_000);
+        if (raw >= stored || Date.now() > deadline) break;
+        await sleep(TSDB_POLL_MS);
+      }
       console.log(
         `check: VictoriaMetrics holds ${raw} raw readings of the ${stored} in TELEMETRY ` +
           (raw === stored ? 'OK' : `MISMATCH (${stored - raw} missing)`),
