@@ -13,7 +13,7 @@ import { DEFAULT_DEVICE_MAX_BYTES_PER_SEC, DEFAULT_DEVICE_MAX_MSGS_PER_SEC } fro
 import { DEFAULT_LEASE_TTL } from '../processors/config.js';
 import { metricName, type Tsdb } from '../test/kit/victoria-metrics.js';
 import { checkTelemetryStored } from './checks.js';
-import { CpuSampler, processCpuSeconds } from './cpu.js';
+import { CpuSampler, machineCpuSeconds, processCpuSeconds } from './cpu.js';
 import { type GatewayProcess, startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { type BenchDevice, Fleet, type OpenLoopResult, selfCheck, telemetryPayload } from './mqtt-load.js';
@@ -254,6 +254,9 @@ interface Round {
   /** Per process: percent of one core and µs of CPU per acknowledged message over the load window. */
   cpu: { name: string; percent: number; usPerMsg: number; server: boolean }[];
   serverUsPerMsg: number;
+  /** Over the load window, percent of one core: the whole machine busy, and this bench's processes. */
+  machineBusyPercent: number;
+  oursPercent: number;
   tsdb?: { readable: number; seconds: number; complete: boolean };
   lease?: { heartbeatGapS: number; gauge: number; handovers: number };
 }
@@ -372,13 +375,19 @@ async function runRound(t: Target, o: Options, index: number, seconds: number): 
   const sampler = new CpuSampler(() => new Map(t.processes.map((p) => [p.name, p.pid] as const)));
   const leases = t.processor ? await LeaseWatch.start(t.nc) : undefined;
   let loadStopped = 0;
+  let machineBefore = machineCpuSeconds();
+  let machineAfter = machineBefore;
   const result = await t.fleet.runOpenLoop({
     seconds,
     perDeviceHz: o.rate,
     drainTimeoutMs: o.drainSeconds * 1000,
-    onStart: () => sampler.start(),
+    onStart: () => {
+      sampler.start();
+      machineBefore = machineCpuSeconds();
+    },
     onEnd: () => {
       sampler.stop();
+      machineAfter = machineCpuSeconds();
       loadStopped = performance.now();
     },
   });
@@ -401,6 +410,14 @@ async function runRound(t: Target, o: Options, index: number, seconds: number): 
     p99: quantile(sorted, 0.99),
     cpu,
     serverUsPerMsg: cpu.filter((c) => c.server).reduce((n, c) => n + c.usPerMsg, 0),
+    // /proc/stat counts all cores: × cores ÷ total gives percent of one core, as the processes' figures.
+    machineBusyPercent:
+      machineBefore && machineAfter
+        ? ((machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total)) *
+          availableParallelism() *
+          100
+        : Number.NaN,
+    oursPercent: cpu.reduce((n, c) => n + c.percent, 0),
   };
 
   if (t.tsdb && t.processor) {
@@ -447,7 +464,8 @@ function roundLines(label: string, r: Round, o: Options): string {
       `  | unacked ${x.unacked}, disconnects ${x.disconnects}, generator lag max ${ms(x.lagMaxMs)} ms` +
       (errs ? `, errors: ${errs}` : ''),
     `${''.padEnd(11)}CPU µs/msg: ${r.cpu.map((c) => `${c.name} ${us(c.usPerMsg)} (${Math.round(c.percent)}%)`).join(', ')}` +
-      ` | server side ${us(r.serverUsPerMsg)} µs/msg`,
+      ` | server side ${us(r.serverUsPerMsg)} µs/msg | machine busy ${Math.round(r.machineBusyPercent)}% ` +
+      `of ${availableParallelism() * 100}%, these processes ${Math.round(r.oursPercent)}%`,
   ];
   if (r.tsdb) {
     const t = r.tsdb;
@@ -556,6 +574,8 @@ async function main(): Promise<void> {
         };
       }),
       serverUsPerMsg: median(rs.map((r) => r.serverUsPerMsg)),
+      machineBusyPercent: median(rs.map((r) => r.machineBusyPercent)),
+      oursPercent: median(rs.map((r) => r.oursPercent)),
       tsdbSeconds: median(tsdbRounds.map((x) => (x.complete ? x.seconds : Number.NaN))),
       tsdbMaxSeconds: Math.max(...tsdbRounds.map((x) => (x.complete ? x.seconds : Number.POSITIVE_INFINITY))),
       tsdbMissing: rs.reduce(
@@ -581,7 +601,8 @@ async function main(): Promise<void> {
         `${int(o.devices * o.rate)} offered  p50 ${ms(s.p50)} ms  p99 ${ms(s.p99)} ms  | shed ${s.shed}, ` +
         `unacked + disconnects ${s.unacked}, generator lag max ${ms(s.lagMaxMs)} ms` +
         `\n${''.padEnd(15)}CPU µs/msg: ${s.cpu.map((c) => `${c.name} ${us(c.usPerMsg)} (${Math.round(c.percent)}%)`).join(', ')}` +
-        ` | server side ${us(s.serverUsPerMsg)}` +
+        ` | server side ${us(s.serverUsPerMsg)} | machine busy ${Math.round(s.machineBusyPercent)}%, ` +
+        `these processes ${Math.round(s.oursPercent)}%` +
         (s.key === 'pipeline'
           ? `\n${''.padEnd(15)}TSDB: all readable ${sec(s.tsdbSeconds)} after the load stopped (median; worst ` +
             `${Number.isFinite(s.tsdbMaxSeconds) ? sec(s.tsdbMaxSeconds) : 'not within the wait'}), ${int(s.tsdbMissing)} missing; ` +
@@ -608,6 +629,14 @@ async function main(): Promise<void> {
     console.log(
       `  nats-server CPU with processors / without: ${ratio(p.natsUsPerMsg, n.natsUsPerMsg)} ` +
         `(${us(p.natsUsPerMsg)} vs ${us(n.natsUsPerMsg)} µs/msg)`,
+    );
+  }
+  const others = stats.map((s) => s.machineBusyPercent - s.oursPercent);
+  if (Math.max(...others) > 50) {
+    console.log(
+      `  note: other work on the machine took ${others.map((x) => `${Math.round(x)}%`).join(' / ')} of a core ` +
+        `(${stats.map((s) => TARGET_NAMES[s.key]).join(' / ')} rounds, medians): throughput and latency are ` +
+        "then as much its figures as the targets'; CPU per message is the steadier figure",
     );
   }
   if (p && p.lagMaxMs > 100) {
