@@ -261,12 +261,6 @@ interface Round {
   lease?: { heartbeatGapS: number; gauge: number; handovers: number };
 }
 
-const TARGET_NAMES: Record<TargetKey, string> = {
-  pipeline: 'pipeline',
-  listener: 'listener',
-  'no-processor': 'no-processor',
-};
-
 function gatewayEnv(o: Options, payloadBytes: number): { env: Record<string, string>; changed: string[] } {
   // The gateway's per-device limits are left at their defaults unless the offered rate would exceed them.
   const env: Record<string, string> = {};
@@ -459,7 +453,7 @@ function roundLines(label: string, r: Round, o: Options): string {
   const x = r.result;
   const errs = [...x.errors].map(([what, n]) => `${n}× ${what}`).join('; ');
   const lines = [
-    `${label.padEnd(10)} ${TARGET_NAMES[r.target].padEnd(12)} ${int(r.rate).padStart(7)} acked msg/s ` +
+    `${label.padEnd(10)} ${r.target.padEnd(12)} ${int(r.rate).padStart(7)} acked msg/s ` +
       `(offered ${int(x.offered / o.seconds)}/s, shed ${x.shed})  p50 ${ms(r.p50)} ms  p99 ${ms(r.p99)} ms` +
       `  | unacked ${x.unacked}, disconnects ${x.disconnects}, generator lag max ${ms(x.lagMaxMs)} ms` +
       (errs ? `, errors: ${errs}` : ''),
@@ -597,7 +591,7 @@ async function main(): Promise<void> {
   );
   for (const s of stats) {
     console.log(
-      `  ${TARGET_NAMES[s.key].padEnd(12)} ${int(s.rate).padStart(7)} acked msg/s (${int(s.min)}–${int(s.max)}) of ` +
+      `  ${s.key.padEnd(12)} ${int(s.rate).padStart(7)} acked msg/s (${int(s.min)}–${int(s.max)}) of ` +
         `${int(o.devices * o.rate)} offered  p50 ${ms(s.p50)} ms  p99 ${ms(s.p99)} ms  | shed ${s.shed}, ` +
         `unacked + disconnects ${s.unacked}, generator lag max ${ms(s.lagMaxMs)} ms` +
         `\n${''.padEnd(15)}CPU µs/msg: ${s.cpu.map((c) => `${c.name} ${us(c.usPerMsg)} (${Math.round(c.percent)}%)`).join(', ')}` +
@@ -635,7 +629,7 @@ async function main(): Promise<void> {
   if (Math.max(...others) > 50) {
     console.log(
       `  note: other work on the machine took ${others.map((x) => `${Math.round(x)}%`).join(' / ')} of a core ` +
-        `(${stats.map((s) => TARGET_NAMES[s.key]).join(' / ')} rounds, medians): throughput and latency are ` +
+        `(${stats.map((s) => s.key).join(' / ')} rounds, medians): throughput and latency are ` +
         "then as much its figures as the targets'; CPU per message is the steadier figure",
     );
   }
