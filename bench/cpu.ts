@@ -71,3 +71,24 @@ export class CpuSampler {
     return m;
   }
 }
+
+/**
+ * Busy and total CPU seconds of the whole machine, all cores (/proc/stat), so a bench can tell how
+ * much of the machine its own processes had; undefined where /proc is not readable.
+ */
+export function machineCpuSeconds(): { busy: number; total: number } | undefined {
+  try {
+    // `cpu  user nice system idle iowait irq softirq steal guest guest_nice`, in clock ticks.
+    const fields = readFileSync('/proc/stat', 'utf8')
+      .split('\n')[0]!
+      .trim()
+      .split(/\s+/)
+      .slice(1, 9)
+      .map(Number);
+    const total = fields.reduce((a, b) => a + b, 0);
+    const idle = fields[3]! + fields[4]!;
+    return { busy: (total - idle) / CLOCK_TICKS, total: total / CLOCK_TICKS };
+  } catch {
+    return undefined;
+  }
+}

@@ -4,25 +4,18 @@ import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { AckPolicy, jetstreamManager } from '@nats-io/jetstream';
+import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { DEADLETTER_STREAM, TELEMETRY_STREAM } from '../contract/subjects.js';
 import { telemetryTopic } from '../contract/topics.js';
-import { DeviceRegistry } from '../gateway/registry/device-registry.js';
 import type { NatsServer } from '../test/kit/nats-server.js';
+import { checkTelemetryStored } from './checks.js';
 import { CpuSampler } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
-import {
-  type BenchDevice,
-  type RoundResult,
-  runRound,
-  selfCheck,
-  telemetryPayload,
-  touch,
-} from './mqtt-load.js';
-import { heldNatsConnection, heldNatsServer } from './nats.js';
+import { type BenchDevice, type RoundResult, runRound, selfCheck, telemetryPayload } from './mqtt-load.js';
+import { heldMqttListener, heldNatsConnection, heldNatsServer, MQTT_MSGS_STREAM } from './nats.js';
+import { provision } from './provision.js';
 import { median, quantile } from './stats.js';
 
 /**
@@ -30,12 +23,8 @@ import { median, quantile } from './stats.js';
  * both acknowledging a PUBLISH only once JetStream has stored it. Rounds alternate between the two
  * targets so that the machine's noise spreads over both; medians are reported.
  *
- * What nats-server 2.9.10 does with a QoS 1 PUBLISH (server/mqtt.go, mqttProcessPub): it sends it to
- * JetStream stream `$MQTT_msgs` as a request and waits for the answer in the connection's read loop,
- * so one message per connection is in the store at a time and the PUBACK follows a successful store
- * (a full stream gets no PUBACK, and the connection is closed). But `$MQTT_msgs` has interest
- * retention: while no consumer exists, JetStream answers without storing anything. The bench attaches
- * a durable consumer that nobody reads, so nats-server stores every message as our TELEMETRY does.
+ * nats-server's listener stores one message per connection at a time, and acknowledges only once it
+ * is stored; see heldMqttListener (bench/nats.ts) for the consumer that makes it store at all.
  */
 const HELP = `usage: npm run bench:ingest -- [options]
   --clients N          MQTT connections (default 100)
@@ -54,10 +43,8 @@ const HELP = `usage: npm run bench:ingest -- [options]
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOST = '127.0.0.1';
 const CONNECT_TIMEOUT_MS = 60_000;
-const PROVISION_BATCH = 10;
 /** Pause between rounds so the previous target's leftovers (GC, store flushes) stay out of the next window. */
 const SETTLE_MS = 1_000;
-const MQTT_MSGS_STREAM = '$MQTT_msgs';
 
 type TargetKey = 'gateway' | 'nats';
 
@@ -130,8 +117,7 @@ function options(): Options {
 
 stopOnExit('the gateway and the servers');
 
-const natsServer = (name: string, extraConfig?: string): Promise<NatsServer> =>
-  heldNatsServer({ serverName: name, ...(extraConfig ? { extraConfig } : {}) });
+const natsServer = (name: string): Promise<NatsServer> => heldNatsServer({ serverName: name });
 
 const natsConnection = (server: NatsServer, name: string): Promise<NatsConnection> =>
   heldNatsConnection(server.url, name);
@@ -195,18 +181,6 @@ interface Target {
   devices: BenchDevice[];
   sampler: CpuSampler;
   acked: number;
-}
-
-async function provision(nc: NatsConnection, devices: readonly BenchDevice[]): Promise<void> {
-  const registry = await DeviceRegistry.open(nc);
-  // scrypt makes each add ~40 ms of CPU; a few at a time keeps libuv's pool busy without a pile-up.
-  for (let i = 0; i < devices.length; i += PROVISION_BATCH) {
-    await Promise.all(
-      devices
-        .slice(i, i + PROVISION_BATCH)
-        .map((d) => registry.add({ id: d.id, tenant: 'bench', secret: d.password! })),
-    );
-  }
 }
 
 async function main(): Promise<void> {
@@ -283,30 +257,16 @@ async function main(): Promise<void> {
   }
 
   if (o.targets.includes('nats')) {
-    const server = await natsServer('bench_mqtt', `mqtt { host: ${HOST}, port: -1 }`);
-    if (server.mqttPort === undefined) throw new Error('nats-server did not report an MQTT listener');
-    mqttNc = await natsConnection(server, 'bench interest');
+    const listener = await heldMqttListener('bench_mqtt', {
+      interest: o.interest,
+      connectTimeoutMs: CONNECT_TIMEOUT_MS,
+    });
+    const server = listener.server;
+    mqttNc = listener.nc;
     natsVersion = mqttNc.info?.version ?? natsVersion;
-    // The $MQTT_* streams appear with the account's first MQTT client.
-    await touch(
-      HOST,
-      server.mqttPort,
-      { id: 'bench-setup', username: undefined, password: undefined, nextSeq: 0 },
-      CONNECT_TIMEOUT_MS,
-    );
-    if (o.interest) {
-      // $MQTT_msgs has interest retention: with no consumer, JetStream acknowledges a message without
-      // storing it. A durable consumer that nobody pulls from makes it store every one, as TELEMETRY does.
-      const jsm = await jetstreamManager(mqttNc);
-      await jsm.consumers.add(MQTT_MSGS_STREAM, {
-        durable_name: 'bench-interest',
-        ack_policy: AckPolicy.Explicit,
-        filter_subject: '$MQTT.msgs.>',
-      });
-    }
     targets.push({
       key: 'nats',
-      port: server.mqttPort,
+      port: listener.mqttPort,
       devices: ids.map((id) => ({ id, username: undefined, password: undefined, nextSeq: 0 })),
       sampler: new CpuSampler(
         () =>
@@ -418,24 +378,7 @@ async function main(): Promise<void> {
   // ---- every PUBACK must stand for a stored message ----
   const gatewayTarget = targets.find((t) => t.key === 'gateway');
   if (gatewayTarget && gatewayNc) {
-    const jsm = await jetstreamManager(gatewayNc);
-    const stored = (await jsm.streams.info(TELEMETRY_STREAM)).state.messages;
-    const deadLetters = (await jsm.streams.info(DEADLETTER_STREAM)).state.messages;
-    const acked = gatewayTarget.acked;
-    if (stored === acked && deadLetters === 0) {
-      console.log(
-        `check: ${TELEMETRY_STREAM} holds ${stored} messages = ${acked} PUBACKs from the gateway: OK`,
-      );
-    } else {
-      const bar = '!'.repeat(78);
-      console.warn(
-        `\n${bar}\nWARNING: ${TELEMETRY_STREAM} holds ${stored} messages but the gateway sent ${acked} PUBACKs ` +
-          `(difference ${stored - acked}); ${DEADLETTER_STREAM} holds ${deadLetters}.\n` +
-          'More stored than acked: publishes stored but never acknowledged (cut off at drain or disconnect).\n' +
-          'Fewer: PUBACKs for messages that were deduplicated or dead-lettered instead of stored.\n' +
-          `${bar}\n`,
-      );
-    }
+    await checkTelemetryStored(gatewayNc, gatewayTarget.acked, 'the gateway');
   }
   const natsTarget = targets.find((t) => t.key === 'nats');
   if (natsTarget && mqttNc) {

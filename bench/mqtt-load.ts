@@ -3,13 +3,20 @@ import { performance } from 'node:perf_hooks';
 import { generate, parser } from 'mqtt-packet';
 
 /**
- * A closed-loop MQTT 3.1.1 QoS 1 load generator over raw TCP: each client keeps `inflight`
- * PUBLISHes outstanding and sends the next one when a PUBACK frees a packet id.
+ * An MQTT 3.1.1 QoS 1 load generator over raw TCP, in two modes:
+ * - closed loop (`runRound`): each client keeps `inflight` PUBLISHes outstanding and sends the next one
+ *   when a PUBACK frees a packet id; for saturation.
+ * - open loop (`Fleet` + `runRateRound`): clients connected once and kept across rounds, as a fleet
+ *   stays connected; each device publishes at a fixed rate whatever the answers, `inflight` bounding
+ *   what it may have outstanding (a send that finds no free packet id is shed and counted). One
+ *   interval ticks every device: the fleet's sends are evenly spaced, device i's k-th due at
+ *   start + (k + i/N) / rate, so the generator costs one timer, not one per device.
  *
  * Nothing is encoded on the hot path: each client's PUBLISH is generated once per round by
  * mqtt-packet, and a send copies that template and patches two fixed-width fields in place, the
  * 2-byte packet id and the 10 ASCII digits of `seq` (every message must be a new reading, or the
- * gateway would deduplicate it). Replacements for all the PUBACKs found in one socket read go out
+ * gateway would deduplicate it), and in open loop the 13 digits of `ts` too (the send's wall clock,
+ * strictly increasing per device, so each reading is a point of its own in the TSDB). Replacements for all the PUBACKs found in one socket read go out
  * in one write, so the generator pays one syscall per read, not one per message.
  */
 
@@ -61,6 +68,10 @@ export interface RoundResult {
 export const SEQ_BASE = 1_000_000_000;
 const SEQ_DIGITS = 10;
 const SEQ_MARK = String(SEQ_BASE).padStart(SEQ_DIGITS, '0');
+/** Epoch milliseconds have 13 digits from 2001 to 2286. */
+const TS_DIGITS = 13;
+/** Open loop: how often the one interval wakes to send what has come due. */
+const TICK_MS = 2;
 
 const PUBACK = 0x40;
 const CONNACK = 0x20;
@@ -85,6 +96,7 @@ interface Template {
   bytes: Buffer;
   idOffset: number;
   seqOffset: number;
+  tsOffset: number;
 }
 
 function publishTemplate(topic: string, payload: string): Template {
@@ -96,19 +108,23 @@ function publishTemplate(topic: string, payload: string): Template {
   const idOffset = header + 2 + Buffer.byteLength(topic);
   const seqKey = bytes.indexOf('"seq":', idOffset + 2, 'latin1');
   const seqOffset = seqKey + '"seq":'.length;
+  const tsKey = bytes.indexOf('"ts":', idOffset + 2, 'latin1');
+  const tsOffset = tsKey + '"ts":'.length;
   if (
     bytes.readUInt16BE(idOffset) !== 1 ||
     seqKey < 0 ||
-    bytes.toString('latin1', seqOffset, seqOffset + SEQ_DIGITS) !== SEQ_MARK
+    bytes.toString('latin1', seqOffset, seqOffset + SEQ_DIGITS) !== SEQ_MARK ||
+    tsKey < 0 ||
+    !/^\d{13},$/.test(bytes.toString('latin1', tsOffset, tsOffset + TS_DIGITS + 1))
   ) {
     throw new Error('PUBLISH template layout not understood');
   }
-  return { bytes, idOffset, seqOffset };
+  return { bytes, idOffset, seqOffset, tsOffset };
 }
 
-/** Writes `value` as SEQ_DIGITS ASCII digits at `offset`. */
-function patchDigits(buf: Buffer, offset: number, value: number): void {
-  for (let i = offset + SEQ_DIGITS - 1; i >= offset; i--) {
+/** Writes `value` as `digits` ASCII digits at `offset`. */
+function patchDigits(buf: Buffer, offset: number, value: number, digits: number): void {
+  for (let i = offset + digits - 1; i >= offset; i--) {
     buf[i] = 48 + (value % 10);
     value = Math.floor(value / 10);
   }
@@ -120,7 +136,8 @@ export function selfCheck(topic: string, payloadBytes: number): void {
   const t = publishTemplate(topic, telemetryPayload(ts, payloadBytes));
   const copy = Buffer.from(t.bytes);
   copy.writeUInt16BE(4242, t.idOffset);
-  patchDigits(copy, t.seqOffset, SEQ_BASE + 123_456);
+  patchDigits(copy, t.seqOffset, SEQ_BASE + 123_456, SEQ_DIGITS);
+  patchDigits(copy, t.tsOffset, ts + 1, TS_DIGITS);
   const p = parser({ protocolVersion: 4 });
   let seen: { messageId?: number; payload?: unknown } | undefined;
   p.on('packet', (packet) => {
@@ -128,7 +145,7 @@ export function selfCheck(topic: string, payloadBytes: number): void {
   });
   p.parse(copy);
   const json = seen?.payload instanceof Buffer ? JSON.parse(seen.payload.toString('utf8')) : undefined;
-  if (seen?.messageId !== 4242 || json?.seq !== SEQ_BASE + 123_456 || json?.ts !== ts) {
+  if (seen?.messageId !== 4242 || json?.seq !== SEQ_BASE + 123_456 || json?.ts !== ts + 1) {
     throw new Error('patched PUBLISH does not parse back as written');
   }
 }
@@ -152,6 +169,8 @@ class LatencyLog {
 /** Shared by the clients of one round. */
 interface RoundState {
   sending: boolean;
+  /** Closed loop: a PUBACK's packet id is sent again at once. */
+  refill: boolean;
   windowOpen: boolean;
   latencies: LatencyLog;
   ackedInWindow: number;
@@ -166,6 +185,7 @@ interface RoundState {
 function newRoundState(onIdle: () => void): RoundState {
   return {
     sending: false,
+    refill: true,
     windowOpen: false,
     latencies: new LatencyLog(),
     ackedInWindow: 0,
@@ -189,13 +209,16 @@ class LoadClient {
   private inFlight = 0;
   private connacked: ((rc: number) => void) | undefined;
   private leaving = false;
+  /** The last `ts` sent in open loop: the next is later, so no two readings share a TSDB point. */
+  private lastTs = 0;
   closed = false;
 
   constructor(
     private readonly device: BenchDevice,
     private readonly template: Template,
     private readonly inflight: number,
-    private readonly state: RoundState,
+    /** The round this client counts in; a fleet's clients move from round to round. */
+    public state: RoundState,
     host: string,
     port: number,
   ) {
@@ -204,7 +227,7 @@ class LoadClient {
     this.socket = netConnect({ host, port, noDelay: true });
     this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
     this.socket.on('error', (err: NodeJS.ErrnoException) =>
-      countError(state.errors, `socket ${err.code ?? err.message}`),
+      countError(this.state.errors, `socket ${err.code ?? err.message}`),
     );
     this.socket.on('close', () => this.onClose());
   }
@@ -260,12 +283,36 @@ class LoadClient {
       t.copy(out, at);
       out[at + this.template.idOffset] = id >> 8;
       out[at + this.template.idOffset + 1] = id & 0xff;
-      patchDigits(out, at + this.template.seqOffset, SEQ_BASE + this.device.nextSeq++);
+      patchDigits(out, at + this.template.seqOffset, SEQ_BASE + this.device.nextSeq++, SEQ_DIGITS);
       this.sentAt[id] = now;
     }
     this.inFlight += n;
     this.state.sent += n;
     this.socket.write(out);
+  }
+
+  /**
+   * Open loop: one PUBLISH now, its `ts` the wall clock (or 1 ms after the previous one). Returns the
+   * `ts` sent, or 0 when nothing was: the in-flight bound is reached, or the connection is gone.
+   */
+  sendOne(now: number, wallMs: number): number {
+    if (this.closed) return 0;
+    const id = this.free.pop();
+    if (id === undefined) return 0;
+    const t = this.template;
+    const out = Buffer.allocUnsafe(t.bytes.length);
+    t.bytes.copy(out);
+    out[t.idOffset] = id >> 8;
+    out[t.idOffset + 1] = id & 0xff;
+    patchDigits(out, t.seqOffset, SEQ_BASE + this.device.nextSeq++, SEQ_DIGITS);
+    const ts = Math.max(wallMs, this.lastTs + 1);
+    this.lastTs = ts;
+    patchDigits(out, t.tsOffset, ts, TS_DIGITS);
+    this.sentAt[id] = now;
+    this.inFlight++;
+    this.state.sent++;
+    this.socket.write(out);
+    return ts;
   }
 
   /** DISCONNECT, then wait for the socket to close (destroyed after timeoutMs). */
@@ -344,70 +391,237 @@ class LoadClient {
     }
     this.pending = off === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(off));
     if (acks === 0) return;
-    if (state.sending) this.fill(now);
-    else if (this.inFlight === 0) state.onIdle();
+    if (state.sending) {
+      if (state.refill) this.fill(now);
+    } else if (this.inFlight === 0) state.onIdle();
   }
 }
 
-export async function runRound(o: RoundOptions): Promise<RoundResult> {
-  let wake: () => void = () => {};
-  const state = newRoundState(() => wake());
-  const errors = state.errors;
-  // Templates are made per round so `ts` stays within the gateway's accepted window.
-  const ts = Date.now();
-  const payload = telemetryPayload(ts, o.payloadBytes);
-  const clients = o.devices.map(
-    (d) => new LoadClient(d, publishTemplate(o.topic(d.id), payload), o.inflight, state, o.host, o.port),
-  );
-  try {
-    const connectStart = performance.now();
-    const connects = await Promise.allSettled(clients.map((c) => c.connect(o.connectTimeoutMs)));
-    const connectMs = performance.now() - connectStart;
-    const failed = connects.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    for (const f of failed)
-      countError(errors, `connect: ${(f.reason as Error).message.replace(/^[^:]+: /, '')}`);
-    if (failed.length === clients.length)
-      throw new Error(`no client connected: ${(failed[0]!.reason as Error).message}`);
-    const live = clients.filter((_, i) => connects[i]!.status === 'fulfilled');
+export interface FleetOptions {
+  host: string;
+  port: number;
+  devices: readonly BenchDevice[];
+  /** Packet ids per client: in closed loop what it keeps outstanding, in open loop the bound. */
+  inflight: number;
+  payloadBytes: number;
+  topic: (deviceId: string) => string;
+  connectTimeoutMs: number;
+  /**
+   * CONNECTs outstanding at once (default: all). The gateway checks secrets a few at a time and queues
+   * at most AUTH_VERIFY_QUEUE (256) CONNECTs, and a socket opened long before its CONNECT is sent meets
+   * the server's connect timeout: a large fleet connects a batch at a time.
+   */
+  connectConcurrency?: number;
+}
 
+export interface OpenLoopOptions {
+  seconds: number;
+  /** Publishes a second each device offers. */
+  perDeviceHz: number;
+  drainTimeoutMs: number;
+  onStart?: () => void;
+  onEnd?: () => void;
+}
+
+/** A round of a fleet that stays connected: no connect time of its own. */
+export type FleetRoundResult = Omit<RoundResult, 'connectMs'>;
+
+export interface OpenLoopResult extends FleetRoundResult {
+  /** Sends that came due inside the window: devices × rate × seconds. */
+  offered: number;
+  /** Sends that found every packet id of their device in flight, so were not made. */
+  shed: number;
+  /** Latest a send went out after it came due: the generator's own lag (event loop busy). */
+  lagMaxMs: number;
+  /** `ts` of the round's first and last readings (epoch ms): the round's points in the TSDB. */
+  firstTsMs: number;
+  lastTsMs: number;
+}
+
+/** Clients connected once and kept across rounds; only those whose CONNECT was accepted take part. */
+export class Fleet {
+  private constructor(
+    private readonly live: LoadClient[],
+    /** Time to connect them all. */
+    readonly connectMs: number,
+    /** Connects that failed, by reason. */
+    readonly connectErrors: Map<string, number>,
+    readonly payloadBytes: number,
+  ) {}
+
+  get size(): number {
+    return this.live.length;
+  }
+
+  /** Clients whose connection has closed since (by the server, or an error). */
+  get lost(): number {
+    return this.live.reduce((n, c) => n + (c.closed ? 1 : 0), 0);
+  }
+
+  static async connect(o: FleetOptions): Promise<Fleet> {
+    const idle = newRoundState(() => {});
+    // `ts` as of now: the closed loop sends it as it is, the open loop patches it per send.
+    const payload = telemetryPayload(Date.now(), o.payloadBytes);
+    const clients: LoadClient[] = [];
+    const accepted: boolean[] = [];
+    let firstError: Error | undefined;
+    let next = 0;
+    const connectOne = async (): Promise<void> => {
+      while (next < o.devices.length) {
+        const i = next++;
+        const d = o.devices[i]!;
+        const c = new LoadClient(
+          d,
+          publishTemplate(o.topic(d.id), payload),
+          o.inflight,
+          idle,
+          o.host,
+          o.port,
+        );
+        clients[i] = c;
+        try {
+          await c.connect(o.connectTimeoutMs);
+          accepted[i] = true;
+        } catch (err) {
+          firstError ??= err as Error;
+          countError(idle.errors, `connect: ${(err as Error).message.replace(/^[^:]+: /, '')}`);
+          c.destroy();
+        }
+      }
+    };
+    const started = performance.now();
+    const workers = Math.min(o.connectConcurrency ?? o.devices.length, o.devices.length);
+    await Promise.all(Array.from({ length: workers }, connectOne));
+    const connectMs = performance.now() - started;
+    const live = clients.filter((_, i) => accepted[i]);
+    if (live.length === 0) throw new Error(`no client connected: ${firstError?.message}`);
+    return new Fleet(live, connectMs, idle.errors, Buffer.byteLength(payload));
+  }
+
+  /**
+   * Closed loop: every client keeps all its packet ids in flight for `seconds`. Drains as in the open
+   * loop.
+   */
+  async runClosedLoop(o: Omit<OpenLoopOptions, 'perDeviceHz'>): Promise<FleetRoundResult> {
+    const state = this.begin(true);
     o.onStart?.();
     state.sending = true;
     state.windowOpen = true;
     const start = performance.now();
-    for (const c of live) c.fill(start);
+    for (const c of this.live) c.fill(start);
     await new Promise((resolve) => setTimeout(resolve, o.seconds * 1000));
+    return this.end(state, start, o);
+  }
+
+  /**
+   * Open loop: the fleet's sends evenly spaced over each period, device i's k-th due at
+   * start + (k + i/N) / rate, whatever came back; one interval sends what has come due.
+   */
+  async runOpenLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
+    const state = this.begin(false);
+    const live = this.live;
+    const gapMs = 1000 / (o.perDeviceHz * live.length);
+    let offered = 0;
+    let shed = 0;
+    let lagMaxMs = 0;
+    let firstTsMs = 0;
+    let lastTsMs = 0;
+    o.onStart?.();
+    state.sending = true;
+    state.windowOpen = true;
+    const start = performance.now();
+    const endAt = start + o.seconds * 1000;
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        const now = performance.now();
+        const wall = Date.now();
+        for (;;) {
+          const due = start + offered * gapMs;
+          if (due > now || due >= endAt) break;
+          if (now - due > lagMaxMs) lagMaxMs = now - due;
+          const c = live[offered % live.length]!;
+          offered++;
+          const ts = c.sendOne(now, wall);
+          if (ts === 0) {
+            if (!c.closed) shed++;
+            continue;
+          }
+          // A device's `ts` is never below the wall clock of its send: the first is the smallest.
+          if (firstTsMs === 0) firstTsMs = ts;
+          if (ts > lastTsMs) lastTsMs = ts;
+        }
+        if (now >= endAt) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, TICK_MS);
+    });
+    return { ...(await this.end(state, start, o)), offered, shed, lagMaxMs, firstTsMs, lastTsMs };
+  }
+
+  /** DISCONNECT every client and wait for the closes. */
+  async leave(): Promise<void> {
+    await Promise.all(this.live.map((c) => c.leave(2_000)));
+  }
+
+  destroy(): void {
+    for (const c of this.live) if (!c.closed) c.destroy();
+  }
+
+  /** A new round's state for every client. */
+  private begin(refill: boolean): RoundState {
+    const state = newRoundState(() => {});
+    state.refill = refill;
+    for (const c of this.live) c.state = state;
+    return state;
+  }
+
+  /** Closes the window, then waits up to drainTimeoutMs for the PUBACKs still outstanding. */
+  private async end(
+    state: RoundState,
+    start: number,
+    o: Omit<OpenLoopOptions, 'perDeviceHz'>,
+  ): Promise<FleetRoundResult> {
     state.sending = false;
     state.windowOpen = false;
     const seconds = (performance.now() - start) / 1000;
     o.onEnd?.();
-
-    const outstanding = () => live.reduce((n, c) => n + c.outstanding, 0);
+    const outstanding = () => this.live.reduce((n, c) => n + c.outstanding, 0);
     if (outstanding() > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, o.drainTimeoutMs);
-        wake = () => {
+        state.onIdle = () => {
           if (outstanding() > 0) return;
           clearTimeout(timer);
           resolve();
         };
       });
     }
-    const unacked = state.sent - state.ackedTotal;
-    await Promise.all(live.map((c) => c.leave(2_000)));
+    // A PUBACK later than this still frees its packet id, but counts in no round.
     return {
       ackedInWindow: state.ackedInWindow,
       ackedTotal: state.ackedTotal,
       sent: state.sent,
       seconds,
       latenciesMs: state.latencies.values(),
-      unacked,
+      unacked: state.sent - state.ackedTotal,
       disconnects: state.disconnects,
-      errors,
-      connectMs,
-      payloadBytes: Buffer.byteLength(payload),
+      errors: state.errors,
+      payloadBytes: this.payloadBytes,
     };
+  }
+}
+
+/** Closed loop, connecting anew for the round (templates per round keep `ts` in the accepted window). */
+export async function runRound(o: RoundOptions): Promise<RoundResult> {
+  const fleet = await Fleet.connect(o);
+  try {
+    const r = await fleet.runClosedLoop(o);
+    await fleet.leave();
+    for (const [what, n] of fleet.connectErrors) r.errors.set(what, (r.errors.get(what) ?? 0) + n);
+    return { ...r, connectMs: fleet.connectMs };
   } finally {
-    for (const c of clients) if (!c.closed) c.destroy();
+    fleet.destroy();
   }
 }
 

@@ -113,3 +113,22 @@ export async function scrape(httpPort: number, timeoutMs = 5_000): Promise<Scrap
     return undefined;
   }
 }
+
+/**
+ * Resolves once the processor holds `partitions` partitions (its first lease rounds are done); throws
+ * when it exits first or after timeoutMs. `onPoll` runs before each look (e.g. to stop on Ctrl-C).
+ */
+export async function waitForPartitions(
+  proc: ProcessorProcess,
+  partitions: number,
+  timeoutMs: number,
+  onPoll: () => void = () => {},
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await scrape(proc.httpPort))?.sum('processor_owned_partitions') !== partitions) {
+    onPoll();
+    if (!proc.running || Date.now() > deadline)
+      throw new Error(`processor ${proc.instanceId} did not take ${partitions} partitions:\n${proc.tail()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}

@@ -1,6 +1,4 @@
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
 import { resolve } from 'node:path';
@@ -32,17 +30,23 @@ import { ensureStreams } from '../gateway/streams.js';
 import { DEFAULT_ALLOWED_LATENESS, DEFAULT_LEASE_TTL } from '../processors/config.js';
 import { consumerName } from '../processors/consume/partition-consumer.js';
 import type { NatsServer } from '../test/kit/nats-server.js';
-import { metricName, startVictoriaMetrics, type Tsdb } from '../test/kit/victoria-metrics.js';
+import { metricName, type Tsdb } from '../test/kit/victoria-metrics.js';
 import { deviceName, encodeReading, selfCheck } from './canonical-events.js';
-import { killQuietly } from './child-process.js';
 import { CpuSampler } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { heldNatsConnection, heldNatsServer } from './nats.js';
 import { LeaseWatch } from './processors-leases.js';
-import { type ProcessorProcess, type Scrape, scrape, startProcessorProcess } from './processors-process.js';
+import {
+  type ProcessorProcess,
+  type Scrape,
+  scrape,
+  startProcessorProcess,
+  waitForPartitions,
+} from './processors-process.js';
 import { announceInstances, resetProcessorState } from './processors-state.js';
 import { median, quantile } from './stats.js';
+import { heldVictoriaMetrics, victoriaMetricsVersion } from './victoria-metrics.js';
 
 /**
  * `npm run bench:processors`: how fast one stream processor instance (and two) catches up with a
@@ -193,19 +197,6 @@ class Interrupted extends Error {
 
 function checkInterrupted(): void {
   if (isInterrupted()) throw new Interrupted();
-}
-
-async function tsdbServer(): Promise<{ tsdb: Tsdb; release: () => Promise<void> }> {
-  const tsdb = await startVictoriaMetrics();
-  const release = hold(
-    'victoria-metrics',
-    () => tsdb.dispose(),
-    () => {
-      killQuietly(tsdb.pid);
-      rmSync(tsdb.dataDir, { recursive: true, force: true });
-    },
-  );
-  return { tsdb, release };
 }
 
 async function processorProcess(
@@ -501,7 +492,7 @@ async function processorRound(
   profile?: { nodeArgs: string[] },
 ): Promise<ProcessorRound> {
   await resetProcessorState(env.nc);
-  const { tsdb, release: releaseTsdb } = await tsdbServer();
+  const { tsdb, release: releaseTsdb } = await heldVictoriaMetrics();
   const running: { proc: ProcessorProcess; release: () => Promise<void> }[] = [];
   let leases: LeaseWatch | undefined;
   try {
@@ -665,17 +656,11 @@ async function latencyPhase(env: RunEnv, o: Options): Promise<LatencyResult> {
   // "A processor on an empty stream": the throughput rounds' events go; sequences carry on.
   await jsm.streams.purge(TELEMETRY_STREAM);
   await resetProcessorState(env.nc);
-  const { tsdb, release: releaseTsdb } = await tsdbServer();
+  const { tsdb, release: releaseTsdb } = await heldVictoriaMetrics();
   // Processor defaults (IDLE_TIMEOUT 30 s and all): live windows close on event time.
   const { proc, release } = await processorProcess(env, tsdb, 'bench-latency', {});
   try {
-    const ready = Date.now() + START_TIMEOUT_MS;
-    while ((await scrape(proc.httpPort))?.sum('processor_owned_partitions') !== TELEMETRY_PARTITIONS) {
-      checkInterrupted();
-      if (!proc.running || Date.now() > ready)
-        throw new Error(`latency processor did not take the partitions:\n${proc.tail()}`);
-      await sleep(100);
-    }
+    await waitForPartitions(proc, TELEMETRY_PARTITIONS, START_TIMEOUT_MS, checkInterrupted);
 
     const run = randomUUID();
     const visible = new Map<string, number>();
@@ -803,17 +788,6 @@ async function latencyPhase(env: RunEnv, o: Options): Promise<LatencyResult> {
 }
 
 // ---- the run ----
-
-function victoriaMetricsVersion(): string {
-  // The Debian build reports an empty app_version on /metrics; its package version is what there is.
-  try {
-    // `dpkg-query -W name` prints `name<TAB>version`.
-    const line = execFileSync('dpkg-query', ['-W', 'victoria-metrics'], { encoding: 'utf8' });
-    return line.split('\t')[1]?.trim() || 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
 
 type Config = { kind: 'peer'; partitioned: boolean } | { kind: 'processor'; instances: number };
 
