@@ -7,7 +7,7 @@ import { closeServer, listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
 import { connectNats } from '../common/nats.js';
 import { deviceOfClientId } from '../contract/ids.js';
-import { DeviceBroker } from './broker.js';
+import { DeviceBroker } from './broker/device-broker.js';
 import { CommandTracker } from './command-tracker.js';
 import type { GatewayConfig } from './config.js';
 import { startDownlink } from './downlink.js';
