@@ -107,14 +107,15 @@ export class Connections {
 
   /** Closes every connection of a device (disabled, removed or rotated in the registry). */
   disconnectDevice(deviceId: string, why: string): number {
-    const clients = this.byDevice.get(deviceId);
-    if (!clients) return 0;
+    // A copy: aedes may report a close at once, which takes the client out of the device's set.
+    const clients = [...(this.byDevice.get(deviceId) ?? [])];
+    if (clients.length === 0) return 0;
     for (const client of clients) {
       this.markLost(client, why);
       client.close();
     }
-    this.deps.log.info({ device: deviceId, why, connections: clients.size }, 'device disconnected');
-    return clients.size;
+    this.deps.log.info({ device: deviceId, why, connections: clients.length }, 'device disconnected');
+    return clients.length;
   }
 
   isOnline(deviceId: string): boolean {

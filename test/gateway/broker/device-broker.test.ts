@@ -105,7 +105,7 @@ describe('DeviceBroker', () => {
     const client = await connect('dev-5', 'dev-5');
     await expect.poll(() => broker.isOnline('dev-5')).toBe(true);
     const closed = closedByBroker(client);
-    broker.disconnectDevice('dev-5', 'registry changed');
+    expect(broker.disconnectDevice('dev-5', 'registry changed')).toBe(1);
     await closed;
     await expect
       .poll(() => presence.events.at(-1))
