@@ -8,6 +8,7 @@
  *   commands.{tenant}.{deviceId}[.{path…}]      downlink, core NATS (request/reply supported)
  *   windows.{tenant}                            device-window results for fleet rollups, stream WINDOWS
  *   gateways.heartbeat.{gatewayId}              gateway liveness, core NATS (GatewayHeartbeat)
+ *   gateways.takeover                           a client id connected at a gateway, core NATS (ClientTakeover)
  *
  * The partition comes first so that a processor owning partition p filters `telemetry.p.>`; a device
  * always maps to one partition, and JetStream keeps the order of one publisher on one subject.
@@ -24,6 +25,8 @@ export const PRESENCE_PREFIX = 'presence';
 export const COMMANDS_PREFIX = 'commands';
 export const WINDOWS_PREFIX = 'windows';
 export const GATEWAY_HEARTBEAT_PREFIX = 'gateways.heartbeat';
+/** Every gateway publishes and hears each connection it accepts here, to take a client id over. */
+export const GATEWAY_TAKEOVER_SUBJECT = 'gateways.takeover';
 
 export const TELEMETRY_SUBJECTS = `${TELEMETRY_PREFIX}.>`;
 export const DEADLETTER_SUBJECTS = `${DEADLETTER_PREFIX}.>`;

@@ -28,6 +28,7 @@ import { RegistryCache } from './registry/registry-cache.js';
 import { VerifiedSecrets } from './registry/secrets.js';
 import { SessionStore } from './sessions/session-store.js';
 import { ensureStreams, STREAM_BYTE_LIMITS } from './streams.js';
+import { startTakeover, type Takeover } from './takeover.js';
 
 export interface Gateway {
   readonly id: string;
@@ -55,6 +56,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
   let listeners: MqttListeners | undefined;
   let broker: DeviceBroker | undefined;
   let heartbeat: Heartbeat | undefined;
+  let takeover: Takeover | undefined;
   let telemetry: TelemetryHandler | undefined;
   let discards: { close(): void } | undefined;
   let closing = false;
@@ -210,6 +212,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       presence,
       metrics,
       log,
+      ready: (clientId) => takeover?.announce(clientId),
       aedesOptions: {
         ...connections.aedesOptions,
         persistence: sessions.persistence,
@@ -229,6 +232,15 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
           return forwarded;
         },
       },
+    });
+    const devices = broker;
+    takeover = startTakeover({
+      nc,
+      gatewayId: id,
+      closeConnection: (clientId, by) => devices.takeOver(clientId, by),
+      dropSession: (clientId) => sessions.movedAway(clientId),
+      takenOver: (what) => metrics.takenOver(what),
+      log,
     });
     limitControlPackets(broker.aedes, {
       perSec: config.MAX_CONTROL_PACKETS_PER_SEC,
@@ -257,7 +269,6 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       log,
     });
     registry = cache;
-    const devices = broker;
     heartbeat = startHeartbeat({
       nc,
       gatewayId: id,
@@ -266,6 +277,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       log,
     });
   } catch (err) {
+    takeover?.close();
     discards?.close();
     listeners && (await listeners.close());
     broker && (await broker.close());
@@ -301,6 +313,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
         discards?.close();
         // Beats until the clients are closed: during the shutdown grace they are still connected.
         heartbeat?.close();
+        takeover?.close();
         publisher?.close();
         registry?.stop();
         await live?.close();

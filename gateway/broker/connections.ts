@@ -19,6 +19,9 @@ export interface ConnectionState {
   paused: boolean;
 }
 
+/** `lost` reason of a connection closed because its client id connected at another gateway. */
+export const TAKEN_OVER = 'taken over';
+
 export function newConnectionState(identity: DeviceIdentity | undefined): ConnectionState {
   return {
     identity,
@@ -51,6 +54,8 @@ export interface ConnectionsDeps {
 export class Connections {
   private readonly states = new WeakMap<TrackedClient, ConnectionState>();
   private readonly byDevice = new Map<string, Set<TrackedClient>>();
+  /** Connections past their CONNACK by client id (aedes itself keeps one per id: a new one closes the old). */
+  private readonly byClientId = new Map<string, TrackedClient>();
 
   constructor(private readonly deps: ConnectionsDeps) {}
 
@@ -83,12 +88,14 @@ export class Connections {
 
   /** aedes' `clientReady`: the CONNACK went out. */
   ready(client: TrackedClient): void {
+    this.byClientId.set(client.id, client);
     const identity = this.states.get(client)?.identity;
     if (identity !== undefined) this.bind(client, identity); // else: open-mode client, bound on first use
   }
 
   /** aedes' `clientDisconnect`. */
   disconnected(client: TrackedClient): void {
+    if (this.byClientId.get(client.id) === client) this.byClientId.delete(client.id);
     const state = this.states.get(client);
     const identity = state?.identity;
     if (identity === undefined) return;
@@ -116,6 +123,19 @@ export class Connections {
     }
     this.deps.log.info({ device: deviceId, why, connections: clients.length }, 'device disconnected');
     return clients.length;
+  }
+
+  /**
+   * Another gateway accepted a connection under this client id: the one here, if any, is closed
+   * [MQTT-3.1.4-2] (`lost`, reason `taken over`). True when there was one.
+   */
+  takeOver(clientId: string, by: string): boolean {
+    const client = this.byClientId.get(clientId);
+    if (client === undefined || client.closed) return false;
+    this.markLost(client, TAKEN_OVER);
+    client.close();
+    this.deps.log.info({ clientId, by }, 'client id connected at another gateway: connection here closed');
+    return true;
   }
 
   isOnline(deviceId: string): boolean {

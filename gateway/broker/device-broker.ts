@@ -23,6 +23,8 @@ export interface BrokerDeps {
   presence: PresencePublisher;
   metrics: GatewayMetrics;
   log: Logger;
+  /** Told of each connection once its CONNACK went out (gateway/takeover.ts announces it). */
+  ready?: (clientId: string) => void;
   /** Connection-level hooks and bounds (gateway/limits/connection-policy.ts); the broker's own win. */
   aedesOptions?: ConstructorParameters<typeof Aedes>[0];
 }
@@ -100,7 +102,10 @@ export class DeviceBroker {
       authorizeSubscribe: (client, sub, done) =>
         guarded(log, client?.id, () => authorizeSubscribe(subscribe, client, sub, done), done),
     });
-    this.aedes.on('clientReady', (client) => connections.ready(client));
+    this.aedes.on('clientReady', (client) => {
+      connections.ready(client);
+      deps.ready?.(client.id);
+    });
     this.aedes.on('clientDisconnect', (client) => connections.disconnected(client));
     this.aedes.on('unsubscribe', (topics, client) => unsubscribed(connections, client, topics));
     this.aedes.on('keepaliveTimeout', (client) => connections.markLost(client, 'keepalive timeout'));
@@ -142,6 +147,11 @@ export class DeviceBroker {
   /** Closes every connection of a device (disabled, removed or rotated in the registry). */
   disconnectDevice(deviceId: string, why: string): number {
     return this.connections.disconnectDevice(deviceId, why);
+  }
+
+  /** Closes the connection under this client id, which `by` (another gateway) now has; true when there was one. */
+  takeOver(clientId: string, by: string): boolean {
+    return this.connections.takeOver(clientId, by);
   }
 
   isOnline(deviceId: string): boolean {

@@ -124,4 +124,34 @@ describe('Connections', () => {
     for (const c of [a, b]) connections.disconnected(c as unknown as Client);
     expect(presence.events.slice(2).map((e) => e.reason)).toEqual(['removed', 'removed']);
   });
+
+  it("closes the connection under a client id another gateway took over, lost 'taken over'", () => {
+    const { connections, presence } = setup();
+    const old = fakeClient('dev-1');
+    const other = fakeClient('dev-1:b');
+    for (const c of [old, other]) {
+      connections.accepted(c, dev1);
+      connections.ready(c);
+    }
+    expect(connections.takeOver('dev-1', 'gw-b')).toBe(true);
+    expect([old.closes, other.closes]).toEqual([1, 0]);
+    connections.disconnected(old as unknown as Client);
+    expect(presence.events.at(-1)).toMatchObject({ clientId: 'dev-1', type: 'lost', reason: 'taken over' });
+    expect(connections.takeOver('dev-1', 'gw-b')).toBe(false); // gone
+    expect(connections.takeOver('dev-9', 'gw-b')).toBe(false);
+  });
+
+  it('takes over the newest connection under an id, not one aedes already replaced', () => {
+    const { connections } = setup();
+    const first = fakeClient('dev-1');
+    const second = fakeClient('dev-1');
+    connections.accepted(first, dev1);
+    connections.ready(first);
+    connections.accepted(second, dev1);
+    connections.ready(second);
+    first.close(); // aedes closes the older connection under the same id
+    connections.disconnected(first as unknown as Client);
+    expect(connections.takeOver('dev-1', 'gw-b')).toBe(true);
+    expect(second.closes).toBe(1);
+  });
 });
