@@ -20,7 +20,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '../../..');
 const json = (path: string) => JSON.parse(readFileSync(path, 'utf8'));
 const RECHECK = (what: string) =>
   `${what} changed: re-check gateway/broker/aedes-internals.ts (countCompletionsWhilePaused, limitFrameSizes, ` +
-  'pausable, sentDisconnect), gateway/limits/control-rate.ts and gateway/limits/outgoing-bytes.ts against ' +
+  'pausable, sentDisconnect), gateway/limits/control-rate.ts, gateway/limits/outgoing-bytes.ts and ' +
+  'gateway/sessions/session-store.ts (aedes.clients) against ' +
   'the new aedes/mqtt-packet source, then update the pins and this test';
 
 describe('aedes and mqtt-packet pins', () => {
@@ -147,6 +148,16 @@ describe('aedes client internals, on a real client over a real socket', () => {
     socket.write(connectPacket({ clientId: 'pin-error' }));
     expect(await errored, RECHECK("mqtt-packet Parser '_emitError'")).toBe('refused by the pin test');
     await closed;
+  });
+
+  it("keeps each connected client in aedes.clients by its id (the session store's view, gateway/sessions/), until it is gone", async () => {
+    const { socket, client } = await connected('pin-clients');
+    const clients = (aedes as unknown as { clients: Record<string, unknown> }).clients;
+    expect(clients['pin-clients'], RECHECK("aedes member 'clients'")).toBe(client);
+    const gone = new Promise<void>((resolve) => aedes.once('clientDisconnect', () => resolve()));
+    socket.destroy();
+    await gone;
+    expect(clients['pin-clients'], RECHECK("aedes member 'clients'")).toBeUndefined();
   });
 
   it('sets _paused around authentication and pause()/resume() toggle it, resume through this._nextBatch', async () => {
