@@ -194,6 +194,19 @@ export const GatewayLiveSummary = z.object({
 export type GatewayLiveSummary = z.infer<typeof GatewayLiveSummary>;
 
 /**
+ * A gateway accepted a connection under `clientId`, on `gateways.takeover` (core NATS). MQTT gives a
+ * client id one connection: a new one takes the old one over [MQTT-3.1.4-2]. Every other gateway
+ * closes its connection under that id (`lost`, reason `taken over`) and drops its persistent session
+ * for it: the device now lives at `gateway`.
+ */
+export const ClientTakeover = z.object({
+  gateway: z.string(),
+  clientId: z.string(),
+  at: z.iso.datetime(),
+});
+export type ClientTakeover = z.infer<typeof ClientTakeover>;
+
+/**
  * What the presence owner keeps per device in KV `presence` (key `{tenant}.{deviceId}`): online while
  * at least one connection is open. `reason` is the presence event type that last changed `online`
  * (`connected`, `disconnected`, `lost`, or `gateway_lost` when its gateway's heartbeats stopped).

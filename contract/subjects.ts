@@ -9,6 +9,7 @@
  *   windows.{tenant}                            device-window results for fleet rollups, stream WINDOWS
  *   gateways.heartbeat.{gatewayId}              gateway liveness, core NATS (GatewayHeartbeat)
  *   gateways.live.{gatewayId}                   what a gateway ingested, once a second, core NATS (GatewayLiveSummary)
+ *   gateways.takeover                           a client id connected at a gateway, core NATS (ClientTakeover)
  *
  * The partition comes first so that a processor owning partition p filters `telemetry.p.>`; a device
  * always maps to one partition, and JetStream keeps the order of one publisher on one subject.
@@ -26,6 +27,8 @@ export const COMMANDS_PREFIX = 'commands';
 export const WINDOWS_PREFIX = 'windows';
 export const GATEWAY_HEARTBEAT_PREFIX = 'gateways.heartbeat';
 export const GATEWAY_LIVE_PREFIX = 'gateways.live';
+/** Every gateway publishes and hears each connection it accepts here, to take a client id over. */
+export const GATEWAY_TAKEOVER_SUBJECT = 'gateways.takeover';
 
 export const TELEMETRY_SUBJECTS = `${TELEMETRY_PREFIX}.>`;
 export const DEADLETTER_SUBJECTS = `${DEADLETTER_PREFIX}.>`;

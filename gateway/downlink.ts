@@ -20,7 +20,7 @@ import {
   parseCommandsSubject,
 } from '../contract/subjects.js';
 import { commandsTopic } from '../contract/topics.js';
-import type { DeviceBroker } from './broker.js';
+import type { DeviceBroker } from './broker/device-broker.js';
 import { commandAnswer, partialAnswer } from './command-answer.js';
 import type { CommandTracker } from './command-tracker.js';
 import type { GatewayDirectory } from './gateway-directory.js';

@@ -7,7 +7,7 @@ import { closeServer, listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
 import { connectNats } from '../common/nats.js';
 import { deviceOfClientId } from '../contract/ids.js';
-import { DeviceBroker } from './broker.js';
+import { DeviceBroker } from './broker/device-broker.js';
 import { CommandTracker } from './command-tracker.js';
 import type { GatewayConfig } from './config.js';
 import { startDownlink } from './downlink.js';
@@ -29,6 +29,7 @@ import { RegistryCache } from './registry/registry-cache.js';
 import { VerifiedSecrets } from './registry/secrets.js';
 import { SessionStore } from './sessions/session-store.js';
 import { ensureStreams, STREAM_BYTE_LIMITS } from './streams.js';
+import { startTakeover, type Takeover } from './takeover.js';
 
 export interface Gateway {
   readonly id: string;
@@ -57,6 +58,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
   let broker: DeviceBroker | undefined;
   let heartbeat: Heartbeat | undefined;
   let summaries: LiveSummaries | undefined;
+  let takeover: Takeover | undefined;
   let telemetry: TelemetryHandler | undefined;
   let discards: { close(): void } | undefined;
   let closing = false;
@@ -218,6 +220,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       presence,
       metrics,
       log,
+      ready: (clientId) => takeover?.announce(clientId),
       aedesOptions: {
         ...connections.aedesOptions,
         persistence: sessions.persistence,
@@ -237,6 +240,15 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
           return forwarded;
         },
       },
+    });
+    const devices = broker;
+    takeover = startTakeover({
+      nc,
+      gatewayId: id,
+      closeConnection: (clientId, by) => devices.takeOver(clientId, by),
+      dropSession: (clientId) => sessions.movedAway(clientId),
+      takenOver: (what) => metrics.takenOver(what),
+      log,
     });
     limitControlPackets(broker.aedes, {
       perSec: config.MAX_CONTROL_PACKETS_PER_SEC,
@@ -265,7 +277,6 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       log,
     });
     registry = cache;
-    const devices = broker;
     heartbeat = startHeartbeat({
       nc,
       gatewayId: id,
@@ -274,6 +285,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
       log,
     });
   } catch (err) {
+    takeover?.close();
     discards?.close();
     summaries?.close();
     listeners && (await listeners.close());
@@ -311,6 +323,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
         // Beats until the clients are closed: during the shutdown grace they are still connected.
         heartbeat?.close();
         summaries?.close();
+        takeover?.close();
         publisher?.close();
         registry?.stop();
         await live?.close();

@@ -5,7 +5,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { closeServer, listen, stopAccepting } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
-import type { DeviceBroker } from './broker.js';
+import type { DeviceBroker } from './broker/device-broker.js';
 import type { GatewayConfig } from './config.js';
 import type { ConnectDeadlines } from './limits/connect-deadline.js';
 import { openFilesLimit } from './limits/open-files.js';

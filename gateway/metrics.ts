@@ -190,6 +190,12 @@ export function createGatewayMetrics(sources: {
     labelNames: ['action'] as const,
     registers: [registry],
   });
+  const takeovers = new Counter({
+    name: 'gateway_takeovers_total',
+    help: 'Connections closed and persistent sessions dropped here because their client id connected at another gateway',
+    labelNames: ['what'] as const,
+    registers: [registry],
+  });
   const subscriptionLimit = new Counter({
     name: 'gateway_subscription_limit_total',
     help: 'Connections closed for going past MAX_SUBSCRIPTIONS_PER_CLIENT',
@@ -230,6 +236,7 @@ export function createGatewayMetrics(sources: {
     throttled: (action: 'delayed' | 'disconnected') =>
       (action === 'delayed' ? delayed : throttleDisconnected).inc(),
     subscriptionLimit,
+    takenOver: (what: 'connection' | 'session') => takeovers.labels(what).inc(),
     downlink,
     retries,
     deadletter: (reason: RejectionReason) => deadletters.labels(reason).inc(),

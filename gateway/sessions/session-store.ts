@@ -117,6 +117,8 @@ export class SessionStore {
   private readonly awaySince = new Map<string, number>();
   /** The same sessions by device, each set oldest first. */
   private readonly awayByDevice = new Map<string, Set<string>>();
+  /** Connected persistent sessions to forget, not keep, when their client goes (movedAway). */
+  private readonly moving = new Set<string>();
   private sweeper: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: SessionStoreOptions) {
@@ -174,6 +176,27 @@ export class SessionStore {
     return topic?.kind === 'commands' && topic.deviceId === owner(client.id) ? packet : null;
   };
 
+  /**
+   * The client id now has its session at another gateway: the one here is forgotten, queue and all,
+   * at once if its client is away, else as its connection closes (rather than kept for its return).
+   * Without it, commands meanwhile were also queued here, and replayed if it ever came back. True
+   * when there was a persistent session to forget.
+   */
+  movedAway(clientId: string): boolean {
+    // Still registered (connected, or closing: aedes unregisters it, with clientDisconnect, once
+    // its subscriptions are gone).
+    const client = this.broker?.clients[clientId];
+    if (client !== undefined) {
+      if (client.clean !== false) return false;
+      this.moving.add(clientId);
+      return true;
+    }
+    if (!this.awaySince.has(clientId)) return false;
+    this.back(clientId);
+    void this.forget(clientId);
+    return true;
+  }
+
   /** Forgets sessions away for SESSION_EXPIRY_MS or longer. */
   async sweep(): Promise<void> {
     const now = this.now();
@@ -191,8 +214,10 @@ export class SessionStore {
     this.broker = broker;
     broker.on('clientReady', (client) => this.back(client.id));
     broker.on('clientDisconnect', (client) => {
+      const moved = this.moving.delete(client.id);
       if (client.clean !== false) return;
-      this.wentAway(client.id);
+      if (moved) void this.forget(client.id);
+      else this.wentAway(client.id);
     });
     const interval = Math.max(50, Math.min(MAX_SWEEP_INTERVAL_MS, Math.floor(this.options.expiryMs / 4)));
     this.sweeper = setInterval(() => void this.sweep(), interval).unref();

@@ -223,4 +223,40 @@ describe('SessionStore', () => {
     await vi.advanceTimersByTimeAsync(0);
     expect(evicted).toEqual(['dev-a:1']);
   });
+
+  it('forgets a session whose client id moved to another gateway: at once if away, else as it closes', async () => {
+    const { broker, sessions, store } = await setup();
+    const subscribe = (id: string) =>
+      store.addSubscriptions({ id }, [{ topic: 'devices/dev-a/commands/#', qos: 1 }]);
+    // Away here: forgotten at once, queue and all.
+    broker.connect('dev-a:1');
+    await subscribe('dev-a:1');
+    broker.disconnect('dev-a:1');
+    await store.outgoingEnqueueCombi([{ clientId: 'dev-a:1' }], command('dev-a', 1));
+    expect(sessions.away).toBe(1);
+    expect(sessions.movedAway('dev-a:1')).toBe(true);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sessions.away).toBe(0);
+    expect(await store.subscriptionsByClient({ id: 'dev-a:1' })).toEqual([]);
+    expect(await queuedPayloads(store, 'dev-a:1')).toEqual([]);
+    // Connected here: forgotten when its connection closes, never away.
+    broker.connect('dev-a:2');
+    await subscribe('dev-a:2');
+    expect(sessions.movedAway('dev-a:2')).toBe(true);
+    broker.disconnect('dev-a:2');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sessions.away).toBe(0);
+    expect(await store.subscriptionsByClient({ id: 'dev-a:2' })).toEqual([]);
+    // Its next session here is kept as usual.
+    broker.connect('dev-a:2');
+    broker.disconnect('dev-a:2');
+    expect(sessions.away).toBe(1);
+  });
+
+  it('has nothing to forget for a clean session or an unknown client id', async () => {
+    const { broker, sessions } = await setup();
+    broker.connect('dev-a', true);
+    expect(sessions.movedAway('dev-a')).toBe(false);
+    expect(sessions.movedAway('dev-z')).toBe(false);
+  });
 });

@@ -23,6 +23,9 @@ const clients: MqttClient[] = [];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const sessionsAway = async (gateway: Gateway) =>
+  (await gateway.metrics.registry.getSingleMetric('gateway_sessions_away')?.get())?.values[0]?.value ?? 0;
+
 /** Sends a command as a request and collects every answer for LISTEN_MS. */
 async function answers(
   device: Pick<ProvisionedDevice, 'id' | 'tenant'>,
@@ -103,13 +106,16 @@ describe('one answer per command request, from whichever gateway', () => {
     expect(topic).toBe(`devices/${device.id}/commands/reboot`);
   });
 
-  it('delivered wins over a stale session elsewhere: connected to one gateway, a session left on the other', async () => {
+  it('delivered where the device moved to: the session it left on the other gateway is dropped', async () => {
     const device = await newDevice('ans-moved');
     const old = await connect(a, device, false);
     await old.subscribeAsync(commandsFilter(device.id), { qos: 1 });
     await old.endAsync();
+    await expect.poll(() => sessionsAway(a)).toBe(1);
     const now = await connect(b, device);
     await now.subscribeAsync(commandsFilter(device.id), { qos: 1 });
+    // Taken over (gateway/takeover.ts): nothing is queued at A any more for a return there.
+    await expect.poll(() => sessionsAway(a)).toBe(0);
     expect(await answers(device)).toEqual([{ delivered: true, status: 'delivered' }]);
   });
 
