@@ -1,4 +1,5 @@
 export * from './commands.js';
+export * from './decode-canonical-event.js';
 export * from './device-payload.js';
 export * from './event.js';
 export * from './ids.js';

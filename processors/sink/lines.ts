@@ -80,7 +80,7 @@ function checkTags(tags: Tags, eventId: string): void {
  * event has no metrics (nothing to store). Throws PointInvalidError for what cannot be a line.
  */
 export function telemetryLine(
-  event: CanonicalEvent,
+  event: CanonicalEvent & { tsMs?: number },
   promotedLabels: readonly string[] = PROMOTED_LABELS,
 ): string | undefined {
   const names = Object.keys(event.metrics);
@@ -94,7 +94,8 @@ export function telemetryLine(
     if (value !== undefined) tags.push([label, value]);
   }
   checkTags(tags, event.id);
-  const time = Date.parse(event.ts);
+  // A decoded event (contract/decode-canonical-event.ts) carries its time parsed already.
+  const time = event.tsMs ?? Date.parse(event.ts);
   if (Number.isNaN(time)) throw new PointInvalidError(`ts ${event.ts} is not a date`, event.id);
   names.sort();
   let fields = '';
