@@ -57,7 +57,7 @@ export interface ReadingInput {
 
 export interface AddOutcome {
   /** Window sizes for which the reading came too late and was not aggregated. */
-  lateFor: number[];
+  lateFor: readonly number[];
   /** The reading's id was already aggregated into its open windows. */
   duplicate: boolean;
   /** Metrics of the reading left out of at least one window that already held maxMetrics others. */
@@ -73,6 +73,18 @@ interface OpenWindow {
   emitted: boolean;
   dirty: boolean;
 }
+
+/** The outcome of most readings, shared: add() allocates nothing for a reading on time. */
+const ON_TIME: AddOutcome = Object.freeze({
+  lateFor: Object.freeze([]),
+  duplicate: false,
+  metricsRefused: 0,
+});
+const DUPLICATE: AddOutcome = Object.freeze({
+  lateFor: Object.freeze([]),
+  duplicate: true,
+  metricsRefused: 0,
+});
 
 export class DeviceWindows {
   /** Per size: start → window. Few entries: the open window plus those still taking corrections. */
@@ -110,30 +122,32 @@ export class DeviceWindows {
   }
 
   get isIdle(): boolean {
-    return this.open.every((w) => w.size === 0);
+    for (const windows of this.open) if (windows.size > 0) return false;
+    return true;
   }
 
   add(reading: ReadingInput, seq: number, wallNowMs: number): AddOutcome {
     this.lastWallMs = wallNowMs;
     if (seq > this.lastSeq) this.lastSeq = seq;
     if (reading.labels) this.labels = reading.labels;
+    const tsMs = reading.tsMs;
     const sizes = this.settings.sizesMs;
     const largest = sizes.length - 1;
-    const largestStart = alignDown(reading.tsMs, sizes[largest]!);
-    const lateFor: number[] = [];
+    const largestStart = alignDown(tsMs, sizes[largest]!);
     if (largestStart + sizes[largest]! > this.watermark) {
       const ids = this.seenIds.get(largestStart);
-      if (ids?.has(reading.id)) return { lateFor, duplicate: true, metricsRefused: 0 };
+      if (ids?.has(reading.id)) return DUPLICATE;
       if (ids) ids.add(reading.id);
       else this.seenIds.set(largestStart, new Set([reading.id]));
     }
-    const metrics = Object.entries(reading.metrics);
+    const metrics = reading.metrics;
+    let lateFor: number[] | undefined;
     let refused: Set<string> | undefined;
     for (let i = 0; i < sizes.length; i++) {
       const size = sizes[i]!;
-      const startMs = alignDown(reading.tsMs, size);
+      const startMs = alignDown(tsMs, size);
       if (startMs + size <= this.watermark) {
-        lateFor.push(size);
+        (lateFor ??= []).push(size);
         continue;
       }
       let w = this.open[i]!.get(startMs);
@@ -148,7 +162,7 @@ export class DeviceWindows {
         };
         this.open[i]!.set(startMs, w);
       }
-      for (const [name, m] of metrics) {
+      for (const name in metrics) {
         let agg = w.metrics.get(name);
         if (!agg) {
           if (w.metrics.size >= this.maxMetrics) {
@@ -159,20 +173,21 @@ export class DeviceWindows {
           agg = new WindowAggregate();
           w.metrics.set(name, agg);
         }
-        agg.add(m.value, reading.tsMs);
+        agg.add(metrics[name]!.value, tsMs);
         w.dirty = true;
       }
     }
-    if (reading.tsMs > this.maxTs) this.maxTs = reading.tsMs;
+    if (tsMs > this.maxTs) this.maxTs = tsMs;
     this.watermark = Math.max(this.watermark, this.maxTs - this.settings.allowedLatenessMs);
-    return { lateFor, duplicate: false, metricsRefused: refused?.size ?? 0 };
+    if (lateFor === undefined && refused === undefined) return ON_TIME;
+    return { lateFor: lateFor ?? [], duplicate: false, metricsRefused: refused?.size ?? 0 };
   }
 
   /**
    * Results due now: windows that reached their end and changed since last emitted, and windows
    * that became final. Final windows are forgotten.
    */
-  collect(wallNowMs: number): WindowResult[] {
+  collect(wallNowMs: number, results: WindowResult[] = []): WindowResult[] {
     const idleFor = wallNowMs - this.lastWallMs;
     const eventNow =
       idleFor >= this.settings.idleTimeoutMs && this.maxTs > Number.NEGATIVE_INFINITY
@@ -180,13 +195,14 @@ export class DeviceWindows {
         : this.maxTs;
     this.watermark = Math.max(this.watermark, eventNow - this.settings.allowedLatenessMs);
     const watermark = this.watermark;
-    const results: WindowResult[] = [];
-    this.settings.sizesMs.forEach((size, i) => {
+    const sizes = this.settings.sizesMs;
+    for (let i = 0; i < sizes.length; i++) {
+      const size = sizes[i]!;
       for (const [startMs, w] of this.open[i]!) {
         const final = w.endMs <= watermark;
         if (w.endMs <= eventNow && (w.dirty || (final && !w.emitted))) {
           for (const [metric, agg] of w.metrics) {
-            results.push({
+            const result: WindowResult = {
               tenant: this.tenant,
               deviceId: this.deviceId,
               metric,
@@ -194,8 +210,9 @@ export class DeviceWindows {
               startMs,
               values: agg.values(),
               final,
-              ...(this.labels ? { labels: this.labels } : {}),
-            });
+            };
+            if (this.labels) result.labels = this.labels;
+            results.push(result);
           }
           w.emitted = true;
           w.dirty = false;
@@ -203,10 +220,10 @@ export class DeviceWindows {
         // A final window emitted before and unchanged since keeps that emission as its final one.
         if (final) {
           this.open[i]!.delete(startMs);
-          if (i === this.settings.sizesMs.length - 1) this.seenIds.delete(startMs);
+          if (i === sizes.length - 1) this.seenIds.delete(startMs);
         }
       }
-    });
+    }
     return results;
   }
 }
