@@ -56,7 +56,7 @@ export function fastCanonicalEventTs(v: unknown): number | undefined {
 }
 
 /** A plain, non-array object, as zod's object and record schemas require (JSON.parse makes no other kind). */
-function isObject(v: unknown): v is object {
+export function isObject(v: unknown): v is object {
   return (
     typeof v === 'object' && v !== null && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype
   );
@@ -80,7 +80,8 @@ function isMetrics(v: unknown): boolean {
   return true;
 }
 
-function isLabels(v: unknown): boolean {
+/** A record of strings, as z.record(z.string(), z.string()) accepts it (a `__proto__` key left to zod). */
+export function isLabels(v: unknown): boolean {
   if (!isObject(v)) return false;
   const labels = v as Record<string, unknown>;
   for (const key in labels) {

@@ -1,5 +1,6 @@
 export * from './commands.js';
 export * from './decode-canonical-event.js';
+export * from './decode-device-window-batch.js';
 export * from './device-payload.js';
 export * from './event.js';
 export * from './ids.js';
