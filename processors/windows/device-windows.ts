@@ -64,10 +64,17 @@ export interface AddOutcome {
   metricsRefused: number;
 }
 
+/** Metrics a window looks up by scanning its names; past this many it keeps a map as well. */
+const SCAN_METRICS = 8;
+
 interface OpenWindow {
   startMs: number;
   endMs: number;
-  metrics: Map<string, WindowAggregate>;
+  /** Metric names in order of arrival, and their aggregates at the same index. */
+  names: string[];
+  aggregates: WindowAggregate[];
+  /** Name → index, once the window holds more than SCAN_METRICS metrics. */
+  index: Map<string, number> | undefined;
   /** Stream sequence of the first reading in it: nothing from here on may be acknowledged yet. */
   firstSeq: number;
   emitted: boolean;
@@ -100,6 +107,8 @@ export class DeviceWindows {
   /** Ids aggregated into the open windows of the largest size, to drop redelivered readings. */
   private readonly seenIds = new Map<number, Set<string>>();
   private labels: Readonly<Record<string, string>> | undefined;
+  /** Per size, the window the latest reading went to: the next one usually goes there too. */
+  private readonly current: (OpenWindow | undefined)[];
 
   constructor(
     readonly tenant: string,
@@ -108,6 +117,7 @@ export class DeviceWindows {
     restoredWatermark = Number.NEGATIVE_INFINITY,
   ) {
     this.open = settings.sizesMs.map(() => new Map());
+    this.current = settings.sizesMs.map(() => undefined);
     this.watermark = restoredWatermark;
     this.maxMetrics = settings.maxMetrics ?? DEFAULT_WINDOW_MAX_METRICS;
   }
@@ -150,28 +160,37 @@ export class DeviceWindows {
         (lateFor ??= []).push(size);
         continue;
       }
-      let w = this.open[i]!.get(startMs);
-      if (!w) {
-        w = {
-          startMs,
-          endMs: startMs + size,
-          metrics: new Map(),
-          firstSeq: seq,
-          emitted: false,
-          dirty: false,
-        };
-        this.open[i]!.set(startMs, w);
+      let w = this.current[i];
+      if (w === undefined || w.startMs !== startMs) {
+        w = this.open[i]!.get(startMs);
+        if (!w) {
+          w = {
+            startMs,
+            endMs: startMs + size,
+            names: [],
+            aggregates: [],
+            index: undefined,
+            firstSeq: seq,
+            emitted: false,
+            dirty: false,
+          };
+          this.open[i]!.set(startMs, w);
+        }
+        this.current[i] = w;
       }
       for (const name in metrics) {
-        let agg = w.metrics.get(name);
+        let agg = aggregateOf(w, name);
         if (!agg) {
-          if (w.metrics.size >= this.maxMetrics) {
+          if (w.names.length >= this.maxMetrics) {
             refused ??= new Set();
             refused.add(name);
             continue;
           }
           agg = new WindowAggregate();
-          w.metrics.set(name, agg);
+          w.names.push(name);
+          w.aggregates.push(agg);
+          if (w.index) w.index.set(name, w.names.length - 1);
+          else if (w.names.length > SCAN_METRICS) w.index = new Map(w.names.map((n, k) => [n, k]));
         }
         agg.add(metrics[name]!.value, tsMs);
         w.dirty = true;
@@ -201,14 +220,14 @@ export class DeviceWindows {
       for (const [startMs, w] of this.open[i]!) {
         const final = w.endMs <= watermark;
         if (w.endMs <= eventNow && (w.dirty || (final && !w.emitted))) {
-          for (const [metric, agg] of w.metrics) {
+          for (let m = 0; m < w.names.length; m++) {
             const result: WindowResult = {
               tenant: this.tenant,
               deviceId: this.deviceId,
-              metric,
+              metric: w.names[m]!,
               windowMs: size,
               startMs,
-              values: agg.values(),
+              values: w.aggregates[m]!.values(),
               final,
             };
             if (this.labels) result.labels = this.labels;
@@ -220,12 +239,24 @@ export class DeviceWindows {
         // A final window emitted before and unchanged since keeps that emission as its final one.
         if (final) {
           this.open[i]!.delete(startMs);
+          if (this.current[i] === w) this.current[i] = undefined;
           if (i === sizes.length - 1) this.seenIds.delete(startMs);
         }
       }
     }
     return results;
   }
+}
+
+/** The window's aggregate of a metric, if it has one. */
+function aggregateOf(w: OpenWindow, name: string): WindowAggregate | undefined {
+  if (w.index) {
+    const k = w.index.get(name);
+    return k === undefined ? undefined : w.aggregates[k];
+  }
+  const names = w.names;
+  for (let k = 0; k < names.length; k++) if (names[k] === name) return w.aggregates[k];
+  return undefined;
 }
 
 export function alignDown(tsMs: number, sizeMs: number): number {
