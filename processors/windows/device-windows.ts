@@ -157,7 +157,8 @@ export class DeviceWindows {
       const size = sizes[i]!;
       const startMs = alignDown(tsMs, size);
       if (startMs + size <= this.watermark) {
-        (lateFor ??= []).push(size);
+        lateFor ??= [];
+        lateFor.push(size);
         continue;
       }
       let w = this.current[i];
