@@ -21,11 +21,14 @@ export function decodeDeviceWindowBatch(input: Uint8Array | string): DeviceWindo
   return parsed.success ? parsed.data : undefined;
 }
 
-/** True when the schema surely accepts `v` as it is. Exported for the test that holds it to the schema. */
+/**
+ * True when the schema surely accepts `v` (from JSON.parse) as it is. Exported for the test that holds
+ * it to the schema.
+ */
 export function isDeviceWindowBatch(v: unknown): v is DeviceWindowBatch {
   if (!Array.isArray(v) || v.length === 0) return false;
   for (const item of v) {
-    if (!isObject(item) || Object.hasOwn(item, '__proto__')) return false;
+    if (!isObject(item)) return false;
     const w = item as Record<string, unknown>;
     if (
       typeof w.tenant !== 'string' ||

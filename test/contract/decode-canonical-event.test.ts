@@ -136,6 +136,10 @@ const MUTATIONS: Array<[string, string]> = [
     '__proto__ among metrics',
     JSON.stringify(BASE).replace('"metrics":{', '"metrics":{"__proto__":{"value":1,"unit":""},'),
   ],
+  [
+    '__proto__ inside a metric (accepted, stripped by the schema)',
+    JSON.stringify(BASE).replace('"temperature":{', '"temperature":{"__proto__":{"value":"x"},'),
+  ],
   ['__proto__ at the top', `{"__proto__":{"a":1},${JSON.stringify(BASE).slice(1)}`],
   ['an array', JSON.stringify([BASE])],
   ['null', 'null'],
