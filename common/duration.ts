@@ -17,14 +17,17 @@ export function parseDuration(text: string): number | undefined {
   return Number.isFinite(ms) ? Math.round(ms) : undefined;
 }
 
+const FORMAT_UNITS = [
+  ['d', 86_400_000],
+  ['h', 3_600_000],
+  ['m', 60_000],
+  ['s', 1_000],
+] as const;
+
 /** The shortest spelling of a duration, used as the `window` tag (`10s`, `1m`, `1h`). */
 export function formatDuration(ms: number): string {
-  for (const [unit, size] of [
-    ['d', 86_400_000],
-    ['h', 3_600_000],
-    ['m', 60_000],
-    ['s', 1_000],
-  ] as const) {
+  // Called for every window emission: the unit table is not rebuilt each time.
+  for (const [unit, size] of FORMAT_UNITS) {
     if (ms % size === 0) return `${ms / size}${unit}`;
   }
   return `${ms}ms`;

@@ -1,5 +1,7 @@
 export * from './alerts.js';
 export * from './commands.js';
+export * from './decode-canonical-event.js';
+export * from './decode-device-window-batch.js';
 export * from './device-payload.js';
 export * from './devices.js';
 export * from './event.js';

@@ -1,4 +1,5 @@
 import type { AlertTransition } from '../contract/alerts.js';
+import type { DecodedEvent } from '../contract/decode-canonical-event.js';
 import type { CanonicalEvent } from '../contract/event.js';
 import { AlertEngine, type AlertEngineOptions } from './alerts/alert-engine.js';
 import type { AlertRule } from './alerts/alert-rules.js';
@@ -70,29 +71,23 @@ export class PartitionPipeline {
       );
   }
 
-  /** Takes one event (stream sequence `seq`) at `nowMs`; its outputs wait for the next `take`. */
-  add(event: CanonicalEvent, seq: number, nowMs: number): AddOutcome {
-    const tsMs = Date.parse(event.ts);
+  /**
+   * Takes one event (stream sequence `seq`) at `nowMs`; its outputs wait for the next `take`. A
+   * decoded event (contract/decode-canonical-event.ts) is used as it is, its `ts` parsed once; any
+   * other gets its `tsMs` here.
+   */
+  add(event: CanonicalEvent & { tsMs?: number }, seq: number, nowMs: number): AddOutcome {
+    const decoded: DecodedEvent =
+      event.tsMs === undefined ? { ...event, tsMs: Date.parse(event.ts) } : (event as DecodedEvent);
     try {
-      const line = telemetryLine(event);
+      const line = telemetryLine(decoded);
       if (line !== undefined) this.raw.push(line);
     } catch (err) {
-      this.o.onInvalid?.(event, err);
+      this.o.onInvalid?.(decoded, err);
     }
     this.events++;
-    if (this.alerts) for (const t of this.alerts.onEvent(event, nowMs, tsMs)) this.transitions.push(t);
-    return this.windows.add(
-      {
-        tenant: event.tenant,
-        deviceId: event.deviceId,
-        id: event.id,
-        tsMs,
-        metrics: event.metrics,
-        labels: event.labels,
-      },
-      seq,
-      nowMs,
-    );
+    if (this.alerts) for (const t of this.alerts.onEvent(decoded, nowMs)) this.transitions.push(t);
+    return this.windows.add(decoded, seq, nowMs);
   }
 
   /**

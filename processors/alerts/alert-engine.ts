@@ -249,13 +249,14 @@ export class AlertEngine {
   /**
    * Evaluates the event's metrics against the rules that select its device. `wallNowMs` is the
    * caller's clock when it handles the event, the same clock it gives `tick`; without it the
-   * gateway's `receivedAt` stands in. `ts` is the event's time, when the caller has parsed it already.
+   * gateway's `receivedAt` stands in. A decoded event's `tsMs` (contract/decode-canonical-event.ts)
+   * is its `ts` parsed already.
    */
   onEvent(
-    event: CanonicalEvent,
+    event: CanonicalEvent & { tsMs?: number },
     wallNowMs: number = Date.parse(event.receivedAt),
-    ts: number = Date.parse(event.ts),
   ): AlertTransition[] {
+    const ts = event.tsMs ?? Date.parse(event.ts);
     const out: AlertTransition[] = [];
     if (!Number.isFinite(ts)) return out;
     const key = deviceKey(event.tenant, event.deviceId);

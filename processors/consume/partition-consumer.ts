@@ -10,7 +10,8 @@ import type { KV } from '@nats-io/kv';
 import { nanos } from '@nats-io/nats-core';
 import type { Logger } from '../../common/logger.js';
 import type { AlertTransition } from '../../contract/alerts.js';
-import { type CanonicalEvent, CanonicalEvent as CanonicalEventSchema } from '../../contract/event.js';
+import { type DecodedEvent, decodeCanonicalEvent } from '../../contract/decode-canonical-event.js';
+import type { CanonicalEvent } from '../../contract/event.js';
 import { TELEMETRY_STREAM, telemetryPartitionFilter } from '../../contract/subjects.js';
 import type { AlertEngineOptions } from '../alerts/alert-engine.js';
 import type { AlertRule } from '../alerts/alert-rules.js';
@@ -364,13 +365,9 @@ export class PartitionConsumer {
     this.submit(this.pipeline.take(this.pipelineClock(), false), forceCheckpoint);
   }
 
-  private parse(msg: JsMsg): CanonicalEvent | undefined {
-    try {
-      const parsed = CanonicalEventSchema.safeParse(msg.json());
-      if (parsed.success) return parsed.data;
-    } catch {
-      // not JSON: fall through
-    }
+  private parse(msg: JsMsg): DecodedEvent | undefined {
+    const event = decodeCanonicalEvent(msg.data);
+    if (event) return event;
     // Only the gateway writes TELEMETRY; a bad event is a bug there. Skip it rather than stall the partition.
     this.o.observer?.invalid?.(1);
     this.o.log.error(

@@ -131,39 +131,43 @@ export class FleetRollup {
       this.buckets.set(endMs, bucket);
     }
     const stats: DeviceStats = { count: dw.count, sum: dw.sum, min: dw.min, max: dw.max };
-    const groups: [string, string][] = [[GROUP_ALL, GROUP_ALL]];
+    const prefix = `${dw.tenant}\0${dw.metric}\0${dw.window}\0${dw.startMs}\0`;
+    // The fleet windows this emission belongs to: `all`, then each promoted label the device has.
+    const wanted = [`${prefix}${GROUP_ALL}\0${GROUP_ALL}`];
     for (const label of PROMOTED_LABELS) {
       const value = dw.labels[label];
-      if (value !== undefined) groups.push([label, value]);
+      if (value !== undefined) wanted.push(`${prefix}${label}\0${value}`);
     }
-    const prefix = `${dw.tenant}\0${dw.metric}\0${dw.window}\0${dw.startMs}\0`;
-    const wanted = groups.map(([group, groupValue]) => `${prefix}${group}\0${groupValue}`);
     const deviceKey = `${prefix}${dw.deviceId}`;
     // A device whose label changed between emissions leaves its old group first (which may make
     // room for its new one): the latest emission is the whole truth about that device window.
-    for (const old of bucket.memberOf.get(deviceKey) ?? []) {
-      if (wanted.includes(old)) continue;
-      const fw = bucket.fleet.get(old);
-      if (!fw) continue;
-      fw.devices.delete(dw.deviceId);
-      this.dirty.add(fw);
-      // Nothing left to write; a row written before for it stays in the TSDB (rows are not deleted).
-      if (fw.devices.size === 0) {
-        bucket.fleet.delete(old);
-        bucket.rows.set(fw.tenant, (bucket.rows.get(fw.tenant) ?? 1) - 1);
+    const old = bucket.memberOf.get(deviceKey);
+    if (old !== undefined && !sameKeys(old, wanted)) {
+      for (const key of old) {
+        if (wanted.includes(key)) continue;
+        const fw = bucket.fleet.get(key);
+        if (!fw) continue;
+        fw.devices.delete(dw.deviceId);
+        this.dirty.add(fw);
+        // Nothing left to write; a row written before for it stays in the TSDB (rows are not deleted).
+        if (fw.devices.size === 0) {
+          bucket.fleet.delete(key);
+          bucket.rows.set(fw.tenant, (bucket.rows.get(fw.tenant) ?? 1) - 1);
+        }
       }
     }
     const keys: string[] = [];
-    groups.forEach(([group, groupValue], i) => {
+    for (let i = 0; i < wanted.length; i++) {
       const key = wanted[i]!;
       let fw = bucket.fleet.get(key);
       if (!fw) {
         const rows = bucket.rows.get(dw.tenant) ?? 0;
         if (rows >= this.maxRows) {
           this.onLimit('FLEET_MAX_ROWS_PER_TENANT');
-          return;
+          continue;
         }
         bucket.rows.set(dw.tenant, rows + 1);
+        const label = i === 0 ? undefined : groupOf(dw.labels, i);
         fw = {
           key,
           tenant: dw.tenant,
@@ -171,8 +175,8 @@ export class FleetRollup {
           window: dw.window,
           startMs: dw.startMs,
           endMs,
-          group,
-          groupValue,
+          group: label === undefined ? GROUP_ALL : label,
+          groupValue: label === undefined ? GROUP_ALL : dw.labels[label]!,
           devices: new Map(),
         };
         bucket.fleet.set(key, fw);
@@ -180,7 +184,7 @@ export class FleetRollup {
       keys.push(key);
       fw.devices.set(dw.deviceId, stats);
       this.dirty.add(fw);
-    });
+    }
     bucket.memberOf.set(deviceKey, keys);
     return 'accepted';
   }
@@ -208,6 +212,22 @@ export class FleetRollup {
     }
     for (const fw of this.dirty) if (fw.endMs < limit) this.dirty.delete(fw);
   }
+}
+
+function sameKeys(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The promoted label behind the i-th wanted group (i ≥ 1): the (i − 1)-th one the labels have. */
+function groupOf(labels: Readonly<Record<string, string>>, i: number): string | undefined {
+  let n = 0;
+  for (const label of PROMOTED_LABELS) {
+    if (labels[label] === undefined) continue;
+    if (++n === i) return label;
+  }
+  return undefined;
 }
 
 function toRow(fw: FleetWindow): FleetRow {

@@ -12,10 +12,8 @@ import {
 import type { NatsConnection } from '@nats-io/nats-core';
 import type { Logger } from '../../common/logger.js';
 import { Naps } from '../../common/naps.js';
-import {
-  type DeviceWindowBatch,
-  DeviceWindowBatch as DeviceWindowBatchSchema,
-} from '../../contract/event.js';
+import { decodeDeviceWindowBatch } from '../../contract/decode-device-window-batch.js';
+import type { DeviceWindowBatch } from '../../contract/event.js';
 import { WINDOWS_STREAM } from '../../contract/subjects.js';
 import type { LimitReached } from '../metrics.js';
 import { DEFAULT_ROLE_STALL_TIMEOUT_MS } from '../roles.js';
@@ -284,12 +282,8 @@ export class RollupOwner {
   }
 
   private parse(msg: JsMsg): DeviceWindowBatch | undefined {
-    try {
-      const parsed = DeviceWindowBatchSchema.safeParse(msg.json());
-      if (parsed.success) return parsed.data;
-    } catch {
-      // not JSON: fall through
-    }
+    const batch = decodeDeviceWindowBatch(msg.data);
+    if (batch) return batch;
     // Only processors publish on WINDOWS; skipping a bad message keeps every other window going.
     this.o.observer?.invalid?.(1);
     this.o.log.error(

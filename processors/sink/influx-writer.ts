@@ -451,12 +451,19 @@ export class InfluxWriter {
 
   /** One request, re-sent until it is accepted, rejected for good, or the writer is aborted. */
   private async post(parts: Part[], oldestAt: number): Promise<PostOutcome> {
-    const lines = parts.length === 1 ? [...parts[0]!.lines] : parts.flatMap((part) => part.lines);
+    // One record holding every line: the library measures, stores and joins each record it is
+    // given, and these lines are final already (the request body is the same either way).
+    let body = '';
+    let count = 0;
+    for (const part of parts) {
+      body += body === '' ? part.lines.join('\n') : `\n${part.lines.join('\n')}`;
+      count += part.lines.length;
+    }
     for (let attempt = 1; ; attempt++) {
       if (this.aborted) return 'aborted';
       const started = performance.now();
       try {
-        this.api.writeRecords(lines);
+        this.api.writeRecord(body);
         await this.api.flush();
       } catch (err) {
         if (this.aborted) return 'aborted';
@@ -470,13 +477,13 @@ export class InfluxWriter {
             retryAfterMs(error),
           ),
         );
-        this.notify('retry', { lines: lines.length, attempt, delayMs, error });
+        this.notify('retry', { lines: count, attempt, delayMs, error });
         if (attempt === 1 || attempt % 10 === 0) {
           this.logger?.warn(
             {
               err: error,
               attempt,
-              lines: lines.length,
+              lines: count,
               pendingLines: this.pending,
               delayMs: Math.round(delayMs),
             },
@@ -486,10 +493,9 @@ export class InfluxWriter {
         await this.naps.sleep(delayMs);
         continue;
       }
-      if (attempt > 1)
-        this.logger?.info({ attempts: attempt, lines: lines.length }, 'InfluxDB write recovered');
+      if (attempt > 1) this.logger?.info({ attempts: attempt, lines: count }, 'InfluxDB write recovered');
       this.notify('batchWritten', {
-        lines: lines.length,
+        lines: count,
         requestMs: performance.now() - started,
         waitMs: Date.now() - oldestAt,
         attempts: attempt,

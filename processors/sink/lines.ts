@@ -49,12 +49,23 @@ function byKey(a: readonly [string, string], b: readonly [string, string]): numb
   return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
 }
 
+/** What the client's escape.tag escapes (tab, newline, carriage return, space, comma, equals). */
+const NEEDS_TAG_ESCAPE = /[\t\n\r ,=]/;
+
+/**
+ * A tag key, tag value or field key as the client escapes it. Almost none needs escaping, and the
+ * client's escape walks every character: a regular expression tells first.
+ */
+function tagText(value: string): string {
+  return NEEDS_TAG_ESCAPE.test(value) ? lineEscape.tag(value) : value;
+}
+
 /** `measurement,k=v,…` with tags sorted by key and empty values left out (InfluxDB has no empty tags). */
 function seriesKey(measurement: string, tags: Tags): string {
   let key = lineEscape.measurement(measurement);
   for (const [name, value] of [...tags].sort(byKey)) {
     if (value === '') continue;
-    key += `,${lineEscape.tag(name)}=${lineEscape.tag(value)}`;
+    key += `,${tagText(name)}=${tagText(value)}`;
   }
   return key;
 }
@@ -74,54 +85,114 @@ function checkTags(tags: Tags, eventId: string): void {
   }
 }
 
+/** Where a `telemetry` tag's value comes from: the event's tenant, its device, or one of its labels. */
+type TagSource = { name: string; escapedName: string; from: 'tenant' | 'device' | 'label' };
+
+/** The `telemetry` tags in the order they are checked (tenant, device, labels) and in line order. */
+interface TelemetryLayout {
+  checked: TagSource[];
+  sorted: TagSource[];
+}
+
+const layouts = new WeakMap<readonly string[], TelemetryLayout>();
+
+function telemetryLayout(promotedLabels: readonly string[]): TelemetryLayout {
+  let layout = layouts.get(promotedLabels);
+  if (layout === undefined) {
+    const checked: TagSource[] = [
+      { name: TAG_TENANT, escapedName: tagText(TAG_TENANT), from: 'tenant' },
+      { name: TAG_DEVICE, escapedName: tagText(TAG_DEVICE), from: 'device' },
+      ...promotedLabels.map((name) => ({ name, escapedName: tagText(name), from: 'label' as const })),
+    ];
+    // Sorted as Point sorts its tags (and seriesKey), once per list of promoted labels.
+    const sorted = [...checked].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    layout = { checked, sorted };
+    layouts.set(promotedLabels, layout);
+  }
+  return layout;
+}
+
+function tagValue(event: CanonicalEvent, tag: TagSource): string | undefined {
+  return tag.from === 'tenant'
+    ? event.tenant
+    : tag.from === 'device'
+      ? event.deviceId
+      : event.labels[tag.name];
+}
+
+const TELEMETRY_KEY = lineEscape.measurement(TELEMETRY_MEASUREMENT);
+
 /**
  * One `telemetry` line per canonical event: tags tenant, device and the promoted labels the event
- * carries; one float field per metric in its canonical unit; time = event time. Undefined when the
- * event has no metrics (nothing to store). Throws PointInvalidError for what cannot be a line.
+ * carries; one float field per metric in its canonical unit; time = event time (`tsMs` when the
+ * event was decoded with it). Undefined when the event has no metrics (nothing to store). Throws
+ * PointInvalidError for what cannot be a line. Built as one string: no tag or field arrays.
  */
 export function telemetryLine(
-  event: CanonicalEvent,
+  event: CanonicalEvent & { tsMs?: number },
   promotedLabels: readonly string[] = PROMOTED_LABELS,
 ): string | undefined {
-  const names = Object.keys(event.metrics);
+  const metrics = event.metrics;
+  const names = Object.keys(metrics);
   if (names.length === 0) return undefined;
-  const tags: Array<[string, string]> = [
-    [TAG_TENANT, event.tenant],
-    [TAG_DEVICE, event.deviceId],
-  ];
-  for (const label of promotedLabels) {
-    const value = event.labels[label];
-    if (value !== undefined) tags.push([label, value]);
+  const layout = telemetryLayout(promotedLabels);
+  for (const tag of layout.checked) {
+    const value = tagValue(event, tag);
+    if (value?.endsWith('\\')) throw new PointInvalidError(`tag ${tag.name} ends with a backslash`, event.id);
   }
-  checkTags(tags, event.id);
-  const time = Date.parse(event.ts);
+  // A decoded event (contract/decode-canonical-event.ts) carries its time parsed already.
+  const time = event.tsMs ?? Date.parse(event.ts);
   if (Number.isNaN(time)) throw new PointInvalidError(`ts ${event.ts} is not a date`, event.id);
-  names.sort();
-  let fields = '';
-  for (const name of names) {
+  let line = TELEMETRY_KEY;
+  for (const tag of layout.sorted) {
+    const value = tagValue(event, tag);
+    if (value === undefined || value === '') continue;
+    line += `,${tag.escapedName}=${tagText(value)}`;
+  }
+  if (names.length > 1) names.sort();
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
     let value: string;
     try {
-      value = float(event.metrics[name]!.value);
+      value = float(metrics[name]!.value);
     } catch (err) {
       throw new PointInvalidError(`metric ${name} is not a finite number`, event.id, { cause: err });
     }
-    fields += `${fields === '' ? '' : ','}${lineEscape.tag(name)}=${value}`;
+    line += `${i === 0 ? ' ' : ','}${tagText(name)}=${value}`;
   }
-  return `${seriesKey(TELEMETRY_MEASUREMENT, tags)} ${fields} ${time}`;
+  return `${line} ${time}`;
 }
 
 const SORTED_AGGREGATE_FIELDS = [...AGGREGATE_FIELDS].sort();
+const AGGREGATE_KEY = lineEscape.measurement(AGGREGATE_MEASUREMENT);
+/** The `window` tag of each window size, formatted once. */
+const windowTags = new Map<number, string>();
 
-/** One `telemetry_agg` line per window emission; time = window start. */
+function windowTag(windowMs: number): string {
+  let tag = windowTags.get(windowMs);
+  if (tag === undefined) {
+    tag = tagText(formatDuration(windowMs));
+    windowTags.set(windowMs, tag);
+  }
+  return tag;
+}
+
+/**
+ * One `telemetry_agg` line per window emission; time = window start. Tags in sorted order (device,
+ * metric, tenant, window), as seriesKey would put them.
+ */
 export function aggregateLine(r: WindowResult): string {
-  const tags: Tags = [
-    [TAG_TENANT, r.tenant],
-    [TAG_DEVICE, r.deviceId],
-    [TAG_METRIC, r.metric],
-    [TAG_WINDOW, formatDuration(r.windowMs)],
-  ];
-  const fields = SORTED_AGGREGATE_FIELDS.map((f) => `${f}=${float(r.values[f])}`).join(',');
-  return `${seriesKey(AGGREGATE_MEASUREMENT, tags)} ${fields} ${r.startMs}`;
+  let line = AGGREGATE_KEY;
+  if (r.deviceId !== '') line += `,${TAG_DEVICE}=${tagText(r.deviceId)}`;
+  if (r.metric !== '') line += `,${TAG_METRIC}=${tagText(r.metric)}`;
+  if (r.tenant !== '') line += `,${TAG_TENANT}=${tagText(r.tenant)}`;
+  line += `,${TAG_WINDOW}=${windowTag(r.windowMs)}`;
+  const values = r.values;
+  for (let i = 0; i < SORTED_AGGREGATE_FIELDS.length; i++) {
+    const f = SORTED_AGGREGATE_FIELDS[i]!;
+    line += `${i === 0 ? ' ' : ','}${f}=${float(values[f])}`;
+  }
+  return `${line} ${r.startMs}`;
 }
 
 /** One `alerts` line per transition: `value` (0 when the value is not finite, e.g. absence), `state`. */

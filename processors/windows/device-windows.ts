@@ -57,22 +57,41 @@ export interface ReadingInput {
 
 export interface AddOutcome {
   /** Window sizes for which the reading came too late and was not aggregated. */
-  lateFor: number[];
+  lateFor: readonly number[];
   /** The reading's id was already aggregated into its open windows. */
   duplicate: boolean;
   /** Metrics of the reading left out of at least one window that already held maxMetrics others. */
   metricsRefused: number;
 }
 
+/** Metrics a window looks up by scanning its names; past this many it keeps a map as well. */
+const SCAN_METRICS = 8;
+
 interface OpenWindow {
   startMs: number;
   endMs: number;
-  metrics: Map<string, WindowAggregate>;
+  /** Metric names in order of arrival, and their aggregates at the same index. */
+  names: string[];
+  aggregates: WindowAggregate[];
+  /** Name → index, once the window holds more than SCAN_METRICS metrics. */
+  index: Map<string, number> | undefined;
   /** Stream sequence of the first reading in it: nothing from here on may be acknowledged yet. */
   firstSeq: number;
   emitted: boolean;
   dirty: boolean;
 }
+
+/** The outcome of most readings, shared: add() allocates nothing for a reading on time. */
+const ON_TIME: AddOutcome = Object.freeze({
+  lateFor: Object.freeze([]),
+  duplicate: false,
+  metricsRefused: 0,
+});
+const DUPLICATE: AddOutcome = Object.freeze({
+  lateFor: Object.freeze([]),
+  duplicate: true,
+  metricsRefused: 0,
+});
 
 export class DeviceWindows {
   /** Per size: start → window. Few entries: the open window plus those still taking corrections. */
@@ -88,6 +107,8 @@ export class DeviceWindows {
   /** Ids aggregated into the open windows of the largest size, to drop redelivered readings. */
   private readonly seenIds = new Map<number, Set<string>>();
   private labels: Readonly<Record<string, string>> | undefined;
+  /** Per size, the window the latest reading went to: the next one usually goes there too. */
+  private readonly current: (OpenWindow | undefined)[];
 
   constructor(
     readonly tenant: string,
@@ -96,6 +117,7 @@ export class DeviceWindows {
     restoredWatermark = Number.NEGATIVE_INFINITY,
   ) {
     this.open = settings.sizesMs.map(() => new Map());
+    this.current = settings.sizesMs.map(() => undefined);
     this.watermark = restoredWatermark;
     this.maxMetrics = settings.maxMetrics ?? DEFAULT_WINDOW_MAX_METRICS;
   }
@@ -110,69 +132,82 @@ export class DeviceWindows {
   }
 
   get isIdle(): boolean {
-    return this.open.every((w) => w.size === 0);
+    for (const windows of this.open) if (windows.size > 0) return false;
+    return true;
   }
 
   add(reading: ReadingInput, seq: number, wallNowMs: number): AddOutcome {
     this.lastWallMs = wallNowMs;
     if (seq > this.lastSeq) this.lastSeq = seq;
     if (reading.labels) this.labels = reading.labels;
+    const tsMs = reading.tsMs;
     const sizes = this.settings.sizesMs;
     const largest = sizes.length - 1;
-    const largestStart = alignDown(reading.tsMs, sizes[largest]!);
-    const lateFor: number[] = [];
+    const largestStart = alignDown(tsMs, sizes[largest]!);
     if (largestStart + sizes[largest]! > this.watermark) {
       const ids = this.seenIds.get(largestStart);
-      if (ids?.has(reading.id)) return { lateFor, duplicate: true, metricsRefused: 0 };
+      if (ids?.has(reading.id)) return DUPLICATE;
       if (ids) ids.add(reading.id);
       else this.seenIds.set(largestStart, new Set([reading.id]));
     }
-    const metrics = Object.entries(reading.metrics);
+    const metrics = reading.metrics;
+    let lateFor: number[] | undefined;
     let refused: Set<string> | undefined;
     for (let i = 0; i < sizes.length; i++) {
       const size = sizes[i]!;
-      const startMs = alignDown(reading.tsMs, size);
+      const startMs = alignDown(tsMs, size);
       if (startMs + size <= this.watermark) {
+        lateFor ??= [];
         lateFor.push(size);
         continue;
       }
-      let w = this.open[i]!.get(startMs);
-      if (!w) {
-        w = {
-          startMs,
-          endMs: startMs + size,
-          metrics: new Map(),
-          firstSeq: seq,
-          emitted: false,
-          dirty: false,
-        };
-        this.open[i]!.set(startMs, w);
+      let w = this.current[i];
+      if (w === undefined || w.startMs !== startMs) {
+        w = this.open[i]!.get(startMs);
+        if (!w) {
+          w = {
+            startMs,
+            endMs: startMs + size,
+            names: [],
+            aggregates: [],
+            index: undefined,
+            firstSeq: seq,
+            emitted: false,
+            dirty: false,
+          };
+          this.open[i]!.set(startMs, w);
+        }
+        this.current[i] = w;
       }
-      for (const [name, m] of metrics) {
-        let agg = w.metrics.get(name);
+      for (const name in metrics) {
+        let agg = aggregateOf(w, name);
         if (!agg) {
-          if (w.metrics.size >= this.maxMetrics) {
+          if (w.names.length >= this.maxMetrics) {
             refused ??= new Set();
             refused.add(name);
             continue;
           }
           agg = new WindowAggregate();
-          w.metrics.set(name, agg);
+          w.names.push(name);
+          w.aggregates.push(agg);
+          if (w.index) w.index.set(name, w.names.length - 1);
+          else if (w.names.length > SCAN_METRICS) w.index = new Map(w.names.map((n, k) => [n, k]));
         }
-        agg.add(m.value, reading.tsMs);
+        agg.add(metrics[name]!.value, tsMs);
         w.dirty = true;
       }
     }
-    if (reading.tsMs > this.maxTs) this.maxTs = reading.tsMs;
+    if (tsMs > this.maxTs) this.maxTs = tsMs;
     this.watermark = Math.max(this.watermark, this.maxTs - this.settings.allowedLatenessMs);
-    return { lateFor, duplicate: false, metricsRefused: refused?.size ?? 0 };
+    if (lateFor === undefined && refused === undefined) return ON_TIME;
+    return { lateFor: lateFor ?? [], duplicate: false, metricsRefused: refused?.size ?? 0 };
   }
 
   /**
    * Results due now: windows that reached their end and changed since last emitted, and windows
    * that became final. Final windows are forgotten.
    */
-  collect(wallNowMs: number): WindowResult[] {
+  collect(wallNowMs: number, results: WindowResult[] = []): WindowResult[] {
     const idleFor = wallNowMs - this.lastWallMs;
     const eventNow =
       idleFor >= this.settings.idleTimeoutMs && this.maxTs > Number.NEGATIVE_INFINITY
@@ -180,22 +215,24 @@ export class DeviceWindows {
         : this.maxTs;
     this.watermark = Math.max(this.watermark, eventNow - this.settings.allowedLatenessMs);
     const watermark = this.watermark;
-    const results: WindowResult[] = [];
-    this.settings.sizesMs.forEach((size, i) => {
+    const sizes = this.settings.sizesMs;
+    for (let i = 0; i < sizes.length; i++) {
+      const size = sizes[i]!;
       for (const [startMs, w] of this.open[i]!) {
         const final = w.endMs <= watermark;
         if (w.endMs <= eventNow && (w.dirty || (final && !w.emitted))) {
-          for (const [metric, agg] of w.metrics) {
-            results.push({
+          for (let m = 0; m < w.names.length; m++) {
+            const result: WindowResult = {
               tenant: this.tenant,
               deviceId: this.deviceId,
-              metric,
+              metric: w.names[m]!,
               windowMs: size,
               startMs,
-              values: agg.values(),
+              values: w.aggregates[m]!.values(),
               final,
-              ...(this.labels ? { labels: this.labels } : {}),
-            });
+            };
+            if (this.labels) result.labels = this.labels;
+            results.push(result);
           }
           w.emitted = true;
           w.dirty = false;
@@ -203,12 +240,24 @@ export class DeviceWindows {
         // A final window emitted before and unchanged since keeps that emission as its final one.
         if (final) {
           this.open[i]!.delete(startMs);
-          if (i === this.settings.sizesMs.length - 1) this.seenIds.delete(startMs);
+          if (this.current[i] === w) this.current[i] = undefined;
+          if (i === sizes.length - 1) this.seenIds.delete(startMs);
         }
       }
-    });
+    }
     return results;
   }
+}
+
+/** The window's aggregate of a metric, if it has one. */
+function aggregateOf(w: OpenWindow, name: string): WindowAggregate | undefined {
+  if (w.index) {
+    const k = w.index.get(name);
+    return k === undefined ? undefined : w.aggregates[k];
+  }
+  const names = w.names;
+  for (let k = 0; k < names.length; k++) if (names[k] === name) return w.aggregates[k];
+  return undefined;
 }
 
 export function alignDown(tsMs: number, sizeMs: number): number {

@@ -154,10 +154,10 @@ export class PartitionWindows {
   collect(wallNowMs: number, touchedOnly = false): WindowResult[] {
     const results: WindowResult[] = [];
     if (touchedOnly) {
-      for (const device of this.touched) if (!device.isIdle) results.push(...device.collect(wallNowMs));
+      for (const device of this.touched) if (!device.isIdle) device.collect(wallNowMs, results);
     } else {
       for (const [key, device] of this.devices) {
-        if (!device.isIdle) results.push(...device.collect(wallNowMs));
+        if (!device.isIdle) device.collect(wallNowMs, results);
         if (device.isIdle && wallNowMs - device.lastWallMs >= this.ttlMs) this.free(key, device);
       }
     }

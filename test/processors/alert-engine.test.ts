@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { AlertTransition, CanonicalEvent } from '../../contract/index.js';
+import { type AlertTransition, type CanonicalEvent, decodeCanonicalEvent } from '../../contract/index.js';
 import { AlertEngine } from '../../processors/alerts/alert-engine.js';
 import { parseAlertRules } from '../../processors/alerts/alert-rules.js';
 
@@ -736,5 +736,33 @@ describe('properties', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('AlertEngine with decoded events', () => {
+  it('takes a decoded event’s tsMs as its event time: the same transitions as from its ts', () => {
+    const rule = `${HOT}    for: 30s\n    clear: 75\n`;
+    const readings: [number, number][] = [
+      [0, 81],
+      [10 * S, 85],
+      [40 * S, 90],
+      [50 * S, 70],
+    ];
+    const plain = feed(engineFor(rule), 'temperature', readings);
+    const decodedEngine = engineFor(rule);
+    const decoded = readings.flatMap(([offset, value]) =>
+      decodedEngine.onEvent(
+        decodeCanonicalEvent(JSON.stringify(event(offset, { temperature: value })))!,
+        T0 + offset,
+      ),
+    );
+    expect(brief(plain)).toEqual([
+      ['firing', 'hot', 30 * S, 85],
+      ['resolved', 'hot', 50 * S, 70],
+    ]);
+    expect(brief(decoded)).toEqual(brief(plain));
+    // tsMs is what decides: an event whose tsMs says otherwise is judged at tsMs.
+    const shifted = engineFor(HOT).onEvent({ ...event(0, { temperature: 90 }), tsMs: T0 + 5 * S }, T0);
+    expect(brief(shifted)).toEqual([['firing', 'hot', 5 * S, 90]]);
   });
 });

@@ -110,4 +110,23 @@ describe('DeviceWindows', () => {
     expect(held(10 * S, T0 + 10 * S)).toEqual(['c:1']);
     expect(held(60 * S, T0)).toEqual(['a:2', 'b:1']);
   });
+
+  it('keeps each metric apart however many a window holds, in order of arrival', () => {
+    const w = new DeviceWindows('acme', 'd1', { ...settings, maxMetrics: 20 });
+    const names = Array.from({ length: 24 }, (_, i) => `m${i}`);
+    // Each reading has every metric, in a different order, with a value that says which it is.
+    for (let r = 0; r < 4; r++) {
+      const order = r % 2 === 0 ? names : [...names].reverse();
+      const metrics = Object.fromEntries(order.map((n) => [n, { value: Number(n.slice(1)) * 10 + r }]));
+      expect(w.add({ id: `x${nextId++}`, tsMs: T0 + r * S, metrics }, r + 1, T0 + r * S).metricsRefused).toBe(
+        4,
+      );
+    }
+    const results = tenSecond(w.collect(T0 + 200 * S));
+    expect(results.map((x) => x.metric)).toEqual(names.slice(0, 20));
+    for (const x of results) {
+      const k = Number(x.metric.slice(1));
+      expect(x.values).toMatchObject({ count: 4, min: k * 10, max: k * 10 + 3, sum: 4 * k * 10 + 6 });
+    }
+  });
 });
