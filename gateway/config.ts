@@ -151,6 +151,11 @@ const MAX_KEPT_PAYLOAD_BYTES = 262_144;
 const HTTP_PROBE_RESERVE = 8;
 /** A shorter operator token is too easy to guess for a page that shows the whole fleet. */
 export const MIN_OPERATOR_TOKEN_CHARS = 16;
+/**
+ * With workers, what the primary gives them beyond SHUTDOWN_GRACE_MS (disconnecting devices, draining
+ * NATS) before it kills them; a supervisor of the gateway waits longer still.
+ */
+export const WORKERS_STOP_MARGIN_MS = 5_000;
 /** Workers at most: past the cores they only add NATS connections, heartbeats and memory. */
 const MAX_GATEWAY_WORKERS = 64;
 /**

@@ -8,7 +8,7 @@ import { closeServer, listen } from '../../common/listen.js';
 import type { Logger } from '../../common/logger.js';
 import { connectNats } from '../../common/nats.js';
 import { ChildStartError } from '../../common/service.js';
-import type { GatewayConfig } from '../config.js';
+import { type GatewayConfig, WORKERS_STOP_MARGIN_MS } from '../config.js';
 import { createLiveView } from '../live/live-view.js';
 import { isGatewayMessage, STATUS_STALE_MS, type ToWorker, type WorkerMetrics } from './messages.js';
 import { type WorkerView, workersNotReady } from './worker-readiness.js';
@@ -31,8 +31,6 @@ const RESTART_MIN_MS = 1_000;
 const RESTART_MAX_MS = 30_000;
 /** A worker ready this long has "recovered": the next crash waits RESTART_MIN_MS again. */
 const RESTART_RESET_MS = 60_000;
-/** Workers drain for SHUTDOWN_GRACE_MS, then disconnect devices and drain NATS; past this more, SIGKILL. */
-const STOP_MARGIN_MS = 10_000;
 /** A scrape waits this long for each worker; one that has not answered is left out of that scrape. */
 const METRICS_TIMEOUT_MS = 2_000;
 /** Incarnation numbers wrap here, so that `{GATEWAY_ID}-w{n}` stays within 32 characters. */
@@ -292,7 +290,7 @@ export async function startPrimary(config: GatewayConfig, log: Logger): Promise<
       // By pid: each worker runs what a single gateway does on SIGTERM.
       s.worker?.process.kill('SIGTERM');
     }
-    const budgetMs = config.SHUTDOWN_GRACE_MS + STOP_MARGIN_MS;
+    const budgetMs = config.SHUTDOWN_GRACE_MS + WORKERS_STOP_MARGIN_MS;
     let timer: NodeJS.Timeout | undefined;
     const inTime = await Promise.race([
       Promise.all(slots.map((s) => s.exited)).then(() => true),
