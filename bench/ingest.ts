@@ -195,6 +195,7 @@ function roundLine(label: string, r: Round): string {
 }
 
 const gatewayLabel = (workers: number) => `gateway ×${workers}`;
+const NOT_THE_TARGET = new Set(["gateway's nats-server", 'loadgen']);
 
 // ---- the run ----
 
@@ -396,6 +397,18 @@ async function main(): Promise<void> {
       p50: median(rs.map((r) => r.p50)),
       p99: median(rs.map((r) => r.p99)),
       errors: rs.reduce((n, r) => n + r.errors + r.disconnects + r.unacked, 0),
+      // CPU of the target's own processes (the gateway's primary and workers, or nats-server; not the
+      // gateway's nats-server, not the load generator) per acknowledged message: less sensitive than
+      // msg/s to what else runs on the machine, since a starved process also uses less CPU.
+      cpuUsPerMsg: median(
+        rs.map(
+          (r) =>
+            (r.cpu.filter((c) => !NOT_THE_TARGET.has(c.name)).reduce((a, c) => a + c.percent, 0) /
+              100 /
+              r.rate) *
+            1e6,
+        ),
+      ),
       cpu: cpuNames.map((name) => ({
         name,
         percent: median(rs.map((r) => r.cpu.find((c) => c.name === name)?.percent ?? Number.NaN)),
@@ -406,7 +419,7 @@ async function main(): Promise<void> {
   for (const p of perTarget) {
     console.log(
       `  ${p.label.padEnd(12)} ${int(p.rate).padStart(7)} acked msg/s (${int(p.min)}–${int(p.max)})` +
-        `  p50 ${ms(p.p50)} ms  p99 ${ms(p.p99)} ms  | cpu ${p.cpu.map((c) => `${c.name} ${Math.round(c.percent)}%`).join(', ')}`,
+        `  p50 ${ms(p.p50)} ms  p99 ${ms(p.p99)} ms  ${int(p.cpuUsPerMsg)} µs CPU/msg  | cpu ${p.cpu.map((c) => `${c.name} ${Math.round(c.percent)}%`).join(', ')}`,
     );
   }
   const gateways = perTarget.filter((p) => p.key === 'gateway');
@@ -417,6 +430,16 @@ async function main(): Promise<void> {
     ...gateways
       .slice(1)
       .map((g) => [`${g.label} / ${gateways[0]!.label}`, g.rate / gateways[0]!.rate] as const),
+    // Round by round (the two ran seconds apart, under much the same noise), then the median.
+    ...gateways.slice(1).map((g) => {
+      const first = gateways[0]!.label;
+      const each = rounds
+        .filter((r) => r.label === g.label)
+        .map(
+          (r) => r.rate / (rounds.find((f) => f.label === first && f.index === r.index)?.rate ?? Number.NaN),
+        );
+      return [`${g.label} / ${first}, median of each round's`, median(each)] as const;
+    }),
   ];
   for (const [what, ratio] of ratios) console.log(`  throughput ratio ${what}: ${ratio.toFixed(2)}×`);
 
@@ -435,13 +458,13 @@ async function main(): Promise<void> {
       `Machine: nproc ${availableParallelism()} (${cpuModel}), Node ${process.version}, nats-server ${natsVersion}; ` +
       'load generator, gateway and nats-server share the cores.',
     '',
-    '| target | acked msg/s (min–max) | p50 publish → PUBACK | p99 publish → PUBACK | errors, disconnects, unacked |',
-    '|---|---|---|---|---|',
+    '| target | acked msg/s (min–max) | p50 publish → PUBACK | p99 publish → PUBACK | CPU µs per message | errors, disconnects, unacked |',
+    '|---|---|---|---|---|---|',
     ...perTarget.map(
       (p) =>
-        `| ${describe[p.key].replace('{workers}', String(p.workers))} | ${int(p.rate)} (${int(p.min)}–${int(p.max)}) | ${ms(p.p50)} ms | ${ms(p.p99)} ms | ${p.errors} |`,
+        `| ${describe[p.key].replace('{workers}', String(p.workers))} | ${int(p.rate)} (${int(p.min)}–${int(p.max)}) | ${ms(p.p50)} ms | ${ms(p.p99)} ms | ${int(p.cpuUsPerMsg)} | ${p.errors} |`,
     ),
-    ...ratios.map(([what, ratio]) => `| ratio ${what} | ${ratio.toFixed(2)}× | | | |`),
+    ...ratios.map(([what, ratio]) => `| ratio ${what} | ${ratio.toFixed(2)}× | | | | |`),
   ];
   console.log(`\n${table.join('\n')}\n`);
 
