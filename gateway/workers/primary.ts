@@ -183,12 +183,13 @@ export async function startPrimary(config: GatewayConfig, log: Logger): Promise<
 
   // ---- the live view: the whole fleet from NATS, as a single gateway shows it ----
   let nc: NatsConnection | undefined;
+  let natsUp = false;
   const live = config.LIVE_VIEW
     ? createLiveView({
         authMode: config.AUTH_MODE,
         operatorToken: config.OPERATOR_TOKEN,
         gatewayId: base,
-        natsConnected: () => nc !== undefined && !nc.isClosed(),
+        natsConnected: () => natsUp,
         log,
       })
     : undefined;
@@ -208,12 +209,19 @@ export async function startPrimary(config: GatewayConfig, log: Logger): Promise<
     await live?.close();
     throw err;
   });
-  const natsReady =
-    live &&
-    connectNats(config.NATS_URL, `gateway ${base} live view`).then(
+  if (live)
+    void connectNats(config.NATS_URL, `gateway ${base} live view`).then(
       (c) => {
         nc = c;
-        if (closing) return;
+        // Connected only after the close began (NATS was down until then): not wanted any more.
+        if (closing) return void c.close();
+        natsUp = true;
+        void (async () => {
+          for await (const status of c.status()) {
+            if (status.type === 'disconnect') natsUp = false;
+            else if (status.type === 'reconnect') natsUp = true;
+          }
+        })();
         live.connect(c);
       },
       (err: Error) => log.error({ err: err.message }, 'live view: no NATS connection'),
@@ -308,9 +316,9 @@ export async function startPrimary(config: GatewayConfig, log: Logger): Promise<
     return inTime;
   };
 
+  // Not waiting for the live view's first connection: with NATS down it would never come.
   const closeRest = async () => {
     await live?.close();
-    await natsReady;
     await nc?.drain().catch(() => nc?.close());
     await closeServer(http);
   };
