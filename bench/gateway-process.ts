@@ -45,6 +45,9 @@ export async function startGatewayProcess(o: GatewayProcessOptions): Promise<Gat
       BIND_HOST: '127.0.0.1',
       AUTH_MODE: 'registry',
       LOG_LEVEL: 'warn',
+      // One process unless a bench asks for workers (bench:ingest --workers): the other benches
+      // sample the CPU of this pid and measure per-gateway bounds, which with workers are per worker.
+      GATEWAY_WORKERS: '1',
       ...o.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
