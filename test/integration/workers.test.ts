@@ -13,6 +13,7 @@ import { natsClient, type ProvisionedDevice } from '../kit/gateway.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
 import { freePort, type Started, startScript } from '../kit/processes.js';
 import { readStream } from '../kit/streams.js';
+import { makeTestCertificate, type TestCertificate } from '../kit/tls.js';
 
 /**
  * GATEWAY_WORKERS=2, run as production runs it (gateway/main.ts, a process): devices on one port
@@ -27,6 +28,7 @@ let nats: NatsServer;
 let nc: NatsConnection;
 let gw: Started;
 let env: Record<string, string>;
+let certificate: TestCertificate | undefined;
 const devices: ProvisionedDevice[] = [];
 
 const http = (path: string) => fetch(`http://127.0.0.1:${env.HTTP_PORT}${path}`);
@@ -140,10 +142,14 @@ beforeAll(async () => {
     const { secret } = await registry.add({ id, tenant: 'acme' });
     devices.push({ id, tenant: 'acme', secret });
   }
+  certificate = await makeTestCertificate();
   env = {
     NATS_URL: nats.url,
     MQTT_PORT: String(await freePort()),
     MQTT_WS_PORT: String(await freePort()),
+    MQTTS_PORT: String(await freePort()),
+    TLS_CERT_FILE: certificate.certFile,
+    TLS_KEY_FILE: certificate.keyFile,
     HTTP_PORT: String(await freePort()),
     BIND_HOST: '127.0.0.1',
     GATEWAY_WORKERS: '2',
@@ -169,6 +175,7 @@ afterAll(async () => {
   gw?.kill();
   await nc?.close();
   await nats?.dispose();
+  await certificate?.dispose();
 });
 
 describe('GATEWAY_WORKERS=2', () => {
@@ -231,6 +238,38 @@ describe('GATEWAY_WORKERS=2', () => {
     expect(((await snapshot.json()) as { status: { gateway: string } }).status.gateway).toBe('wtest');
 
     await Promise.all(clients.map((c) => c.endAsync()));
+  }, 60_000);
+
+  it('shares the WebSocket and TLS ports too: a device on each is stored, whichever worker takes it', async () => {
+    const urls = [
+      `ws://127.0.0.1:${env.MQTT_WS_PORT}`,
+      `ws://127.0.0.1:${env.MQTT_WS_PORT}`,
+      `mqtts://127.0.0.1:${env.MQTTS_PORT}`,
+      `mqtts://127.0.0.1:${env.MQTTS_PORT}`,
+    ];
+    for (const [i, url] of urls.entries()) {
+      const d = devices[i]!;
+      const client = await mqtt.connectAsync(url, {
+        clientId: d.id,
+        username: d.id,
+        password: d.secret,
+        reconnectPeriod: 0,
+        ca: certificate!.cert,
+        rejectUnauthorized: true,
+      });
+      const seq = 500_000 + i;
+      await client.publishAsync(
+        telemetryTopic(d.id),
+        JSON.stringify({ seq, ts: new Date().toISOString(), metrics: { t: i } }),
+        {
+          qos: 1,
+        },
+      );
+      await client.endAsync();
+    }
+    expect((await stored(500_000)).sort()).toEqual(
+      urls.map((_, i) => `${devices[i]!.id}/${500_000 + i}`).sort(),
+    );
   }, 60_000);
 
   it('restarts a SIGKILLed worker under load: its devices reconnect and every acknowledged reading is stored', async () => {
