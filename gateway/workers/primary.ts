@@ -264,7 +264,10 @@ export async function startPrimary(config: GatewayConfig, log: Logger): Promise<
         retire(s);
         const why = { worker: s.slot, gateway, workerPid, code, signal };
         if (closing) {
-          if (code !== 0) {
+          // Still starting, it had no SIGTERM handler yet and died of the signal: it had opened no
+          // listener (the gateway opens them last), so it held nothing to drain.
+          const unstarted = !s.started && signal === 'SIGTERM';
+          if (code !== 0 && !unstarted) {
             uncleanStops++;
             log.warn(why, 'worker stopped uncleanly');
           }

@@ -57,13 +57,18 @@ async function metric(name: string, label = ''): Promise<number> {
   return total;
 }
 
-/** The pids of the workers the primary has started, in order, from its log. */
-function workerPids(): number[] {
+/** The primary's log lines with this message, parsed. */
+function logged(msg: string): { worker: number; workerPid: number; restartInMs?: number }[] {
   return gw
     .output()
     .stdout.split('\n')
-    .filter((l) => l.includes('"msg":"worker started"'))
-    .map((l) => (JSON.parse(l) as { workerPid: number }).workerPid);
+    .filter((l) => l.includes(`"msg":"${msg}"`))
+    .map((l) => JSON.parse(l));
+}
+
+/** The pids of the workers the primary has started, in order, from its log. */
+function workerPids(): number[] {
+  return logged('worker started').map((l) => l.workerPid);
 }
 
 /**
@@ -298,6 +303,30 @@ describe('GATEWAY_WORKERS=2', () => {
     // The killed worker's counters are kept: the sum never goes back below what was stored before.
     expect(await metric('gateway_events_total', 'outcome="stored"')).toBeGreaterThanOrEqual(before.length);
     expectAllAckedStored(fleet.acked, await stored(1_000_000));
+  }, 120_000);
+
+  it('starts a worker that keeps dying later each time: a crash loop does not spin', async () => {
+    const restartsBefore = await metric('gateway_worker_restarts_total');
+    const exitsBefore = logged('worker exited unasked: starting another').length;
+    // Worker 2 killed three times over, each successor as soon as it is forked (never ready).
+    for (let kill = 0; kill < 3; kill++) {
+      const started = logged('worker started').filter((l) => l.worker === 2);
+      process.kill(started.at(-1)!.workerPid, 'SIGKILL');
+      await until(
+        async () => logged('worker started').filter((l) => l.worker === 2).length > started.length,
+        'worker 2 started again',
+      );
+    }
+    const delays = logged('worker exited unasked: starting another')
+      .slice(exitsBefore)
+      .map((l) => l.restartInMs!);
+    // 1 s doubling, with equal jitter (half to all of it).
+    expect(delays).toHaveLength(3);
+    expect(delays[0]).toBeGreaterThanOrEqual(500);
+    expect(delays[1]).toBeGreaterThanOrEqual(1_000);
+    expect(delays[2]).toBeGreaterThanOrEqual(2_000);
+    expect(await metric('gateway_worker_restarts_total')).toBe(restartsBefore + 3);
+    await until(ready, 'worker 2 ready again');
   }, 120_000);
 
   it('drains every worker on SIGTERM and exits 0 within the drain time, nothing acknowledged lost', async () => {
