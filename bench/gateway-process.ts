@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort } from '../test/kit/processes.js';
 import { isRunning, keepTail, killQuietly, terminate } from './child-process.js';
@@ -10,6 +11,8 @@ export interface GatewayProcess {
   readonly pid: number;
   readonly mqttPort: number;
   readonly httpPort: number;
+  /** With GATEWAY_WORKERS above 1, the workers' pids (the primary's children, from /proc); else none. */
+  workerPids(): number[];
   /** Last lines the gateway wrote, for error reports. */
   tail(): string;
   /** SIGTERM (the gateway drains, and writes its CPU profile if asked), SIGKILL after timeoutMs. */
@@ -42,6 +45,9 @@ export async function startGatewayProcess(o: GatewayProcessOptions): Promise<Gat
       BIND_HOST: '127.0.0.1',
       AUTH_MODE: 'registry',
       LOG_LEVEL: 'warn',
+      // One process unless a bench asks for workers (bench:ingest --workers): the other benches
+      // sample the CPU of this pid and measure per-gateway bounds, which with workers are per worker.
+      GATEWAY_WORKERS: '1',
       ...o.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -54,6 +60,7 @@ export async function startGatewayProcess(o: GatewayProcessOptions): Promise<Gat
     pid,
     mqttPort,
     httpPort,
+    workerPids: () => childrenOf(pid),
     tail: () => lines.join('\n'),
     stop: (timeoutMs = 20_000) => terminate(child, timeoutMs),
     kill() {
@@ -76,5 +83,14 @@ export async function startGatewayProcess(o: GatewayProcessOptions): Promise<Gat
       throw new Error(`gateway not ready within ${o.readyTimeoutMs ?? 60_000} ms:\n${gateway.tail()}`);
     }
     await sleep(100);
+  }
+}
+
+/** Linux: the pids of a process's children (its main thread's, where node:cluster forks from). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+  } catch {
+    return [];
   }
 }

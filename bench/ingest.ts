@@ -34,6 +34,9 @@ const HELP = `usage: npm run bench:ingest -- [options]
   --warmup-seconds S   untimed round per target first (default 2)
   --payload-bytes B    grow the ~102-byte payload to about B bytes with extra metrics
   --targets LIST       gateway,nats (default both)
+  --workers LIST       GATEWAY_WORKERS of the gateway, one target per value, interleaved with the
+                       others: 1,2 compares one process with two workers in the same run
+                       (default: the gateway's own default, the cores Node may use)
   --no-interest        leave nats-server's $MQTT_msgs without a consumer; being an interest-retention
                        stream, it then acknowledges without storing anything (for comparison only:
                        by default the bench attaches a consumer so nats-server really stores)
@@ -56,6 +59,7 @@ interface Options {
   warmupSeconds: number;
   payloadBytes: number;
   targets: TargetKey[];
+  workers: number[];
   interest: boolean;
   profileDir: string | undefined;
   drainSeconds: number;
@@ -71,6 +75,7 @@ function options(): Options {
       'warmup-seconds': { type: 'string', default: '2' },
       'payload-bytes': { type: 'string', default: '0' },
       targets: { type: 'string', default: 'gateway,nats' },
+      workers: { type: 'string', default: String(availableParallelism()) },
       'no-interest': { type: 'boolean', default: false },
       profile: { type: 'string' },
       'drain-seconds': { type: 'string', default: '10' },
@@ -107,6 +112,7 @@ function options(): Options {
     // Padding adds metrics, and the device contract allows 256 of at most 64 characters each.
     payloadBytes: num('payload-bytes', values['payload-bytes'], 0, 14_000),
     targets: [...new Set(targets)] as TargetKey[],
+    workers: [...new Set(values.workers.split(',').map((w) => num('workers', w.trim(), 1, 64)))],
     interest: !values['no-interest'],
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     drainSeconds: num('drain-seconds', values['drain-seconds'], 0, 600, false),
@@ -130,6 +136,8 @@ const ms = (n: number) =>
 
 interface Round {
   target: TargetKey;
+  /** The target's name in the output: nats-server, or the gateway with its worker count. */
+  label: string;
   index: number;
   rate: number;
   p50: number;
@@ -142,10 +150,11 @@ interface Round {
   result: RoundResult;
 }
 
-function summariseRound(target: TargetKey, index: number, result: RoundResult, sampler: CpuSampler): Round {
+function summariseRound(t: Target, index: number, result: RoundResult): Round {
   const sorted = result.latenciesMs.slice().sort();
   return {
-    target,
+    target: t.key,
+    label: t.label,
     index,
     rate: result.ackedInWindow / result.seconds,
     p50: quantile(sorted, 0.5),
@@ -154,7 +163,7 @@ function summariseRound(target: TargetKey, index: number, result: RoundResult, s
     errors: [...result.errors.values()].reduce((a, b) => a + b, 0),
     disconnects: result.disconnects,
     unacked: result.unacked,
-    cpu: sampler.usage(),
+    cpu: t.sampler.usage(),
     result,
   };
 }
@@ -163,7 +172,7 @@ function roundLine(label: string, r: Round): string {
   const cpu = r.cpu.map((c) => `${c.name} ${Math.round(c.percent)}%`).join(', ');
   const errs = [...r.result.errors].map(([what, n]) => `${n}× ${what}`).join('; ');
   return (
-    `${label.padEnd(10)} ${TARGET_NAMES[r.target].padEnd(12)} ${int(r.rate).padStart(7)} acked msg/s` +
+    `${label.padEnd(10)} ${r.label.padEnd(12)} ${int(r.rate).padStart(7)} acked msg/s` +
     `  p50 ${ms(r.p50).padStart(5)} ms  p99 ${ms(r.p99).padStart(5)} ms  max ${ms(r.max).padStart(5)} ms` +
     `  | errors ${r.errors}, disconnects ${r.disconnects}, unacked ${r.unacked}` +
     (cpu ? `  | cpu ${cpu}` : '') +
@@ -171,12 +180,18 @@ function roundLine(label: string, r: Round): string {
   );
 }
 
-const TARGET_NAMES: Record<TargetKey, string> = { gateway: 'gateway', nats: 'nats-server' };
+const gatewayLabel = (workers: number) => `gateway ×${workers}`;
+const NOT_THE_TARGET = new Set(["gateway's nats-server", 'loadgen']);
 
 // ---- the run ----
 
 interface Target {
   key: TargetKey;
+  label: string;
+  /** The gateway's GATEWAY_WORKERS. */
+  workers?: number;
+  /** Where its stream is, for the check that every PUBACK stands for a stored message. */
+  nc: NatsConnection;
   port: number;
   devices: BenchDevice[];
   sampler: CpuSampler;
@@ -190,24 +205,24 @@ async function main(): Promise<void> {
   selfCheck(telemetryTopic('bench-0001'), o.payloadBytes);
   console.log(
     `ingest bench: ${o.clients} clients × ${o.inflight} QoS 1 in flight, ${payloadSize}-byte payloads, ` +
-      `${o.warmupSeconds} s warm-up then ${o.rounds} × ${o.seconds} s per target, targets ${o.targets.join(', ')}`,
+      `${o.warmupSeconds} s warm-up then ${o.rounds} × ${o.seconds} s per target, targets ${o.targets.join(', ')}, gateway GATEWAY_WORKERS ${o.workers.join(', ')}`,
   );
 
   const ids = Array.from({ length: o.clients }, (_, i) => `bench-${String(i + 1).padStart(4, '0')}`);
   const targets: Target[] = [];
-  let gatewayNats: NatsServer | undefined;
-  let gatewayNc: NatsConnection | undefined;
   let mqttNc: NatsConnection | undefined;
   let natsVersion = 'unknown';
 
-  if (o.targets.includes('gateway')) {
-    gatewayNats = await natsServer('bench_gateway');
-    gatewayNc = await natsConnection(gatewayNats, 'bench provisioning');
+  // One gateway (and its own nats-server) per --workers value, all up at once: the rounds interleave.
+  for (const workers of o.targets.includes('gateway') ? o.workers : []) {
+    const label = gatewayLabel(workers);
+    const gatewayNats = await natsServer(`bench_gateway_w${workers}`);
+    const gatewayNc = await natsConnection(gatewayNats, 'bench provisioning');
     natsVersion = gatewayNc.info?.version ?? natsVersion;
     const devices = ids.map((id) => ({ id, username: id, password: `secret-${id}`, nextSeq: 0 }));
     const t0 = performance.now();
     await provision(gatewayNc, devices);
-    console.log(`provisioned ${devices.length} devices in ${ms(performance.now() - t0)} ms`);
+    console.log(`${label}: provisioned ${devices.length} devices in ${ms(performance.now() - t0)} ms`);
     let profileSince = 0;
     const nodeArgs: string[] = [];
     if (o.profileDir !== undefined) {
@@ -226,10 +241,11 @@ async function main(): Promise<void> {
       env: {
         DEVICE_MAX_MSGS_PER_SEC: process.env.DEVICE_MAX_MSGS_PER_SEC ?? '0',
         DEVICE_MAX_BYTES_PER_SEC: process.env.DEVICE_MAX_BYTES_PER_SEC ?? '0',
+        GATEWAY_WORKERS: String(workers),
       },
     });
     hold(
-      'gateway',
+      label,
       async () => {
         await gw.stop();
         if (o.profileDir !== undefined) {
@@ -242,12 +258,17 @@ async function main(): Promise<void> {
     const g = gatewayNats;
     targets.push({
       key: 'gateway',
+      label,
+      workers,
+      nc: gatewayNc,
       port: gw.mqttPort,
       devices,
+      // With workers: the primary (it accepts the connections and hands them over) and each worker.
       sampler: new CpuSampler(
         () =>
           new Map([
-            ['gateway', gw.pid],
+            [workers === 1 ? 'gateway' : 'primary', gw.pid],
+            ...gw.workerPids().map((pid, i) => [`worker ${i + 1}`, pid] as const),
             ["gateway's nats-server", g.pid],
             ['loadgen', process.pid],
           ]),
@@ -266,6 +287,8 @@ async function main(): Promise<void> {
     natsVersion = mqttNc.info?.version ?? natsVersion;
     targets.push({
       key: 'nats',
+      label: 'nats-server',
+      nc: mqttNc,
       port: listener.mqttPort,
       devices: ids.map((id) => ({ id, username: undefined, password: undefined, nextSeq: 0 })),
       sampler: new CpuSampler(
@@ -300,7 +323,7 @@ async function main(): Promise<void> {
       const result = await round(t, o.warmupSeconds);
       if (isInterrupted()) return;
       t.acked += result.ackedTotal;
-      const r = summariseRound(t.key, 0, result, t.sampler);
+      const r = summariseRound(t, 0, result);
       console.log(`${roundLine('warm-up', r)}  (connect ${ms(result.connectMs)} ms)`);
       await sleep(SETTLE_MS);
     }
@@ -313,7 +336,7 @@ async function main(): Promise<void> {
       const result = await round(t, o.seconds);
       if (isInterrupted()) return;
       t.acked += result.ackedTotal;
-      const r = summariseRound(t.key, i, result, t.sampler);
+      const r = summariseRound(t, i, result);
       rounds.push(r);
       console.log(roundLine(`round ${i}/${o.rounds}`, r));
       await sleep(SETTLE_MS);
@@ -322,16 +345,30 @@ async function main(): Promise<void> {
 
   // ---- medians and the README table ----
   const perTarget = targets.map((t) => {
-    const rs = rounds.filter((r) => r.target === t.key);
+    const rs = rounds.filter((r) => r.label === t.label);
     const cpuNames = rs[0]?.cpu.map((c) => c.name) ?? [];
     return {
       key: t.key,
+      label: t.label,
+      workers: t.workers,
       rate: median(rs.map((r) => r.rate)),
       min: Math.min(...rs.map((r) => r.rate)),
       max: Math.max(...rs.map((r) => r.rate)),
       p50: median(rs.map((r) => r.p50)),
       p99: median(rs.map((r) => r.p99)),
       errors: rs.reduce((n, r) => n + r.errors + r.disconnects + r.unacked, 0),
+      // CPU of the target's own processes (the gateway's primary and workers, or nats-server; not the
+      // gateway's nats-server, not the load generator) per acknowledged message: less sensitive than
+      // msg/s to what else runs on the machine, since a starved process also uses less CPU.
+      cpuUsPerMsg: median(
+        rs.map(
+          (r) =>
+            (r.cpu.filter((c) => !NOT_THE_TARGET.has(c.name)).reduce((a, c) => a + c.percent, 0) /
+              100 /
+              r.rate) *
+            1e6,
+        ),
+      ),
       cpu: cpuNames.map((name) => ({
         name,
         percent: median(rs.map((r) => r.cpu.find((c) => c.name === name)?.percent ?? Number.NaN)),
@@ -341,20 +378,36 @@ async function main(): Promise<void> {
   console.log('\nmedians:');
   for (const p of perTarget) {
     console.log(
-      `  ${TARGET_NAMES[p.key].padEnd(12)} ${int(p.rate).padStart(7)} acked msg/s (${int(p.min)}–${int(p.max)})` +
-        `  p50 ${ms(p.p50)} ms  p99 ${ms(p.p99)} ms  | cpu ${p.cpu.map((c) => `${c.name} ${Math.round(c.percent)}%`).join(', ')}`,
+      `  ${p.label.padEnd(12)} ${int(p.rate).padStart(7)} acked msg/s (${int(p.min)}–${int(p.max)})` +
+        `  p50 ${ms(p.p50)} ms  p99 ${ms(p.p99)} ms  ${int(p.cpuUsPerMsg)} µs CPU/msg  | cpu ${p.cpu.map((c) => `${c.name} ${Math.round(c.percent)}%`).join(', ')}`,
     );
   }
-  const ours = perTarget.find((p) => p.key === 'gateway');
+  const gateways = perTarget.filter((p) => p.key === 'gateway');
   const theirs = perTarget.find((p) => p.key === 'nats');
-  const ratio = ours && theirs ? ours.rate / theirs.rate : undefined;
-  if (ratio !== undefined) console.log(`  throughput ratio gateway / nats-server: ${ratio.toFixed(2)}×`);
+  // Each gateway against nats-server, and each further worker count against the first.
+  const ratios = [
+    ...(theirs ? gateways.map((g) => [`${g.label} / nats-server`, g.rate / theirs.rate] as const) : []),
+    ...gateways
+      .slice(1)
+      .map((g) => [`${g.label} / ${gateways[0]!.label}`, g.rate / gateways[0]!.rate] as const),
+    // Round by round (the two ran seconds apart, under much the same noise), then the median.
+    ...gateways.slice(1).map((g) => {
+      const first = gateways[0]!.label;
+      const each = rounds
+        .filter((r) => r.label === g.label)
+        .map(
+          (r) => r.rate / (rounds.find((f) => f.label === first && f.index === r.index)?.rate ?? Number.NaN),
+        );
+      return [`${g.label} / ${first}, median of each round's`, median(each)] as const;
+    }),
+  ];
+  for (const [what, ratio] of ratios) console.log(`  throughput ratio ${what}: ${ratio.toFixed(2)}×`);
 
   const date = started.toISOString().slice(0, 10);
   const cpuModel = cpus()[0]?.model.trim() ?? 'unknown CPU';
   const describe: Record<TargetKey, string> = {
     gateway:
-      'gateway: aedes + registry auth + payload validation → JetStream `TELEMETRY` (file), PUBACK after the PubAck',
+      'gateway (GATEWAY_WORKERS={workers}): aedes + registry auth + payload validation → JetStream `TELEMETRY` (file), PUBACK after the PubAck',
     nats: o.interest
       ? 'nats-server MQTT listener → JetStream `$MQTT_msgs` (file), PUBACK after the store; a durable consumer is attached so messages are kept'
       : 'nats-server MQTT listener, `$MQTT_msgs` without a consumer: PUBACK after JetStream **skipped** the message (nothing stored)',
@@ -365,20 +418,19 @@ async function main(): Promise<void> {
       `Machine: nproc ${availableParallelism()} (${cpuModel}), Node ${process.version}, nats-server ${natsVersion}; ` +
       'load generator, gateway and nats-server share the cores.',
     '',
-    '| target | acked msg/s (min–max) | p50 publish → PUBACK | p99 publish → PUBACK | errors, disconnects, unacked |',
-    '|---|---|---|---|---|',
+    '| target | acked msg/s (min–max) | p50 publish → PUBACK | p99 publish → PUBACK | CPU µs per message | errors, disconnects, unacked |',
+    '|---|---|---|---|---|---|',
     ...perTarget.map(
       (p) =>
-        `| ${describe[p.key]} | ${int(p.rate)} (${int(p.min)}–${int(p.max)}) | ${ms(p.p50)} ms | ${ms(p.p99)} ms | ${p.errors} |`,
+        `| ${describe[p.key].replace('{workers}', String(p.workers))} | ${int(p.rate)} (${int(p.min)}–${int(p.max)}) | ${ms(p.p50)} ms | ${ms(p.p99)} ms | ${int(p.cpuUsPerMsg)} | ${p.errors} |`,
     ),
-    ...(ratio === undefined ? [] : [`| ratio gateway / nats-server | ${ratio.toFixed(2)}× | | | |`]),
+    ...ratios.map(([what, ratio]) => `| ratio ${what} | ${ratio.toFixed(2)}× | | | | |`),
   ];
   console.log(`\n${table.join('\n')}\n`);
 
   // ---- every PUBACK must stand for a stored message ----
-  const gatewayTarget = targets.find((t) => t.key === 'gateway');
-  if (gatewayTarget && gatewayNc) {
-    await checkTelemetryStored(gatewayNc, gatewayTarget.acked, 'the gateway');
+  for (const gatewayTarget of targets.filter((t) => t.key === 'gateway')) {
+    await checkTelemetryStored(gatewayTarget.nc, gatewayTarget.acked, gatewayTarget.label);
   }
   const natsTarget = targets.find((t) => t.key === 'nats');
   if (natsTarget && mqttNc) {

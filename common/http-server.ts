@@ -4,8 +4,11 @@ import type { Registry } from 'prom-client';
 /** Answers readiness: undefined when ready, else what is missing. */
 export type ReadinessCheck = () => string[];
 
+/** What /metrics serves: a Registry, or anything that renders like one (a cluster's aggregate). */
+export type MetricsSource = Pick<Registry, 'metrics' | 'contentType'>;
+
 export interface OpsServerOptions {
-  metrics: Registry;
+  metrics: MetricsSource;
   ready: ReadinessCheck;
   /** The process's own GET routes (the gateway's live view): answers and returns true, or returns false. */
   routes?: (req: IncomingMessage, res: ServerResponse) => boolean;

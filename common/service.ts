@@ -11,6 +11,21 @@ const EXIT_START_FAILED = 1;
 type OperatorError = Error & { code: string };
 
 /**
+ * A start given up because a child process (a cluster worker) failed to start and has already said
+ * why on stderr: the parent exits with the child's code and says nothing more.
+ */
+export class ChildStartError extends Error {
+  readonly code = 'CHILD_START_FAILED';
+  constructor(
+    readonly exitCode: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ChildStartError';
+  }
+}
+
+/**
  * Runs a service process: load and check its configuration (every problem listed, exit 2), start
  * it, and on SIGTERM or SIGINT close it (draining) and exit 0.
  */
@@ -35,6 +50,7 @@ export async function runService<S extends z.ZodObject>(
   try {
     service = await start(config, log);
   } catch (err) {
+    if (err instanceof ChildStartError) process.exit(err.exitCode);
     if (err instanceof ListenError) {
       console.error(`${name}: ${err.message}`);
       process.exit(EXIT_START_FAILED);

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 import { env } from '../common/config.js';
 import { GATEWAY_ID_PATTERN } from '../contract/ids.js';
@@ -150,6 +151,19 @@ const MAX_KEPT_PAYLOAD_BYTES = 262_144;
 const HTTP_PROBE_RESERVE = 8;
 /** A shorter operator token is too easy to guess for a page that shows the whole fleet. */
 export const MIN_OPERATOR_TOKEN_CHARS = 16;
+/**
+ * With workers, what the primary gives them beyond SHUTDOWN_GRACE_MS (disconnecting devices, draining
+ * NATS) before it kills them; a supervisor of the gateway waits longer still.
+ */
+export const WORKERS_STOP_MARGIN_MS = 5_000;
+/** Workers at most: past the cores they only add NATS connections, heartbeats and memory. */
+const MAX_GATEWAY_WORKERS = 64;
+/**
+ * With workers, each gets `{GATEWAY_ID}-w{n}` (n counts every worker started, restarts included, so a
+ * restarted worker never takes the id whose connections the presence owner still counts): the base
+ * leaves room for `-w` and 6 digits within GATEWAY_ID_PATTERN's 32.
+ */
+export const MAX_GATEWAY_ID_CHARS_WITH_WORKERS = 24;
 /** Below this, heartbeats cost the NATS cluster more than they tell. */
 const MIN_HEARTBEAT_INTERVAL_MS = 100;
 
@@ -180,6 +194,16 @@ export const GatewayConfigSchema = z
     SHUTDOWN_GRACE_MS: env.positiveInt(DEFAULT_SHUTDOWN_GRACE_MS),
     HEARTBEAT_INTERVAL: env.duration(DEFAULT_HEARTBEAT_INTERVAL, MIN_HEARTBEAT_INTERVAL_MS),
     GATEWAY_ID: z.string().regex(GATEWAY_ID_PATTERN, 'letters, digits, _ and - only, at most 32').optional(),
+    /**
+     * Processes sharing the MQTT ports (node:cluster), each one gateway with its own NATS connection;
+     * 1 is a single process with no cluster primary. Default: the cores Node may use.
+     */
+    GATEWAY_WORKERS: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_GATEWAY_WORKERS)
+      .default(() => availableParallelism()),
     LOG_LEVEL: env.logLevel(),
     AUTH_FAILURES_PER_MINUTE: env.nonNegativeInt(DEFAULT_AUTH_FAILURES_PER_MINUTE),
     AUTH_VERIFY_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(DEFAULT_AUTH_VERIFY_CONCURRENCY),
@@ -270,6 +294,18 @@ export const GatewayConfigSchema = z
     {
       path: ['MQTTS_PORT'],
       message: 'the TLS listener needs MQTTS_PORT, TLS_CERT_FILE and TLS_KEY_FILE together',
+      when: () => true,
+    },
+  )
+  .refine(
+    (c) =>
+      c.GATEWAY_ID === undefined ||
+      typeof c.GATEWAY_WORKERS !== 'number' ||
+      c.GATEWAY_WORKERS === 1 ||
+      c.GATEWAY_ID.length <= MAX_GATEWAY_ID_CHARS_WITH_WORKERS,
+    {
+      path: ['GATEWAY_ID'],
+      message: `at most ${MAX_GATEWAY_ID_CHARS_WITH_WORKERS} characters with GATEWAY_WORKERS above 1 (each worker adds -w and its number)`,
       when: () => true,
     },
   )

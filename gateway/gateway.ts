@@ -33,12 +33,21 @@ import { startTakeover, type Takeover } from './takeover.js';
 
 export interface Gateway {
   readonly id: string;
-  readonly ports: { mqtt: number; ws: number; mqtts: number | undefined; http: number };
+  /** `http` is undefined for a worker, whose ops port the cluster primary serves. */
+  readonly ports: { mqtt: number; ws: number; mqtts: number | undefined; http: number | undefined };
   readonly metrics: GatewayMetrics;
   /** What keeps the gateway from being ready; empty when it is. */
   notReady(): string[];
   /** Stops accepting, drains in-flight publishes (up to SHUTDOWN_GRACE_MS), disconnects, closes. */
   close(): Promise<void>;
+}
+
+export interface GatewayOptions {
+  /**
+   * False for a worker of a cluster (gateway/workers/): no ops HTTP server and no live view of its
+   * own; the primary serves both, and asks the worker for its readiness and metrics.
+   */
+  http?: boolean;
 }
 
 /** How often DEADLETTER and PRESENCE are looked at for messages discarded at their byte limits. */
@@ -49,7 +58,12 @@ const STREAM_WATCH_INTERVAL_MS = 5_000;
  * NATS, provisions streams and the registry, and opens the MQTT listeners last: no device is
  * accepted before the gateway can store what it sends.
  */
-export async function createGateway(config: GatewayConfig, log: Logger): Promise<Gateway> {
+export async function createGateway(
+  config: GatewayConfig,
+  log: Logger,
+  options: GatewayOptions = {},
+): Promise<Gateway> {
+  const serveHttp = options.http ?? true;
   const id = config.GATEWAY_ID ?? `gw-${randomUUID().slice(0, 8)}`;
   let publisher: JetStreamPublisher | undefined;
   let nc: NatsConnection | undefined;
@@ -82,30 +96,35 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     if (listeners === undefined) missing.push('mqtt listeners');
     return missing;
   };
-  const live: LiveView | undefined = config.LIVE_VIEW
-    ? createLiveView({
-        authMode: config.AUTH_MODE,
-        operatorToken: config.OPERATOR_TOKEN,
-        gatewayId: id,
-        natsConnected: () => publisher?.isConnected ?? false,
-        log,
+  const live: LiveView | undefined =
+    config.LIVE_VIEW && serveHttp
+      ? createLiveView({
+          authMode: config.AUTH_MODE,
+          operatorToken: config.OPERATOR_TOKEN,
+          gatewayId: id,
+          natsConnected: () => publisher?.isConnected ?? false,
+          log,
+        })
+      : undefined;
+  const http: Server | undefined = serveHttp
+    ? createOpsServer({
+        metrics: metrics.registry,
+        ready: notReady,
+        ...(live ? { routes: live.handle } : {}),
+        limits: {
+          maxConnections: config.HTTP_MAX_CONNECTIONS,
+          requestTimeoutMs: config.HTTP_REQUEST_TIMEOUT_MS,
+          dropped: () => metrics.limitReached('HTTP_MAX_CONNECTIONS'),
+          timedOut: () => metrics.limitReached('HTTP_REQUEST_TIMEOUT_MS'),
+        },
       })
     : undefined;
-  const http: Server = createOpsServer({
-    metrics: metrics.registry,
-    ready: notReady,
-    ...(live ? { routes: live.handle } : {}),
-    limits: {
-      maxConnections: config.HTTP_MAX_CONNECTIONS,
-      requestTimeoutMs: config.HTTP_REQUEST_TIMEOUT_MS,
-      dropped: () => metrics.limitReached('HTTP_MAX_CONNECTIONS'),
-      timedOut: () => metrics.limitReached('HTTP_REQUEST_TIMEOUT_MS'),
-    },
-  });
-  const httpPort = await listen(http, config.HTTP_PORT, config.BIND_HOST, 'HTTP_PORT').catch(async (err) => {
-    await live?.close();
-    throw err;
-  });
+  const httpPort =
+    http &&
+    (await listen(http, config.HTTP_PORT, config.BIND_HOST, 'HTTP_PORT').catch(async (err) => {
+      await live?.close();
+      throw err;
+    }));
 
   try {
     log.info({ nats: config.NATS_URL }, 'connecting to NATS');
@@ -294,7 +313,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
     publisher?.close();
     await live?.close();
     await nc?.close();
-    await closeServer(http);
+    if (http) await closeServer(http);
     throw err;
   }
 
@@ -328,7 +347,7 @@ export async function createGateway(config: GatewayConfig, log: Logger): Promise
         registry?.stop();
         await live?.close();
         await nc?.drain().catch(() => nc?.close());
-        await closeServer(http);
+        if (http) await closeServer(http);
         log.info('gateway stopped');
       })();
       return closed;

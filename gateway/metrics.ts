@@ -44,7 +44,11 @@ export const GATEWAY_LIMITS = [
 ] as const;
 export type GatewayLimit = (typeof GATEWAY_LIMITS)[number];
 
-/** The gateway's Prometheus metrics, on their own registry so several gateways can share a process. */
+/**
+ * The gateway's Prometheus metrics, on their own registry so several gateways can share a process.
+ * With GATEWAY_WORKERS the primary serves them summed over the workers (AggregatorRegistry.aggregate);
+ * a gauge whose sum means nothing says how it aggregates instead (`aggregator`).
+ */
 export function createGatewayMetrics(sources: {
   inFlight: () => number;
   natsConnected: () => boolean;
@@ -134,6 +138,8 @@ export function createGatewayMetrics(sources: {
     help: '1 while JetStream refuses to store in the stream for lack of room (store, stream or account full): nothing is acknowledged',
     labelNames: ['stream'] as const,
     registers: [registry],
+    // Over workers: 1 while any of them is refused.
+    aggregator: 'max',
     collect() {
       const refusing = new Set((sources.refusals?.() ?? []).map((r) => r.stream));
       this.reset();
@@ -145,6 +151,8 @@ export function createGatewayMetrics(sources: {
     name: 'gateway_registry_revision',
     help: 'Revision of the device registry this gateway has applied; one gateway behind the others has missed registry changes',
     registers: [registry],
+    // Over workers: the one furthest behind.
+    aggregator: 'min',
     collect() {
       this.set(sources.registryRevision?.() ?? 0);
     },
@@ -153,6 +161,8 @@ export function createGatewayMetrics(sources: {
     name: 'gateway_nats_connected',
     help: '1 while the NATS connection is up',
     registers: [registry],
+    // Over workers: 1 only while every one is connected.
+    aggregator: 'min',
     collect() {
       this.set(sources.natsConnected() ? 1 : 0);
     },

@@ -2,6 +2,7 @@ import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto';
 import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync } from 'node:fs';
 import { createServer, connect as tcpConnect } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { delimiter, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -12,6 +13,7 @@ import {
   DEFAULT_MQTT_PORT,
   DEFAULT_MQTT_WS_PORT,
   DEFAULT_SHUTDOWN_GRACE_MS,
+  WORKERS_STOP_MARGIN_MS,
 } from '../gateway/config.js';
 import { DEFAULT_PROCESSOR_HTTP_PORT } from '../processors/config.js';
 
@@ -47,8 +49,11 @@ const DEMO_STOP_TIMEOUT_MS = 15_000;
 /** Two cold tsx starts on a loaded 2-core machine take several seconds; a stuck start should not hang. */
 const READY_TIMEOUT_MS = 60_000;
 const POLL_INTERVAL_MS = 100;
-/** Above the gateway's own drain budget, so that it is never killed while it still drains. */
-const STOP_MARGIN_MS = 5_000;
+/**
+ * Above the gateway's own drain budget (with workers, its primary's, which waits for them), so that it
+ * is never killed while it still drains: a primary killed would leave its workers to drain unwatched.
+ */
+const STOP_MARGIN_MS = WORKERS_STOP_MARGIN_MS + 5_000;
 /** The processors give up on unwritten batches after 5 s (their SHUTDOWN_GRACE_MS), then give back leases. */
 const PROCESSORS_STOP_TIMEOUT_MS = 15_000;
 const SERVER_STOP_TIMEOUT_MS = 10_000;
@@ -74,7 +79,7 @@ const USAGE = `usage: npm start [-- --no-demo]
   --no-demo   leave out the demo fleet (${DEMO_DEVICES} simulated devices of tenant '${DEMO_TENANT}')
 
 Environment: NATS_URL, NATS_PORT, INFLUX_URL, VICTORIA_METRICS_PORT, MQTT_PORT, MQTT_WS_PORT,
-HTTP_PORT (gateway), PROCESSORS_HTTP_PORT, AUTH_MODE, BIND_HOST, DATA_DIR; see README.md.`;
+HTTP_PORT (gateway), GATEWAY_WORKERS, PROCESSORS_HTTP_PORT, AUTH_MODE, BIND_HOST, DATA_DIR; see README.md.`;
 
 const listenPort = (fallback: number) => z.coerce.number().int().min(1).max(65_535).default(fallback);
 
@@ -91,6 +96,8 @@ const StartConfigSchema = z.object({
   BIND_HOST: z.string().default('0.0.0.0'),
   AUTH_MODE: z.enum(['registry', 'open']).default('registry'),
   SHUTDOWN_GRACE_MS: z.coerce.number().int().positive().default(DEFAULT_SHUTDOWN_GRACE_MS),
+  /** Passed on to the gateway as it is (it checks it), and shown in the banner. */
+  GATEWAY_WORKERS: z.string().optional(),
   DATA_DIR: z.string().default(DEFAULT_DATA_DIR),
   OPERATOR_TOKEN: z.string().optional(),
 });
@@ -400,6 +407,7 @@ function banner(config: StartConfig, at: Endpoints, notes: string[]): string {
   return [
     'start: ready',
     `  MQTT          mqtt://${host}:${config.MQTT_PORT}   ws://${host}:${config.MQTT_WS_PORT}   (AUTH_MODE=${config.AUTH_MODE})`,
+    `  gateway       ${config.GATEWAY_WORKERS ?? availableParallelism()} worker(s) sharing those ports (GATEWAY_WORKERS; default the cores, 1 = one process)`,
     `  NATS          ${at.natsUrl}   (${at.natsNote})`,
     `  TSDB          ${at.tsdbUrl}   (${at.tsdbNote})`,
     `  live view     ${at.liveUrl}`,

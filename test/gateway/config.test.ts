@@ -1,5 +1,5 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../common/config.js';
@@ -23,6 +23,16 @@ describe('gateway config', () => {
     });
     expect(c.MQTTS_PORT).toBeUndefined();
     expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it("runs a worker per core by default, and leaves room in GATEWAY_ID for the workers' suffix", () => {
+    expect(loadConfig(GatewayConfigSchema, {}).GATEWAY_WORKERS).toBe(availableParallelism());
+    const long = 'g'.repeat(25);
+    expect(problemsOf({ GATEWAY_ID: long, GATEWAY_WORKERS: '2' })).toEqual([
+      expect.stringMatching(/^GATEWAY_ID: at most 24 characters with GATEWAY_WORKERS above 1/),
+    ]);
+    expect(loadConfig(GatewayConfigSchema, { GATEWAY_ID: long, GATEWAY_WORKERS: '1' }).GATEWAY_ID).toBe(long);
+    expect(problemsOf({ GATEWAY_WORKERS: '0' })).toEqual([expect.stringMatching(/^GATEWAY_WORKERS: /)]);
   });
 
   it('lists every problem at once, naming the variable and the value given', () => {

@@ -29,7 +29,7 @@ async function gatewayEnv(extra: Record<string, string> = {}): Promise<Record<st
   };
 }
 
-async function ready(httpPort: string, timeoutMs = 20_000): Promise<void> {
+async function ready(httpPort: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const status = await fetch(`http://127.0.0.1:${httpPort}/readyz`).then(
@@ -49,30 +49,42 @@ describe('gateway process', () => {
       HTTP_PORT: '99999',
       AUTH_MODE: 'maybe',
       MQTTS_PORT: '8883',
+      // Checked by the primary before it forks anything.
+      GATEWAY_WORKERS: '0',
     });
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('invalid configuration');
-    for (const name of ['MQTT_PORT', 'HTTP_PORT', 'AUTH_MODE', 'MQTTS_PORT'])
+    for (const name of ['MQTT_PORT', 'HTTP_PORT', 'AUTH_MODE', 'MQTTS_PORT', 'GATEWAY_WORKERS'])
       expect(result.stderr).toContain(`- ${name}:`);
   });
 
-  it('says in one line which port is already in use', async () => {
-    const blocker: Server = createServer();
-    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
-    const port = (blocker.address() as { port: number }).port;
-    try {
-      const result = await runScript('gateway/main.ts', [], await gatewayEnv({ MQTT_PORT: String(port) }));
-      expect(result.code).toBe(1);
-      const lines = result.stderr.trim().split('\n');
-      expect(lines.at(-1)).toBe(
-        `gateway: MQTT_PORT: port ${port} is already in use (set another with the MQTT_PORT setting, or stop what holds it)`,
-      );
-    } finally {
-      await new Promise((r) => blocker.close(r));
-    }
-  });
+  // With workers, the MQTT port is bound by the primary for them; the worker that is refused says so.
+  it.each(['1', '2'])(
+    'says in one line which port is already in use (GATEWAY_WORKERS=%s)',
+    async (workers) => {
+      const blocker: Server = createServer();
+      await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+      const port = (blocker.address() as { port: number }).port;
+      try {
+        const result = await runScript(
+          'gateway/main.ts',
+          [],
+          await gatewayEnv({ MQTT_PORT: String(port), GATEWAY_WORKERS: workers }),
+        );
+        expect(result.code).toBe(1);
+        const lines = result.stderr.trim().split('\n');
+        expect(lines.at(-1)).toBe(
+          `gateway: MQTT_PORT: port ${port} is already in use (set another with the MQTT_PORT setting, or stop what holds it)`,
+        );
+      } finally {
+        await new Promise((r) => blocker.close(r));
+      }
+    },
+  );
 
-  it('registers a device with the CLI, accepts it, and drains and exits 0 on SIGTERM', async () => {
+  it('registers a device with the CLI, accepts it, and drains and exits 0 on SIGTERM', {
+    timeout: 90_000,
+  }, async () => {
     const env = await gatewayEnv();
     const added = await runScript(
       'gateway/devices-cli.ts',

@@ -26,7 +26,7 @@ const limitCount = async (limit: string) =>
   )?.value ?? 0;
 
 function open(): { socket: Socket; closedAfter: Promise<number>; connected: Promise<unknown> } {
-  const socket = connect({ port: gateway.ports.http, host: '127.0.0.1' });
+  const socket = connect({ port: gateway.ports.http!, host: '127.0.0.1' });
   sockets.push(socket);
   socket.on('error', () => {});
   socket.on('data', () => {});

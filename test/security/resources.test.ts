@@ -63,6 +63,8 @@ async function startGatewayProcess(env: Record<string, string> = {}): Promise<Ga
     SHUTDOWN_GRACE_MS: '1000',
     // 10,000 idle connections and the warm-up ones on one listener: above the default bound.
     MAX_CONNECTIONS: '12000',
+    // One process, whose pid is the whole gateway: what one gateway (one worker) holds.
+    GATEWAY_WORKERS: '1',
     ...env,
   });
   children.push(started);

@@ -26,6 +26,11 @@ export interface PipelineOptions {
   gatewayViaProxy?: boolean;
   /** Extra environment for every processor. */
   processorEnv?: Record<string, string>;
+  /**
+   * The gateway's GATEWAY_WORKERS. 1 by default, whatever the machine's cores: the other drills are
+   * about one gateway process (drill 1 kills it, with its workers it would be a different drill).
+   */
+  gatewayWorkers?: number;
 }
 
 const READY_TIMEOUT_MS = 60_000;
@@ -171,6 +176,7 @@ export async function startPipeline(options: PipelineOptions = {}): Promise<Pipe
         BIND_HOST: '127.0.0.1',
         LIVE_VIEW: 'false',
         LOG_LEVEL: logLevel,
+        GATEWAY_WORKERS: String(options.gatewayWorkers ?? 1),
       },
       gatewayHttp,
     );
