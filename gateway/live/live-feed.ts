@@ -1,5 +1,6 @@
 import { AlertMessage, type AlertTransition } from '../../contract/alerts.js';
 import { GatewayLiveSummary, PresenceState } from '../../contract/event.js';
+import { parseJson, touch } from './bounded.js';
 
 /**
  * The live view's aggregate of the whole fleet: messages per second, latest reading per device,
@@ -138,22 +139,6 @@ interface GatewayEntry {
 interface TenantEntry {
   events: number;
   deadletters: number;
-}
-
-const decoder = new TextDecoder();
-
-function parseJson(raw: Uint8Array): unknown {
-  try {
-    return JSON.parse(decoder.decode(raw));
-  } catch {
-    return undefined;
-  }
-}
-
-/** Moves `key` to the most recent end of an insertion-ordered map. */
-function touch<K, V>(map: Map<K, V>, key: K, value: V): void {
-  map.delete(key);
-  map.set(key, value);
 }
 
 export class LiveFeed {

@@ -11,6 +11,7 @@ import {
   LIVE_SUMMARY_MAX_TENANTS,
 } from '../../contract/event.js';
 import { DEADLETTER_PREFIX, gatewayLiveSubject, TELEMETRY_PREFIX } from '../../contract/subjects.js';
+import { parseJson, touch } from './bounded.js';
 
 /**
  * What this gateway stored, summarised for the live views (its own and every other gateway's): each
@@ -60,22 +61,6 @@ interface Changed {
 interface Reason {
   count: number;
   raw: Uint8Array;
-}
-
-const decoder = new TextDecoder();
-
-function parseJson(raw: Uint8Array): unknown {
-  try {
-    return JSON.parse(decoder.decode(raw));
-  } catch {
-    return undefined;
-  }
-}
-
-/** Moves `key` to the most recent end of an insertion-ordered map. */
-function touch<K, V>(map: Map<K, V>, key: K, value: V): void {
-  map.delete(key);
-  map.set(key, value);
 }
 
 export class LiveSummarizer {
