@@ -57,10 +57,14 @@ export async function mosquittoPub(
   topic: string,
   message: string,
   qos: 0 | 1 | 2 = 1,
+  /** mosquitto_pub's `-V`: mqttv31, mqttv311 (its default) or mqttv5. */
+  version = 'mqttv311',
 ): Promise<void> {
   await run(
     'mosquitto_pub',
     [
+      '-V',
+      version,
       '-h',
       '127.0.0.1',
       '-p',
