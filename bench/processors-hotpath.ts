@@ -3,12 +3,12 @@ import { decodeCanonicalEvent } from '../contract/decode-canonical-event.js';
 import { decodeDeviceWindowBatch } from '../contract/decode-device-window-batch.js';
 import { DEVICE_WINDOW_BATCH_MAX, type DeviceWindow } from '../contract/event.js';
 import { partitionOf, TELEMETRY_PARTITIONS } from '../contract/subjects.js';
-import { normaliseReading } from '../gateway/ingest/normalise.js';
 import { deviceWindow } from '../processors/effects.js';
 import { FleetRollup } from '../processors/rollups/fleet-rollup.js';
 import { aggregateLine, telemetryLine } from '../processors/sink/lines.js';
 import type { WindowResult } from '../processors/windows/device-windows.js';
 import { PartitionWindows } from '../processors/windows/partition-windows.js';
+import { deviceName, encodeReading } from './canonical-events.js';
 import { median } from './stats.js';
 
 /**
@@ -32,35 +32,10 @@ const ROUNDS = Number(values.rounds);
 const INTERVAL_MS = 2_000;
 const HAND_OVER = 1_000;
 
+/** A reading as the gateway stores it (bench/canonical-events.ts), and the partition it goes to. */
 function encode(d: number, seq: number, tsMs: number): { partition: number; data: Uint8Array } {
-  const deviceId = `dev-${String(d).padStart(6, '0')}`;
-  const wobble = Math.sin(seq / 7 + d) * 3;
-  const result = normaliseReading(
-    {
-      ts: tsMs,
-      seq,
-      metrics: [
-        { name: 'temperature', value: 20 + (d % 7) + wobble, unit: 'degC' },
-        { name: 'humidity', value: 40 + ((seq + d) % 20), unit: '%' },
-        { name: 'pressure', value: 1013 + wobble / 2, unit: 'hPa' },
-      ],
-    },
-    1,
-    0,
-    {
-      tenant: 'bench',
-      deviceId,
-      labels: { type: 'sensor', site: `site-${d % 10}` },
-      receivedAtMs: tsMs + 50,
-      receivedAtIso: new Date(tsMs + 50).toISOString(),
-      publishName: () => `bench${seq}`,
-      deduplicate: false,
-      maxFutureMs: Number.MAX_SAFE_INTEGER,
-      maxAgeMs: Number.MAX_SAFE_INTEGER,
-    },
-  );
-  if (!result.ok) throw new Error(result.detail);
-  return { partition: partitionOf('bench', deviceId), data: Buffer.from(JSON.stringify(result.event)) };
+  const { data } = encodeReading('bench', d, seq, tsMs, tsMs + 50);
+  return { partition: partitionOf('bench', deviceName(d)), data };
 }
 
 const t0 = Math.floor(Date.now() / 60_000) * 60_000 - 3_600_000;
