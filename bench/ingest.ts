@@ -15,6 +15,7 @@ import { startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { type BenchDevice, type RoundResult, runRound, selfCheck, telemetryPayload } from './mqtt-load.js';
 import { heldMqttListener, heldNatsConnection, heldNatsServer, MQTT_MSGS_STREAM } from './nats.js';
+import { numberOption } from './options.js';
 import { provision } from './provision.js';
 import { median, quantile } from './stats.js';
 
@@ -87,16 +88,7 @@ function options(): Options {
     console.log(HELP);
     process.exit(0);
   }
-  const num = (name: string, raw: string, min: number, max: number, integer = true) => {
-    const n = Number(raw);
-    if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
-      console.error(
-        `--${name}: expected ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got '${raw}'`,
-      );
-      process.exit(2);
-    }
-    return n;
-  };
+  const num = numberOption;
   const targets = values.targets.split(',').map((t) => t.trim());
   if (targets.length === 0 || targets.some((t) => t !== 'gateway' && t !== 'nats')) {
     console.error(`--targets: a comma-separated list of gateway and nats, got '${values.targets}'`);

@@ -39,6 +39,7 @@ import { killQuietly } from './child-process.js';
 import { processCpuSeconds } from './cpu.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { heldNatsConnection, heldNatsServer } from './nats.js';
+import { numberOption } from './options.js';
 import { scrape, startProcessorProcess } from './processors-process.js';
 import { resetProcessorState } from './processors-state.js';
 import { median } from './stats.js';
@@ -104,14 +105,7 @@ function options(): Options {
     console.log(HELP);
     process.exit(0);
   }
-  const num = (name: string, raw: string, min: number, max: number) => {
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      console.error(`--${name}: expected an integer from ${min} to ${max}, got '${raw}'`);
-      process.exit(2);
-    }
-    return n;
-  };
+  const num = numberOption;
   return {
     rate: num('rate', values.rate, 100, 100_000),
     devices: num('devices', values.devices, 1, 1_000_000),

@@ -18,6 +18,7 @@ import { type GatewayProcess, startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { type BenchDevice, Fleet, type OpenLoopResult, selfCheck, telemetryPayload } from './mqtt-load.js';
 import { heldMqttListener, heldNatsConnection, heldNatsServer, MQTT_MSGS_STREAM } from './nats.js';
+import { numberOption } from './options.js';
 import { LeaseWatch } from './processors-leases.js';
 import {
   type ProcessorProcess,
@@ -117,16 +118,7 @@ function options(): Options {
     console.log(HELP);
     process.exit(0);
   }
-  const num = (name: string, raw: string, min: number, max: number, integer = true) => {
-    const n = Number(raw);
-    if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
-      console.error(
-        `--${name}: expected ${integer ? 'an integer' : 'a number'} from ${min} to ${max}, got '${raw}'`,
-      );
-      process.exit(2);
-    }
-    return n;
-  };
+  const num = numberOption;
   const q = values.quick;
   const targets = values.targets.split(',').map((t) => t.trim());
   if (values['no-processor']) targets.push('no-processor');

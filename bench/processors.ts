@@ -36,6 +36,7 @@ import { CpuSampler } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { heldNatsConnection, heldNatsServer } from './nats.js';
+import { numberOption } from './options.js';
 import { LeaseWatch } from './processors-leases.js';
 import {
   type ProcessorProcess,
@@ -151,14 +152,7 @@ function options(): Options {
     console.log(HELP);
     process.exit(0);
   }
-  const num = (name: string, raw: string, min: number, max: number) => {
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min || n > max) {
-      console.error(`--${name}: expected an integer from ${min} to ${max}, got '${raw}'`);
-      process.exit(2);
-    }
-    return n;
-  };
+  const num = numberOption;
   const instances = values.instances
     .split(',')
     .map((s) => num('instances', s.trim(), 1, TELEMETRY_PARTITIONS));
