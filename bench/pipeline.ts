@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -14,6 +16,7 @@ import { DEFAULT_LEASE_TTL } from '../processors/config.js';
 import { metricName, type Tsdb } from '../test/kit/victoria-metrics.js';
 import { checkTelemetryStored } from './checks.js';
 import { CpuSampler, machineCpuSeconds, processCpuSeconds } from './cpu.js';
+import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { type GatewayProcess, startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { type BenchDevice, Fleet, type OpenLoopResult, selfCheck, telemetryPayload } from './mqtt-load.js';
@@ -61,6 +64,8 @@ const HELP = `usage: npm run bench:pipeline -- [options]
   --tsdb-wait-seconds S  how long after a round to wait for its readings in the TSDB (default 30)
   --drain-seconds S      wait this long for outstanding PUBACKs after a round (default 10)
   --connect-concurrency C  CONNECTs outstanding at once while a fleet connects (default 64)
+  --profile DIR          run the pipeline's gateway with --cpu-prof into DIR and summarise the profile
+                         (profiled figures are not comparable with unprofiled ones)
   --quick                smoke run: 200 devices, 2 × 5 s rounds (explicit options still win)`;
 
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -92,6 +97,7 @@ interface Options {
   tsdbWaitSeconds: number;
   drainSeconds: number;
   connectConcurrency: number;
+  profileDir: string | undefined;
   quick: boolean;
 }
 
@@ -109,6 +115,7 @@ function options(): Options {
       'tsdb-wait-seconds': { type: 'string', default: '30' },
       'drain-seconds': { type: 'string', default: '10' },
       'connect-concurrency': { type: 'string', default: '64' },
+      profile: { type: 'string' },
       quick: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -139,6 +146,7 @@ function options(): Options {
     tsdbWaitSeconds: num('tsdb-wait-seconds', values['tsdb-wait-seconds'], 1, 600, false),
     drainSeconds: num('drain-seconds', values['drain-seconds'], 0, 600, false),
     connectConcurrency: num('connect-concurrency', values['connect-concurrency'], 1, 9_999),
+    profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     quick: q,
   };
 }
@@ -167,11 +175,23 @@ async function heldFleet(what: string, connect: () => Promise<Fleet>): Promise<F
   return fleet;
 }
 
-async function heldGateway(natsUrl: string, env: Record<string, string>): Promise<GatewayProcess> {
-  const gw = await startGatewayProcess({ cwd: REPO_ROOT, natsUrl, env });
+async function heldGateway(
+  natsUrl: string,
+  env: Record<string, string>,
+  profileDir: string | undefined,
+): Promise<GatewayProcess> {
+  const since = Date.now();
+  if (profileDir !== undefined) await mkdir(profileDir, { recursive: true });
+  const nodeArgs = profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`];
+  const gw = await startGatewayProcess({ cwd: REPO_ROOT, natsUrl, env, nodeArgs });
   hold(
     'gateway',
-    () => gw.stop(isInterrupted() ? 2_000 : undefined),
+    async () => {
+      await gw.stop(isInterrupted() ? 2_000 : undefined);
+      if (profileDir === undefined) return;
+      const file = newestProfile(profileDir, since);
+      console.log(file ? `\n${formatSummary(file)}` : `\nno .cpuprofile found in ${profileDir}`);
+    },
     () => gw.kill(),
   );
   return gw;
@@ -284,7 +304,7 @@ async function pipelineTarget(
   await provision(nc, devices);
   console.log(`${key}: provisioned ${devices.length} devices in ${sec((performance.now() - t0) / 1000)}`);
   checkInterrupted();
-  const gw = await heldGateway(nats.url, gwEnv);
+  const gw = await heldGateway(nats.url, gwEnv, o.profileDir);
   let tsdb: Tsdb | undefined;
   let processor: ProcessorProcess | undefined;
   if (key === 'pipeline') {
