@@ -1,3 +1,5 @@
+import { missingUnit, parseDuration } from '../common/duration.js';
+
 /**
  * A numeric command-line option of a bench, checked: out of range, not a number, or not an integer
  * when one is expected, it stops the bench with a one-line message (exit 2) before anything starts.
@@ -11,4 +13,14 @@ export function numberOption(name: string, raw: string, min: number, max: number
     process.exit(2);
   }
   return n;
+}
+
+/** A duration option of a bench (`5s`, `500ms`), above 0, checked the same way. */
+export function durationOption(name: string, raw: string): number {
+  const ms = parseDuration(raw);
+  if (ms === undefined || ms <= 0) {
+    console.error(`--${name}: ${missingUnit(raw) ?? 'expected a duration like 5s or 500ms'}, got '${raw}'`);
+    process.exit(2);
+  }
+  return ms;
 }

@@ -36,7 +36,7 @@ import { CpuSampler } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { heldNatsConnection, heldNatsServer } from './nats.js';
-import { numberOption } from './options.js';
+import { durationOption, numberOption } from './options.js';
 import { LeaseWatch } from './processors-leases.js';
 import {
   type ProcessorProcess,
@@ -156,11 +156,7 @@ function options(): Options {
   const instances = values.instances
     .split(',')
     .map((s) => num('instances', s.trim(), 1, TELEMETRY_PARTITIONS));
-  const idleTimeoutMs = parseDuration(values['idle-timeout']);
-  if (idleTimeoutMs === undefined || idleTimeoutMs <= 0) {
-    console.error(`--idle-timeout: expected a duration like 5s, got '${values['idle-timeout']}'`);
-    process.exit(2);
-  }
+  const idleTimeoutMs = durationOption('idle-timeout', values['idle-timeout']);
   const devices = num('devices', values.devices, 1, 1_000_000);
   const events = num('events', values.events, devices, 50_000_000);
   return {

@@ -2,7 +2,6 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { parseDuration } from '../common/duration.js';
 import { TELEMETRY_STREAM } from '../contract/subjects.js';
 import { runSimulation } from '../simulators/index.js';
 import { RunStats } from '../simulators/progress.js';
@@ -10,6 +9,7 @@ import { CpuSampler } from './cpu.js';
 import { startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, stopOnExit } from './lifecycle.js';
 import { heldNatsServer } from './nats.js';
+import { durationOption } from './options.js';
 
 /**
  * `npm run bench:simulator`: can the simulator drive the gateway at its target rate? 1,000 devices,
@@ -74,7 +74,7 @@ console.log(
     `for ${values.duration}, QoS ${values.qos}, batch ${values.batch}, auth ${values.auth} ` +
     `(node ${process.version}, ${new Date().toISOString()})`,
 );
-const warmupMs = parseDuration(values.warmup) ?? 10_000;
+const warmupMs = durationOption('warmup', values.warmup);
 const stats = new RunStats();
 const steady = { acked: 0, at: 0, ackedEnd: 0, atEnd: 0 };
 let warmupTimer: NodeJS.Timeout | undefined;

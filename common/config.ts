@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { formatDuration, parseDuration } from './duration.js';
+import { formatDuration, missingUnit, parseDuration } from './duration.js';
 
 /**
  * Configuration: one zod schema per process whose keys are the environment variable names. An
@@ -38,7 +38,9 @@ export const env = {
         if (ms === undefined || ms < minMs) {
           ctx.addIssue({
             code: 'custom',
-            message: `expected a duration of at least ${formatDuration(minMs)}, like 500ms, 10s, 1m`,
+            message:
+              missingUnit(text) ??
+              `expected a duration of at least ${formatDuration(minMs)}, like 500ms, 10s, 1m`,
           });
           return z.NEVER;
         }

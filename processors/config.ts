@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { env } from '../common/config.js';
-import { formatDuration, parseDuration } from '../common/duration.js';
+import { formatDuration, missingUnit, parseDuration } from '../common/duration.js';
 
 export const DEFAULT_PROCESSOR_HTTP_PORT = 8081;
 export const DEFAULT_WINDOWS = '10s,1m';
@@ -49,11 +49,13 @@ const windowSizes = z
   .string()
   .default(DEFAULT_WINDOWS)
   .transform((text, ctx) => {
-    const sizes = text.split(',').map((s) => parseDuration(s.trim()));
+    const parts = text.split(',').map((s) => s.trim());
+    const sizes = parts.map((s) => parseDuration(s));
     if (sizes.some((s) => s === undefined || s < 1_000)) {
+      const unitless = parts.map(missingUnit).find((m) => m !== undefined);
       ctx.addIssue({
         code: 'custom',
-        message: 'expected durations of at least 1s, comma-separated, e.g. 10s,1m',
+        message: unitless ?? 'expected durations of at least 1s, comma-separated, e.g. 10s,1m',
       });
       return z.NEVER;
     }

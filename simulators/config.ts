@@ -1,7 +1,7 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { parseDuration } from '../common/duration.js';
+import { missingUnit, parseDuration } from '../common/duration.js';
 import { DEFAULT_TENANT, isDeviceId, TENANT_PATTERN } from '../contract/ids.js';
 import type { FaultMix, Schema } from './device-script.js';
 import { SimConfigError } from './errors.js';
@@ -127,7 +127,10 @@ export type VerifyInput = Partial<{
 const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
   const ms = typeof v === 'number' ? v : parseDuration(v);
   if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: 'expected a duration like 500ms, 30s, 5m' });
+    ctx.addIssue({
+      code: 'custom',
+      message: missingUnit(String(v)) ?? 'expected a duration like 500ms, 30s, 5m',
+    });
     return z.NEVER;
   }
   return ms;

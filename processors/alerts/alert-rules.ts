@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { parseDuration } from '../../common/duration.js';
+import { missingUnit, parseDuration } from '../../common/duration.js';
 import { ALERT_SEVERITIES, type AlertSeverity } from '../../contract/alerts.js';
 import {
   isMetricName,
@@ -129,13 +129,6 @@ export interface AnomalyRule extends RuleBase {
 
 export type AlertRule = ThresholdRule | RateOfChangeRule | AbsenceRule | AnomalyRule;
 
-/** Durations with a unit, as people write them: `500ms`, `30s`, `2m`, `1h`. */
-export function parseRuleDuration(text: string): number | undefined {
-  // common/duration.ts takes a bare number as milliseconds; in a rules file that would be a trap.
-  if (!/^\s*\d+(?:\.\d+)?\s*(ms|s|m|h|d)\s*$/.test(text)) return undefined;
-  return parseDuration(text);
-}
-
 const DURATION_HINT = 'expected a duration like 500ms, 30s, 2m, 1h';
 
 /**
@@ -151,11 +144,11 @@ const wrongType =
 
 const duration = (min: 'zero' | 'positive') =>
   z.string({ error: wrongType(DURATION_HINT) }).transform((text, ctx) => {
-    const ms = parseRuleDuration(text);
+    const ms = parseDuration(text);
     if (ms === undefined || (min === 'positive' && ms <= 0)) {
       ctx.addIssue({
         code: 'custom',
-        message: min === 'positive' ? `${DURATION_HINT}, above 0` : DURATION_HINT,
+        message: missingUnit(text) ?? (min === 'positive' ? `${DURATION_HINT}, above 0` : DURATION_HINT),
       });
       return z.NEVER;
     }

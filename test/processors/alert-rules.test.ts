@@ -2,12 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  type AlertRule,
-  loadAlertRules,
-  parseAlertRules,
-  parseRuleDuration,
-} from '../../processors/alerts/alert-rules.js';
+import { type AlertRule, loadAlertRules, parseAlertRules } from '../../processors/alerts/alert-rules.js';
 import { AlertRulesError } from '../../processors/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'alert-rules-'));
@@ -116,21 +111,6 @@ const EXPECTED: AlertRule[] = [
     relearnAfterMs: 3_600_000,
   },
 ];
-
-describe('parseRuleDuration', () => {
-  it('reads ms, s, m and h, and refuses a bare number or an unknown unit', () => {
-    expect(['500ms', '30s', '2m', '1h', '0s', '1.5s'].map(parseRuleDuration)).toEqual([
-      500, 30_000, 120_000, 3_600_000, 0, 1_500,
-    ]);
-    expect(['30', '30 sec', '-1s', 's', ''].map(parseRuleDuration)).toEqual([
-      undefined,
-      undefined,
-      undefined,
-      undefined,
-      undefined,
-    ]);
-  });
-});
 
 describe('loadAlertRules', () => {
   it('loads a YAML file with every rule type, defaults filled in', () => {

@@ -33,6 +33,13 @@ describe('processor limits in the configuration', () => {
     ]);
   });
 
+  it('refuse durations without a unit, every one named', () => {
+    expect(problemsOf(() => load({ LEASE_TTL: '10', WINDOWS: '10,60s' }))).toEqual([
+      'WINDOWS: add a unit: 10s (got "10,60s")',
+      'LEASE_TTL: add a unit: 10s (got "10")',
+    ]);
+  });
+
   it('refuse a client id bound too small to hold the digest that replaces a longer id', () => {
     expect(problemsOf(() => load({ PRESENCE_MAX_CLIENT_ID_BYTES: '32' }))).toEqual([
       expect.stringMatching(/^PRESENCE_MAX_CLIENT_ID_BYTES: /),

@@ -34,6 +34,15 @@ describe('simulate options', () => {
     expect(Object.isFrozen(c.options)).toBe(true);
   });
 
+  it('refuses a duration without its unit instead of reading it as milliseconds', () => {
+    expect(problemsOf(['run', '--duration', '20'])).toEqual(['--duration: add a unit: 20s (got "20")']);
+    expect(problemsOf(['verify', '--ledger', 'run.ledger', '--wait', '90'])).toEqual([
+      '--wait: add a unit: 90s (got "90")',
+    ]);
+    const c = parseCommand(['run', '--duration', '20s'], {});
+    expect(c.command === 'run' && c.options.durationMs).toBe(20_000);
+  });
+
   it('parses every option', () => {
     const c = parseCommand(
       [
