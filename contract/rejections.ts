@@ -9,6 +9,8 @@ export const REJECTION_REASONS = {
   PAYLOAD_TOO_LARGE: 'payload larger than MAX_PAYLOAD_BYTES',
   PAYLOAD_NOT_UTF8: 'payload is not valid UTF-8',
   PAYLOAD_NOT_JSON: 'payload is not JSON',
+  PAYLOAD_NOT_CBOR:
+    'payload on a `/cbor` topic (or sent as `application/cbor`) is not one CBOR data item with text map keys',
   BATCH_EMPTY: 'payload is an empty JSON array',
   BATCH_TOO_LARGE: 'batch of more readings than MAX_READINGS_PER_PUBLISH; none of them is stored',
   VERSION_UNSUPPORTED: '`v` names no payload version this gateway knows',

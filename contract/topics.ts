@@ -3,6 +3,7 @@ import { isDeviceId } from './ids.js';
 /**
  * The MQTT side of the device contract.
  *   devices/{deviceId}/telemetry      device → gateway, one reading or a JSON array of readings
+ *   devices/{deviceId}/telemetry/cbor device → gateway, the same payloads encoded as CBOR (RFC 8949)
  *   devices/{deviceId}/status         device → gateway, birth message and last will
  *   devices/{deviceId}/commands/#     gateway → device, downlink
  */
@@ -11,15 +12,20 @@ export const TELEMETRY_LEAF = 'telemetry';
 export const STATUS_LEAF = 'status';
 export const COMMANDS_LEAF = 'commands';
 
+/** How a telemetry payload is encoded: the same payload schemas either way. */
+export type PayloadEncoding = 'json' | 'cbor';
+export const PAYLOAD_ENCODINGS: readonly PayloadEncoding[] = ['json', 'cbor'];
+
 export type DeviceTopic =
-  | { kind: 'telemetry'; deviceId: string }
+  | { kind: 'telemetry'; deviceId: string; encoding: PayloadEncoding }
   | { kind: 'status'; deviceId: string }
   | { kind: 'commands'; deviceId: string; path: string[] }
   /** Under a valid device's root, but not a topic the contract defines. */
   | { kind: 'other'; deviceId: string };
 
-export function telemetryTopic(deviceId: string): string {
-  return `${DEVICE_TOPIC_ROOT}/${deviceId}/${TELEMETRY_LEAF}`;
+export function telemetryTopic(deviceId: string, encoding: PayloadEncoding = 'json'): string {
+  const topic = `${DEVICE_TOPIC_ROOT}/${deviceId}/${TELEMETRY_LEAF}`;
+  return encoding === 'json' ? topic : `${topic}/${encoding}`;
 }
 
 export function statusTopic(deviceId: string): string {
@@ -47,7 +53,9 @@ export function parseDeviceTopic(topic: string): DeviceTopic | undefined {
   const deviceId = parts[1]!;
   if (!isDeviceId(deviceId)) return undefined;
   const leaf = parts[2];
-  if (leaf === TELEMETRY_LEAF && parts.length === 3) return { kind: 'telemetry', deviceId };
+  if (leaf === TELEMETRY_LEAF && parts.length === 3) return { kind: 'telemetry', deviceId, encoding: 'json' };
+  if (leaf === TELEMETRY_LEAF && parts.length === 4 && parts[3] === 'cbor')
+    return { kind: 'telemetry', deviceId, encoding: 'cbor' };
   if (leaf === STATUS_LEAF && parts.length === 3) return { kind: 'status', deviceId };
   if (leaf === COMMANDS_LEAF) return { kind: 'commands', deviceId, path: parts.slice(3) };
   return { kind: 'other', deviceId };

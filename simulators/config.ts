@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { missingUnit, parseDuration } from '../common/duration.js';
 import { DEFAULT_TENANT, isDeviceId, TENANT_PATTERN } from '../contract/ids.js';
-import type { FaultMix, Schema } from './device-script.js';
+import type { Encoding, FaultMix, Schema } from './device-script.js';
 import { SimConfigError } from './errors.js';
 import type { ProgressMode } from './progress.js';
 import { DEVICE_TYPES, type DeviceType } from './signals.js';
@@ -52,6 +52,7 @@ export interface RunOptions {
   tenant: string;
   seed: number;
   schema: Schema;
+  encoding: Encoding;
   faults: FaultMix;
   ledger: string | undefined;
   inflight: number;
@@ -80,6 +81,7 @@ export type RunInput = Partial<{
   tenant: string;
   seed: number | string;
   schema: string;
+  encoding: string;
   invalid: number | string;
   duplicates: number | string;
   late: number | string;
@@ -174,6 +176,7 @@ const RunFields = {
     .max(2 ** 31 - 1)
     .optional(),
   schema: z.enum(['v1', 'v2', 'mixed']).default('mixed'),
+  encoding: z.enum(['json', 'cbor', 'mixed']).default('json'),
   invalid: percent,
   duplicates: percent,
   late: percent,
@@ -322,6 +325,7 @@ export function resolveRunOptions(
     tenant: auth === 'open' ? DEFAULT_TENANT : runId,
     seed,
     schema: o.schema,
+    encoding: o.encoding,
     faults: Object.freeze({
       invalid: o.invalid,
       duplicates: o.duplicates,
@@ -401,6 +405,7 @@ const RUN_FLAGS = {
   tenant: { type: 'string' },
   seed: { type: 'string' },
   schema: { type: 'string' },
+  encoding: { type: 'string' },
   invalid: { type: 'string' },
   duplicates: { type: 'string' },
   late: { type: 'string' },
@@ -517,6 +522,8 @@ run: a fleet of MQTT devices publishing to the gateway
   --qos 0|1|2            (default 1; at QoS 0 nothing is acknowledged, so nothing is promised)
   --batch N              readings per publish, sent as a JSON array (default 1)
   --schema v1|v2|mixed   payload version (default mixed)
+  --encoding json|cbor|mixed  payload encoding: CBOR goes to devices/{id}/telemetry/cbor; mixed picks
+                         one at random for each publish (default json)
   --types LIST           device types: ${DEVICE_TYPES.join(',')} (default all)
   --sites N              devices are spread over this many site labels (default ${DEFAULT_SITES})
   --url URL              gateway (default MQTT_URL, or mqtt://127.0.0.1:MQTT_PORT, or ${DEFAULT_MQTT_URL})

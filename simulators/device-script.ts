@@ -1,3 +1,5 @@
+import { encode as encodeCbor } from 'cbor-x';
+import type { PayloadEncoding } from '../contract/topics.js';
 import {
   type EncodedReading,
   encodeReading,
@@ -56,10 +58,14 @@ export const NO_FAULTS: FaultMix = Object.freeze({
 });
 
 export type Schema = 'v1' | 'v2' | 'mixed';
+/** How payloads are encoded: JSON, CBOR (`…/telemetry/cbor`), or each publish either at random. */
+export type Encoding = PayloadEncoding | 'mixed';
 
 export interface ScriptSettings {
   seed: number;
   schema: Schema;
+  /** JSON when left out. */
+  encoding?: Encoding;
   /** Readings per publish. */
   batch: number;
   publishPeriodMs: number;
@@ -81,6 +87,8 @@ export type OutKind = 'data' | 'late' | 'invalid' | 'duplicate';
 export interface OutMessage {
   kind: OutKind;
   payload: string | Buffer;
+  /** The topic it goes to: `…/telemetry` or `…/telemetry/cbor`. */
+  encoding: PayloadEncoding;
   /** Readings the gateway stores from it: none for invalid messages and re-sent duplicates. */
   readings: readonly EncodedReading[];
   reason?: InvalidReason;
@@ -240,7 +248,9 @@ export class DeviceScript {
       const reason = this.faults.pick(INVALID_REASONS);
       messages.push({
         kind: 'invalid',
+        // Each provoked reason is one of JSON's (not JSON, not UTF-8, …): invalid payloads stay JSON.
         payload: invalidPayload(reason, this.newestTs, this.invalidCount++),
+        encoding: 'json',
         readings: [],
         reason,
         duplicate: false,
@@ -268,10 +278,14 @@ export class DeviceScript {
     return out;
   }
 
-  private dataMessage(kind: 'data' | 'late', payload: string, readings: EncodedReading[]): OutMessage {
+  private dataMessage(kind: 'data' | 'late', json: string, readings: EncodedReading[]): OutMessage {
+    const encoding = this.settings.encoding ?? 'json';
+    const cbor = encoding === 'cbor' || (encoding === 'mixed' && this.format.float() < 0.5);
     return {
       kind,
-      payload,
+      // The same payload, re-encoded: what the gateway stores of it is the same either way.
+      payload: cbor ? encodeCbor(JSON.parse(json)) : json,
+      encoding: cbor ? 'cbor' : 'json',
       readings,
       duplicate: this.faults.percent(this.settings.faults.duplicates),
       swapped: false,

@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { backoffMs } from '../common/backoff.js';
-import { statusTopic, telemetryTopic } from '../contract/topics.js';
+import { type PayloadEncoding, statusTopic, telemetryTopic } from '../contract/topics.js';
 import type { DeviceScript, OutMessage } from './device-script.js';
 import type { LedgerBook } from './ledger.js';
 import type { RunStats } from './progress.js';
@@ -67,13 +67,14 @@ class SimDevice {
   /** Why the last connection attempt failed. */
   lastError: Error | undefined;
 
-  readonly topic: string;
+  /** The telemetry topic of each encoding. */
+  readonly topics: Readonly<Record<PayloadEncoding, string>>;
 
   constructor(
     readonly id: string,
     readonly script: DeviceScript,
   ) {
-    this.topic = telemetryTopic(id);
+    this.topics = { json: telemetryTopic(id), cbor: telemetryTopic(id, 'cbor') };
   }
 
   get idle(): boolean {
@@ -240,7 +241,7 @@ export class Fleet {
       this.ledger.sent(d.id, p.msg);
       this.stats.sent++;
     }
-    client.publish(d.topic, p.msg.payload, { qos: this.settings.qos }, (err) =>
+    client.publish(d.topics[p.msg.encoding], p.msg.payload, { qos: this.settings.qos }, (err) =>
       this.onAck(d, gen, token, at, err),
     );
   }

@@ -115,6 +115,8 @@ export const LedgerTotals = z.object({
   late: z.int().nonnegative(),
   outOfOrder: z.int().nonnegative(),
   fahrenheit: z.int().nonnegative(),
+  /** Acknowledged publishes sent as CBOR (`--encoding`); ledgers from before it have none. */
+  cborAcked: z.int().nonnegative().default(0),
   churnReconnects: z.int().nonnegative(),
   lostConnections: z.int().nonnegative(),
   /** Sends repeated after a connection was lost (same payload; the gateway deduplicates them). */
@@ -156,6 +158,8 @@ export class LedgerBook {
   duplicatesSent = 0;
   retransmissions = 0;
   dropped = 0;
+  /** Acknowledged publishes that went as CBOR. */
+  private cborAcked = 0;
 
   constructor(readonly windowMs = LEDGER_WINDOW_MS) {}
 
@@ -196,6 +200,7 @@ export class LedgerBook {
   acked(device: string, msg: OutMessage): void {
     const t = this.tally(device);
     t.acked++;
+    if (msg.encoding === 'cbor') this.cborAcked++;
     switch (msg.kind) {
       case 'invalid':
         if (msg.reason !== undefined) increment(t.invalid, msg.reason);
@@ -302,6 +307,7 @@ export class LedgerBook {
         late: sum((d) => d.late),
         outOfOrder: sum((d) => d.outOfOrder),
         fahrenheit: sum((d) => d.fahrenheit),
+        cborAcked: this.cborAcked,
         churnReconnects: sum((d) => d.reconnects),
         lostConnections: sum((d) => d.lost),
         retransmissions: this.retransmissions,

@@ -142,6 +142,8 @@ export interface RunSummary {
   late: number;
   outOfOrder: number;
   fahrenheit: number;
+  /** Acknowledged publishes sent as CBOR. */
+  cbor: number;
   churnReconnects: number;
   lostConnections: number;
   offlineDevices: number;
@@ -172,7 +174,7 @@ export function formatSummary(s: RunSummary): string {
       s.qos === 0 ? 'write latency' : 'ack latency',
       lat ? `p50 ${lat.p50.toFixed(1)} ms, p99 ${lat.p99.toFixed(1)} ms, max ${lat.max.toFixed(1)} ms` : '–',
     ],
-    ['readings', `${n(s.readings)} acknowledged`],
+    ['readings', `${n(s.readings)} acknowledged${s.cbor > 0 ? `; ${n(s.cbor)} publishes as CBOR` : ''}`],
     [
       'faults',
       `${n(s.invalid)} invalid, ${n(s.duplicates)} duplicates, ${n(s.late)} late, ` +

@@ -75,6 +75,7 @@ export async function runSimulation(
       new DeviceScript(spec, {
         seed: o.seed,
         schema: o.schema,
+        encoding: o.encoding,
         batch: o.batch,
         publishPeriodMs: 1000 / o.rate,
         publishes: publishesOf(o, spec.index),
@@ -197,6 +198,7 @@ export async function runSimulation(
       late: t.late,
       outOfOrder: t.outOfOrder,
       fahrenheit: t.fahrenheit,
+      cbor: t.cborAcked,
       churnReconnects: t.churnReconnects,
       lostConnections: t.lostConnections,
       offlineDevices: t.offlineDevices,

@@ -64,7 +64,7 @@ export function authorizePublish(
     identity.deviceId,
     packet,
     (reason) => connections.markLost(client, reason),
-    () => dispatch(deps, client, identity, topic.kind, packet, done),
+    () => dispatch(deps, client, identity, topic, packet, done),
     done,
   );
 }
@@ -74,7 +74,7 @@ function dispatch(
   deps: PublishDeps,
   client: Client,
   identity: DeviceIdentity,
-  kind: DeviceTopic['kind'],
+  topic: DeviceTopic,
   packet: PublishPacket,
   done: Done,
 ): void {
@@ -97,8 +97,9 @@ function dispatch(
     packetId: packet.messageId,
     dup: packet.dup === true,
     clientId: client.id,
-  };
-  switch (kind) {
+    encoding: topic.kind === 'telemetry' ? topic.encoding : 'json',
+  } as const;
+  switch (topic.kind) {
     case 'telemetry':
       telemetry.handle(identity, msg, wanted, finish);
       return;

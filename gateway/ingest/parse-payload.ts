@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { Decoder } from 'cbor-x';
 import type { z } from 'zod';
 import {
   type DeviceReading,
@@ -7,11 +8,13 @@ import {
   payloadVersionOf,
 } from '../../contract/device-payload.js';
 import { REJECTION_REASONS, type RejectionReason } from '../../contract/rejections.js';
+import type { PayloadEncoding } from '../../contract/topics.js';
 import { type Rejection, reject } from '../errors.js';
 
 /**
  * Bytes from a device's telemetry topic → typed readings, each accepted or rejected with a reason.
- * Pure and total: it never throws, whatever the bytes.
+ * Pure and total: it never throws, whatever the bytes. JSON and CBOR carry the same payload schemas:
+ * once decoded, a CBOR payload goes through exactly what its JSON twin does.
  */
 export interface AcceptedReading {
   ok: true;
@@ -69,8 +72,11 @@ function quote(value: unknown): string {
 
 export function parseReading(raw: unknown, index: number): ParsedReading {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    return { ...reject('SCHEMA_INVALID', 'a reading must be a JSON object'), index };
+    return { ...reject('SCHEMA_INVALID', 'a reading must be a JSON object (a CBOR map)'), index };
   }
+  // CBOR's own date-time (tags 0 and 1) is a `ts` in epoch milliseconds; an invalid one stays NaN.
+  const ts = (raw as { ts?: unknown }).ts;
+  if (ts instanceof Date) (raw as { ts?: unknown }).ts = ts.getTime();
   const version = payloadVersionOf(raw);
   if (!isKnownPayloadVersion(version)) {
     return {
@@ -89,6 +95,56 @@ export function parseReading(raw: unknown, index: number): ParsedReading {
 }
 
 /**
+ * CBOR as the payload schemas read it. Maps are decoded as Maps and turned into plain objects here,
+ * as JSON.parse makes them: each key an own property, `__proto__` included (cbor-x's own objects
+ * would rename that key, and a reading would reach the schemas under another name than the device
+ * sent). A map key that is not text has no JSON twin and is refused. No record structures are kept
+ * from one payload to the next (`useRecords: false`: nothing a device sends shapes how another's
+ * bytes are read). Lengths larger than the payload, truncated items and deep nesting throw.
+ */
+const cbor = new Decoder({ useRecords: false, mapsAsObjects: false });
+
+class NotTextKey extends Error {}
+
+function jsonLike(value: unknown): unknown {
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = jsonLike(value[i]);
+    return value;
+  }
+  if (!(value instanceof Map)) return value;
+  const object: Record<string, unknown> = {};
+  for (const [key, v] of value) {
+    if (typeof key !== 'string') throw new NotTextKey(`a map key of type ${typeof key}: keys must be text`);
+    Object.defineProperty(object, key, {
+      value: jsonLike(v),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return object;
+}
+
+function decode(payload: Uint8Array, encoding: PayloadEncoding): { raw: unknown } | ParsedPayload {
+  const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  if (encoding === 'cbor') {
+    try {
+      return { raw: jsonLike(cbor.decode(bytes)) };
+    } catch (err) {
+      // Also a RangeError from absurd nesting depth, and trailing bytes after the first item.
+      return whole('PAYLOAD_NOT_CBOR', (err as Error).message.slice(0, MAX_DETAIL_CHARS));
+    }
+  }
+  if (!isUtf8(payload)) return whole('PAYLOAD_NOT_UTF8', 'payload is not valid UTF-8');
+  try {
+    return { raw: JSON.parse(bytes.toString('utf8')) };
+  } catch (err) {
+    // Also catches a RangeError from absurd nesting depth.
+    return whole('PAYLOAD_NOT_JSON', (err as Error).message.slice(0, MAX_DETAIL_CHARS));
+  }
+}
+
+/**
  * `maxReadings` bounds what one publish costs: past it the batch is refused whole, before any of its
  * readings is looked at.
  */
@@ -96,18 +152,14 @@ export function parseTelemetryPayload(
   payload: Uint8Array,
   maxBytes: number,
   maxReadings: number,
+  encoding: PayloadEncoding = 'json',
 ): ParsedPayload {
   if (payload.byteLength > maxBytes) {
     return whole('PAYLOAD_TOO_LARGE', `${payload.byteLength} bytes, at most ${maxBytes} allowed`);
   }
-  if (!isUtf8(payload)) return whole('PAYLOAD_NOT_UTF8', 'payload is not valid UTF-8');
-  let raw: unknown;
-  try {
-    raw = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8'));
-  } catch (err) {
-    // Also catches a RangeError from absurd nesting depth.
-    return whole('PAYLOAD_NOT_JSON', (err as Error).message.slice(0, MAX_DETAIL_CHARS));
-  }
+  const decoded = decode(payload, encoding);
+  if (!('raw' in decoded)) return decoded;
+  const raw = decoded.raw;
   if (!Array.isArray(raw)) return { batch: false, readings: [parseReading(raw, 0)] };
   if (raw.length === 0) return whole('BATCH_EMPTY', 'empty batch');
   if (raw.length > maxReadings) {

@@ -7,6 +7,7 @@ import {
   type DeadLetterRejection,
 } from '../../contract/event.js';
 import { deadletterSubject, telemetrySubject } from '../../contract/subjects.js';
+import type { PayloadEncoding } from '../../contract/topics.js';
 import { dedupPublishesPerSession, type GatewayConfig } from '../config.js';
 import { type NotStoredError, type Rejection, reject } from '../errors.js';
 import type { JetStreamPublisher } from '../jetstream-publisher.js';
@@ -42,6 +43,8 @@ export interface IncomingPublish {
   /** The DUP flag: the client says it sends this publish again [MQTT-3.3.1-1]. */
   dup: boolean;
   clientId: string;
+  /** How the payload is encoded (the topic says: `…/telemetry/cbor`). */
+  encoding: PayloadEncoding;
 }
 
 /** Called once: with no error when every event and dead letter of the message is stored. */
@@ -118,6 +121,7 @@ export class TelemetryHandler {
       msg.payload,
       this.config.MAX_PAYLOAD_BYTES,
       this.config.MAX_READINGS_PER_PUBLISH,
+      msg.encoding,
     );
     const out: Outgoing[] = [];
     const rejected: (Rejection & { index: number | undefined })[] = [];

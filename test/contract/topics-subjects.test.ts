@@ -13,7 +13,16 @@ import {
 
 describe('device topics', () => {
   it('parses the contract topics', () => {
-    expect(parseDeviceTopic('devices/dev-1/telemetry')).toEqual({ kind: 'telemetry', deviceId: 'dev-1' });
+    expect(parseDeviceTopic('devices/dev-1/telemetry')).toEqual({
+      kind: 'telemetry',
+      deviceId: 'dev-1',
+      encoding: 'json',
+    });
+    expect(parseDeviceTopic('devices/dev-1/telemetry/cbor')).toEqual({
+      kind: 'telemetry',
+      deviceId: 'dev-1',
+      encoding: 'cbor',
+    });
     expect(parseDeviceTopic('devices/dev-1/status')).toEqual({ kind: 'status', deviceId: 'dev-1' });
     expect(parseDeviceTopic('devices/dev-1/commands/reboot')).toEqual({
       kind: 'commands',
@@ -21,6 +30,7 @@ describe('device topics', () => {
       path: ['reboot'],
     });
     expect(parseDeviceTopic('devices/dev-1/telemetry/extra')).toEqual({ kind: 'other', deviceId: 'dev-1' });
+    expect(parseDeviceTopic('devices/dev-1/telemetry/cbor/x')).toEqual({ kind: 'other', deviceId: 'dev-1' });
   });
 
   it.each([

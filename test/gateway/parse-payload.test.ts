@@ -1,3 +1,4 @@
+import { encode } from 'cbor-x';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isMetricName, MAX_METRICS_PER_READING } from '../../contract/index.js';
@@ -204,6 +205,93 @@ describe('properties', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 512 }), (bytes) => {
         expect(parseTelemetryPayload(bytes, MAX, MAX_READINGS).readings.length).toBeGreaterThan(0);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('CBOR', () => {
+  const cbor = (value: unknown) => parseTelemetryPayload(encode(value), MAX, MAX_READINGS, 'cbor');
+  const bytes = (hex: string) => parseTelemetryPayload(Buffer.from(hex, 'hex'), MAX, MAX_READINGS, 'cbor');
+
+  it('reads every payload exactly as its JSON twin', () => {
+    const plausible = fc.record(
+      {
+        v: fc.constantFrom(1, 2, 3, undefined),
+        ts: fc.oneof(fc.integer({ min: 0 }), fc.double(), fc.constant('2026-01-01T00:00:00.250Z')),
+        seq: fc.oneof(fc.nat(), fc.double()),
+        metrics: fc.dictionary(
+          fc.oneof(fc.string({ maxLength: 10 }), fc.constantFrom('__proto__', 'temperature')),
+          fc.oneof(
+            fc.double(),
+            fc.boolean(),
+            fc.record({ value: fc.oneof(fc.double(), fc.boolean()), unit: fc.constantFrom('C', 'F', 'kPa') }),
+          ),
+          { maxKeys: 5 },
+        ),
+      },
+      { requiredKeys: [] },
+    );
+    fc.assert(
+      fc.property(fc.oneof(plausible, fc.array(plausible, { minLength: 1, maxLength: 4 })), (value) => {
+        // What JSON can carry (no -0, no NaN): the twins must be of the same payload.
+        const text = JSON.stringify(value);
+        expect(cbor(JSON.parse(text))).toEqual(parseTelemetryPayload(Buffer.from(text), MAX, MAX_READINGS));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('takes CBOR’s own date-time as the reading’s ts', () => {
+    const ts = Date.UTC(2026, 11, 6, 12, 0, 0, 250);
+    expect(cbor({ ts: new Date(ts), metrics: { a: 1 } }).readings[0]).toMatchObject({
+      ok: true,
+      reading: { ts },
+    });
+    // Tag 1 (epoch seconds) as a float, as small devices write it: {"ts": 1(…), "metrics": {"a": 1}}.
+    const seconds = Buffer.alloc(8);
+    seconds.writeDoubleBE(ts / 1000);
+    const tagged = `a2627473c1fb${seconds.toString('hex')}676d657472696373a1616101`;
+    expect(bytes(tagged).readings[0]).toMatchObject({ ok: true, reading: { ts } });
+    expect(cbor({ ts: new Date(Number.NaN), metrics: { a: 1 } }).readings[0]).toMatchObject({
+      reason: 'TS_INVALID',
+    });
+  });
+
+  it('refuses what is not one CBOR item, whatever lengths it claims', () => {
+    for (const hex of [
+      'a167', // a map whose key never comes
+      '0102', // two items
+      '9bffffffffffffffff', // an array of 2^64 − 1 items
+      '9a7fffffff',
+      'bb00000000ffffffff', // a map of 2^32 − 1 pairs
+      '7a7fffffff', // a 2 GB string
+      '81'.repeat(60_000), // nesting deeper than the stack
+      '',
+    ])
+      expect(bytes(hex).readings[0], hex.slice(0, 20)).toMatchObject({
+        reason: 'PAYLOAD_NOT_CBOR',
+        index: undefined,
+      });
+  });
+
+  it('values CBOR has and JSON does not are refused per reading, and a map never sets a prototype', () => {
+    expect(cbor({ metrics: { a: Buffer.from([1]) } }).readings[0]).toMatchObject({ reason: 'VALUE_INVALID' });
+    expect(cbor({ metrics: { a: 2n ** 64n } }).readings[0]).toMatchObject({ reason: 'VALUE_INVALID' });
+    expect(cbor({ metrics: { a: Number.NaN } }).readings[0]).toMatchObject({ reason: 'VALUE_INVALID' });
+    // {"metrics": {"__proto__": {"polluted": 1}}}: refused by name, as its JSON twin is.
+    const r = bytes('a1676d657472696373a1695f5f70726f746f5f5fa168706f6c6c757465640a');
+    expect(r.readings[0]).toMatchObject({ reason: 'METRIC_NAME_INVALID' });
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    // A map with an integer key has no JSON twin.
+    expect(bytes('a10102').readings[0]).toMatchObject({ reason: 'PAYLOAD_NOT_CBOR' });
+  });
+
+  it('never throws on arbitrary bytes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 512 }), (b) => {
+        expect(parseTelemetryPayload(b, MAX, MAX_READINGS, 'cbor').readings.length).toBeGreaterThan(0);
       }),
       { numRuns: 2000 },
     );

@@ -190,6 +190,8 @@ describe('every rejection reason lands in DEADLETTER', () => {
     PAYLOAD_TOO_LARGE: { payload: JSON.stringify({ metrics: { a: 1 }, pad: 'x'.repeat(MAX_PAYLOAD_BYTES) }) },
     PAYLOAD_NOT_UTF8: { payload: Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]) },
     PAYLOAD_NOT_JSON: { payload: '{"metrics": {' },
+    // A CBOR map of one pair whose value never comes.
+    PAYLOAD_NOT_CBOR: { payload: Buffer.from([0xa1, 0x67]), topic: telemetryTopic('bad-1', 'cbor') },
     BATCH_EMPTY: { payload: '[]' },
     BATCH_TOO_LARGE: { payload: JSON.stringify(Array.from({ length: 1_001 }, () => ({}))) },
     VERSION_UNSUPPORTED: { payload: JSON.stringify({ v: 3, metrics: { a: 1 } }) },

@@ -80,6 +80,7 @@ describe('simulator → gateway → processors → TSDB', () => {
       duration: '12s',
       seed: 20261128,
       schema: 'mixed',
+      encoding: 'mixed',
       ...allFaults,
       ledger: ledgerPath(),
       progress: 'none',
@@ -96,8 +97,12 @@ describe('simulator → gateway → processors → TSDB', () => {
       t.fahrenheit,
       t.churnReconnects,
       t.offlineDevices,
+      t.cborAcked,
     ])
       expect(n).toBeGreaterThan(0);
+    // Each encoding carried a good part of the publishes.
+    expect(t.cborAcked / t.acked).toBeGreaterThan(0.3);
+    expect(t.cborAcked / t.acked).toBeLessThan(0.7);
 
     const result = await verify(40_000);
     if (result.exitCode !== 0) console.error(result.text);

@@ -55,7 +55,8 @@ export async function mosquittoPub(
   port: number,
   device: Pick<ProvisionedDevice, 'id' | 'secret'>,
   topic: string,
-  message: string,
+  /** The message, or `{ file }`: mosquitto_pub's `-f`, the file's bytes as they are (binary payloads). */
+  message: string | { file: string },
   qos: 0 | 1 | 2 = 1,
   /** mosquitto_pub's `-V`: mqttv31, mqttv311 (its default) or mqttv5. */
   version = 'mqttv311',
@@ -79,8 +80,7 @@ export async function mosquittoPub(
       String(qos),
       '-t',
       topic,
-      '-m',
-      message,
+      ...(typeof message === 'string' ? ['-m', message] : ['-f', message.file]),
     ],
     { timeout: 10_000 },
   );

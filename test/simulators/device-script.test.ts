@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { PayloadEncoding } from '../../contract/topics.js';
 import { normaliseReading, type ReadingContext } from '../../gateway/ingest/normalise.js';
 import { parseTelemetryPayload } from '../../gateway/ingest/parse-payload.js';
 import {
@@ -41,7 +42,7 @@ function runScript(s: ScriptSettings, index = 0, type: (typeof DEVICE_TYPES)[num
 }
 
 /** What the gateway does with a payload: the pure parse and normalise steps it runs. */
-function gatewayView(payload: string | Buffer, receivedAtMs: number) {
+function gatewayView(payload: string | Buffer, receivedAtMs: number, encoding: PayloadEncoding = 'json') {
   const ctx: ReadingContext = {
     tenant: 't',
     deviceId: 'dev-0',
@@ -53,7 +54,7 @@ function gatewayView(payload: string | Buffer, receivedAtMs: number) {
     maxFutureMs: 5 * 60_000,
     maxAgeMs: 7 * 24 * 3_600_000,
   };
-  const parsed = parseTelemetryPayload(Buffer.from(payload), 65_536, 1_000);
+  const parsed = parseTelemetryPayload(Buffer.from(payload), 65_536, 1_000, encoding);
   return parsed.readings.map((r) => (r.ok ? normaliseReading(r.reading, r.version, r.index, ctx) : r));
 }
 
@@ -147,13 +148,15 @@ describe('DeviceScript', () => {
   it('sends readings the gateway accepts, with the canonical values the ledger keeps (°F included)', () => {
     for (const type of DEVICE_TYPES) {
       const { messages } = runScript(
-        settings({ fahrenheit: 40, late: 5 }, { batch: 3, publishes: 100 }),
+        settings({ fahrenheit: 40, late: 5 }, { batch: 3, publishes: 100, encoding: 'mixed' }),
         3,
         type,
       );
       let fahrenheit = 0;
+      const encodings = new Set(messages.map((m) => m.encoding));
+      expect(encodings).toEqual(new Set(['json', 'cbor']));
       for (const m of messages) {
-        const results = gatewayView(m.payload, T0 + 300_000);
+        const results = gatewayView(m.payload, T0 + 300_000, m.encoding);
         expect(results.map((r) => r.ok)).toEqual(m.readings.map(() => true));
         results.forEach((r, i) => {
           if (!r.ok) return;

@@ -20,7 +20,7 @@ afterAll(async () => {
 
 function data(ts: number, seq: number, values: Record<string, number>, unit?: string): OutMessage {
   const r = encodeReading({ ts, seq, values }, unit ? 2 : 1, unit);
-  return { kind: 'data', payload: r.json, readings: [r], duplicate: false, swapped: false };
+  return { kind: 'data', payload: r.json, encoding: 'json', readings: [r], duplicate: false, swapped: false };
 }
 
 function sampleBook(): LedgerBook {
@@ -41,6 +41,7 @@ function sampleBook(): LedgerBook {
   const invalid: OutMessage = {
     kind: 'invalid',
     payload: '{',
+    encoding: 'json',
     readings: [],
     reason: 'PAYLOAD_NOT_JSON',
     duplicate: false,

@@ -14,7 +14,14 @@ function ledger(invalid: Record<string, number> = {}): Ledger {
   book.addDevice('run-b', 'thermometer', {});
   const ack = (device: string, ts: number, seq: number, temperature: number) => {
     const r = encodeReading({ ts, seq, values: { temperature } }, 1);
-    const m: OutMessage = { kind: 'data', payload: r.json, readings: [r], duplicate: false, swapped: false };
+    const m: OutMessage = {
+      kind: 'data',
+      payload: r.json,
+      encoding: 'json',
+      readings: [r],
+      duplicate: false,
+      swapped: false,
+    };
     book.sent(device, m);
     book.acked(device, m);
   };
@@ -28,6 +35,7 @@ function ledger(invalid: Record<string, number> = {}): Ledger {
       const m: OutMessage = {
         kind: 'invalid',
         payload: '{',
+        encoding: 'json',
         readings: [],
         reason: reason as 'PAYLOAD_NOT_JSON',
         duplicate: false,
