@@ -23,6 +23,7 @@ import { createProcessor, type Processor } from '../../processors/processor.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
 import { type Mosquitto, publishLocal, startMosquitto } from '../kit/mosquitto.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
+import { runScript } from '../kit/processes.js';
 import { readStream, waitForStream } from '../kit/streams.js';
 import { startVictoriaMetrics, type Tsdb } from '../kit/victoria-metrics.js';
 
@@ -254,5 +255,29 @@ describe('a site mosquitto bridged with the README config', () => {
       ['CHILD_DENIED', telemetryTopic('elsewhere-1')],
       ['CHILD_DENIED', telemetryTopic('direct-1')],
     ]);
+  });
+});
+
+describe('npm run devices', () => {
+  it('adds a gateway device of any device of its tenant, or of those listed, and lists the role', async () => {
+    const env = { NATS_URL: nats.url };
+    const added = await runScript(
+      'gateway/devices-cli.ts',
+      ['add', 'site-9', '--tenant', 'acme', '--children', 'a,b', '--json'],
+      env,
+    );
+    expect(added.code).toBe(0);
+    expect(JSON.parse(added.stdout)).toMatchObject({ id: 'site-9', gateway: { children: ['a', 'b'] } });
+    const listed = await runScript('gateway/devices-cli.ts', ['list'], env);
+    expect(listed.stdout).toMatch(/^site-1\tacme\tenabled\t\tgateway$/m);
+    expect(listed.stdout).toMatch(/^site-9\tacme\tenabled\t\tgateway of a,b$/m);
+    expect(listed.stdout).toMatch(/^meter-a\tacme\tenabled\tvia=site-1\t$/m);
+    const both = await runScript(
+      'gateway/devices-cli.ts',
+      ['add', 'x', '--tenant', 'acme', '--gateway', '--children', 'a'],
+      env,
+    );
+    expect(both.code).toBe(64);
+    expect(both.stderr).toContain('--gateway and --children exclude each other');
   });
 });
