@@ -228,6 +228,22 @@ describe('a site mosquitto bridged with the README config', () => {
   it('with cleansession false, goes on after a gateway restart: what queued on the site arrives once', async () => {
     const before = await acceptedConnects();
     await gateway.close();
+    // The children were online through the bridge's connection: they go offline with it.
+    const gone = await waitForStream<PresenceEvent>(nc, PRESENCE_STREAM, (m) =>
+      CHILDREN.every((c) =>
+        m.some((e) => e.data.deviceId === c && e.data.type !== 'connected' && e.data.type !== 'status'),
+      ),
+    );
+    for (const child of CHILDREN)
+      expect(
+        gone
+          .map((e) => e.data)
+          .filter((e) => e.deviceId === child)
+          .at(-1),
+      ).toMatchObject({
+        type: 'lost',
+        clientId: 'site-1',
+      });
     // Published on the site while the gateway is away: queued by the bridge, a refused one first,
     // which the bridge sends first again after reconnecting; it must not stop the others.
     await publishLocal(site.port, telemetryTopic('direct-1'), '{"metrics":{"temperature":2}}');

@@ -24,7 +24,7 @@ import { count, fakeClient, log, metrics, presenceRecorder } from './fixtures.js
 const SITE = deviceIdentity('site-1', 'acme', {}, { children: 'any' });
 const CHILD = deviceIdentity('meter-a', 'acme', { via: 'site-1' });
 
-function setup(verdicts: Record<string, ChildVerdict | Promise<ChildVerdict>> = {}) {
+function setup(verdicts: Record<string, ChildVerdict | Promise<ChildVerdict>> = {}, msgsPerSec = 0) {
   const m = metrics();
   const presence = presenceRecorder();
   const connections = new Connections({ maxPerDevice: 8, openMode: false, presence, metrics: m, log });
@@ -37,8 +37,8 @@ function setup(verdicts: Record<string, ChildVerdict | Promise<ChildVerdict>> = 
   const deps: PublishDeps = {
     connections,
     budgets: new PublishBudgets({
-      msgsPerSec: 0,
-      msgsBurst: 0,
+      msgsPerSec,
+      msgsBurst: msgsPerSec,
       bytesPerSec: 0,
       bytesBurst: 0,
       metrics: m,
@@ -118,6 +118,20 @@ describe('a gateway device publishing', () => {
       'site-1',
       'meter-a',
     ]);
+  });
+
+  it("spends each child's own publish budget, not the gateway device's", async () => {
+    const CHILD_B = deviceIdentity('meter-b', 'acme', { via: 'site-1' });
+    const { handled, publish, m } = setup(
+      { 'meter-a': { ok: true, identity: CHILD }, 'meter-b': { ok: true, identity: CHILD_B } },
+      1,
+    );
+    publish('devices/meter-a/telemetry');
+    publish('devices/meter-a/telemetry'); // over meter-a's 1 a second: waits
+    publish('devices/meter-b/telemetry');
+    publish('devices/site-1/telemetry');
+    expect(handled.map((h) => h.identity.deviceId)).toEqual(['meter-a', 'meter-b', 'site-1']);
+    expect(await count(m, 'gateway_publish_throttled_total', { action: 'delayed' })).toBe(1);
   });
 
   it('waits for a child being registered, then stores its reading as its own', async () => {
