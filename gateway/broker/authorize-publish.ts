@@ -10,6 +10,7 @@ import { pausable } from './aedes-internals.js';
 import type { Connections } from './connections.js';
 import { type Done, holdInFlight } from './flow-control.js';
 import type { ChildVerdict, GatewayChildren } from './gateway-children.js';
+import { guarded } from './guarded.js';
 import type { PublishBudgets } from './publish-budget.js';
 
 export interface PublishDeps {
@@ -113,11 +114,18 @@ function forGatewayDevice(
     decided(verdict);
     return true;
   }
-  verdict.then(decided, (err: Error) => {
-    deps.metrics.publish('not_stored', packet.qos);
-    deps.log.warn({ clientId: client.id, err: err.message }, 'child not registered: no PUBACK, closing');
-    done(new NotStoredError(`child '${topic.deviceId}' not registered: ${err.message}`, '', { cause: err }));
-  });
+  // Off aedes' call stack: a throw here must close this connection, as guarded() does for the hook,
+  // not become an unhandled rejection.
+  verdict.then(
+    (v) => guarded(deps.log, client.id, () => decided(v), done),
+    (err: Error) => {
+      deps.metrics.publish('not_stored', packet.qos);
+      deps.log.warn({ clientId: client.id, err: err.message }, 'child not registered: no PUBACK, closing');
+      done(
+        new NotStoredError(`child '${topic.deviceId}' not registered: ${err.message}`, '', { cause: err }),
+      );
+    },
+  );
   return true;
 }
 
