@@ -178,11 +178,12 @@ export async function createGateway(
       });
       await cache.start();
       log.info({ devices: cache.size }, 'device registry loaded');
-      const devices = new DeviceRegistry(kv);
+      // Registers gateway devices' new children in the same bucket (create-if-absent).
+      const registryWriter = new DeviceRegistry(kv);
       children = new GatewayChildren({
         registry: cache,
-        register: (childId, tenant, via) => devices.addChild(childId, tenant, via),
-        lookup: (childId) => devices.get(childId),
+        register: (childId, tenant, via) => registryWriter.addChild(childId, tenant, via),
+        lookup: (childId) => registryWriter.get(childId),
         maxChildren: config.GATEWAY_DEVICE_MAX_CHILDREN,
         metrics,
         log,
