@@ -28,6 +28,10 @@ export const REJECTION_REASONS = {
   METRIC_LIMIT:
     'reading names a metric new to its device past DEVICE_MAX_METRICS distinct names (TENANT_MAX_METRICS for its tenant)',
   TOPIC_UNKNOWN: 'published under the device’s own root, but not on a topic of the contract',
+  CHILD_DENIED:
+    'a gateway device published for a device it may not speak for (another tenant’s, one registered on its own or through another gateway device, not in its list, or disabled)',
+  CHILD_LIMIT:
+    'a gateway device published for a new child past GATEWAY_DEVICE_MAX_CHILDREN registered through it',
 } as const;
 
 export type RejectionReason = keyof typeof REJECTION_REASONS;

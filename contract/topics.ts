@@ -72,3 +72,36 @@ export function commandsFilterOwner(filter: string): string | undefined {
   const deviceId = parts[1]!;
   return isDeviceId(deviceId) ? deviceId : undefined;
 }
+
+/**
+ * A gateway device's filter for its children's downlink: `devices/+/commands/#` (or a narrower
+ * `devices/+/commands/…`), what a mosquitto bridge's `topic devices/+/commands/# in 1` subscribes to.
+ * The ACL grants it to gateway devices only, and each command is still forwarded to a gateway device's
+ * connection only when it is for the device itself or one of its children.
+ */
+export function isChildrenCommandsFilter(filter: string): boolean {
+  const parts = filter.split('/');
+  return (
+    parts.length >= 3 && parts[0] === DEVICE_TOPIC_ROOT && parts[1] === '+' && parts[2] === COMMANDS_LEAF
+  );
+}
+
+/**
+ * mosquitto's bridge notification topic, `$SYS/broker/connection/{name}/state`: the bridge publishes
+ * `1` on it once connected and leaves `0` as its will (`notifications true`, the default). From a
+ * gateway device it is the gateway device's own status. Returns whether `topic` is one.
+ */
+export function isBridgeStateTopic(topic: string): boolean {
+  const parts = topic.split('/');
+  return (
+    parts.length === 5 &&
+    parts[0] === '$SYS' &&
+    parts[1] === 'broker' &&
+    parts[2] === 'connection' &&
+    parts[3]!.length > 0 &&
+    !parts[3]!.includes('+') &&
+    !parts[3]!.includes('#') &&
+    !parts[3]!.includes('\u0000') &&
+    parts[4] === 'state'
+  );
+}

@@ -100,6 +100,11 @@ const MQTT_MAX_KEEPALIVE_SECONDS = 65_535;
 export const DEFAULT_MAX_QUEUED_MESSAGES = 100;
 /** Away persistent sessions of one device (its client ids `{deviceId}:…`); a modem and a fallback need 2. */
 export const DEFAULT_MAX_SESSIONS_PER_DEVICE = 10;
+/**
+ * Children a gateway device with `--gateway` (any device of its tenant) may have registered through
+ * it: each is a registry entry and state on every gateway, which a device must not make unbounded.
+ */
+export const DEFAULT_GATEWAY_DEVICE_MAX_CHILDREN = 1_000;
 /** A persistent session away this long is forgotten: a device off for a weekend starts afresh. */
 export const DEFAULT_SESSION_EXPIRY_MS = 24 * 3_600_000;
 /** PINGREQ/SUBSCRIBE/UNSUBSCRIBE a second per connection; a device sends one PINGREQ a keepalive. */
@@ -247,6 +252,7 @@ export const GatewayConfigSchema = z
     MAX_QUEUED_MESSAGES: env.positiveInt(DEFAULT_MAX_QUEUED_MESSAGES),
     SESSION_EXPIRY_MS: z.coerce.number().int().min(1_000).default(DEFAULT_SESSION_EXPIRY_MS),
     MAX_SESSIONS_PER_DEVICE: env.positiveInt(DEFAULT_MAX_SESSIONS_PER_DEVICE),
+    GATEWAY_DEVICE_MAX_CHILDREN: env.positiveInt(DEFAULT_GATEWAY_DEVICE_MAX_CHILDREN),
     /** 0 turns the limit off. */
     MAX_CONTROL_PACKETS_PER_SEC: env.nonNegativeInt(DEFAULT_MAX_CONTROL_PACKETS_PER_SEC),
     CONTROL_PACKETS_BURST: env.positiveInt(DEFAULT_CONTROL_PACKETS_BURST),

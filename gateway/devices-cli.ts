@@ -2,13 +2,15 @@ import { parseArgs } from 'node:util';
 import { connect } from '@nats-io/transport-node';
 import { z } from 'zod';
 import { ConfigError, env, loadConfig } from '../common/config.js';
-import type { DeviceRecord } from '../contract/devices.js';
+import type { DeviceRecord, GatewayRole } from '../contract/devices.js';
 import { DeviceRegistry, RegistryError } from './registry/device-registry.js';
 
 const USAGE = `usage: npm run devices -- <command> [options]
 
-  add <id> --tenant <t> [--secret <s>] [--label k=v]... [--json]
-                         register a device; prints its secret once (generated unless --secret)
+  add <id> --tenant <t> [--secret <s>] [--label k=v]... [--gateway | --children a,b,c] [--json]
+                         register a device; prints its secret once (generated unless --secret).
+                         --gateway: it may publish for any device of its tenant (one not yet
+                         registered is, with label via=<id>); --children: for those devices only
   list [--json]          all devices (never their secrets)
   disable <id>           refuse and disconnect the device on every gateway
   enable <id>            accept it again
@@ -30,12 +32,26 @@ function labelsOf(values: string[] | undefined): Record<string, string> {
   return labels;
 }
 
+/** `--gateway` or `--children a,b,c` (not both): the device's gateway role, if any. */
+function gatewayRoleOf(gateway: boolean, children: string | undefined): GatewayRole | undefined {
+  if (gateway && children !== undefined) throw new UsageError('--gateway and --children exclude each other');
+  if (gateway) return { children: 'any' };
+  if (children === undefined) return undefined;
+  const ids = children
+    .split(',')
+    .map((c) => c.trim())
+    .filter((c) => c.length > 0);
+  if (ids.length === 0) throw new UsageError('--children expects a comma-separated list of device ids');
+  return { children: ids };
+}
+
 function publicView(r: DeviceRecord) {
   return {
     id: r.id,
     tenant: r.tenant,
     labels: r.labels,
     disabled: r.disabled,
+    ...(r.gateway ? { gateway: r.gateway } : {}),
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,
   };
@@ -49,6 +65,8 @@ async function run(argv: string[]): Promise<void> {
       tenant: { type: 'string' },
       secret: { type: 'string' },
       label: { type: 'string', multiple: true },
+      gateway: { type: 'boolean', default: false },
+      children: { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -63,6 +81,9 @@ async function run(argv: string[]): Promise<void> {
   if (!needsId.includes(command) && command !== 'list') throw new UsageError(`unknown command '${command}'`);
   if (command === 'add' && values.tenant === undefined) throw new UsageError('add needs --tenant');
   const labels = labelsOf(values.label);
+  const gateway = gatewayRoleOf(values.gateway ?? false, values.children);
+  if (gateway !== undefined && command !== 'add')
+    throw new UsageError('--gateway and --children go with add');
 
   const { NATS_URL } = loadConfig(z.object({ NATS_URL: env.natsUrl() }));
   const nc = await connect({ servers: NATS_URL.split(','), name: 'devices-cli', timeout: 5_000 });
@@ -75,6 +96,7 @@ async function run(argv: string[]): Promise<void> {
           tenant: values.tenant!,
           secret: values.secret,
           labels,
+          ...(gateway ? { gateway } : {}),
         });
         if (values.json) console.log(JSON.stringify({ ...publicView(record), secret }));
         else
@@ -92,7 +114,13 @@ async function run(argv: string[]): Promise<void> {
             const labelText = Object.entries(d.labels)
               .map(([k, v]) => `${k}=${v}`)
               .join(',');
-            console.log([d.id, d.tenant, d.disabled ? 'disabled' : 'enabled', labelText].join('\t'));
+            const role =
+              d.gateway === undefined
+                ? ''
+                : d.gateway.children === 'any'
+                  ? 'gateway'
+                  : `gateway of ${d.gateway.children.join(',')}`;
+            console.log([d.id, d.tenant, d.disabled ? 'disabled' : 'enabled', labelText, role].join('\t'));
           }
         }
         break;

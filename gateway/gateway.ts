@@ -8,6 +8,7 @@ import type { Logger } from '../common/logger.js';
 import { connectNats } from '../common/nats.js';
 import { deviceOfClientId } from '../contract/ids.js';
 import { DeviceBroker } from './broker/device-broker.js';
+import { GatewayChildren } from './broker/gateway-children.js';
 import { CommandTracker } from './command-tracker.js';
 import type { GatewayConfig } from './config.js';
 import { startDownlink } from './downlink.js';
@@ -24,7 +25,7 @@ import { type LiveSummaries, LiveSummarizer, startLiveSummaries } from './live/l
 import { createLiveView, type LiveView } from './live/live-view.js';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { PresencePublisher } from './presence.js';
-import { openRegistryBucket } from './registry/device-registry.js';
+import { DeviceRegistry, openRegistryBucket } from './registry/device-registry.js';
 import { RegistryCache } from './registry/registry-cache.js';
 import { VerifiedSecrets } from './registry/secrets.js';
 import { SessionStore } from './sessions/session-store.js';
@@ -159,25 +160,34 @@ export async function createGateway(
     });
     const verified = new VerifiedSecrets();
     let cache: RegistryCache | undefined;
+    let children: GatewayChildren | undefined;
     if (config.AUTH_MODE === 'registry') {
-      cache = new RegistryCache(
-        await openRegistryBucket(nc, config.STREAM_REPLICAS),
-        log,
-        (deviceId, record, previous) => {
-          if (previous === undefined) return;
-          verified.forget(deviceId);
-          const changed =
-            record === undefined ||
-            record.disabled ||
-            record.secretHash !== previous.secretHash ||
-            record.tenant !== previous.tenant ||
-            JSON.stringify(record.labels) !== JSON.stringify(previous.labels);
-          if (changed)
-            broker?.disconnectDevice(deviceId, record === undefined ? 'removed' : 'registry changed');
-        },
-      );
+      const kv = await openRegistryBucket(nc, config.STREAM_REPLICAS);
+      cache = new RegistryCache(kv, log, (deviceId, record, previous) => {
+        if (previous === undefined) return;
+        verified.forget(deviceId);
+        const changed =
+          record === undefined ||
+          record.disabled ||
+          record.secretHash !== previous.secretHash ||
+          record.tenant !== previous.tenant ||
+          JSON.stringify(record.labels) !== JSON.stringify(previous.labels) ||
+          JSON.stringify(record.gateway) !== JSON.stringify(previous.gateway);
+        if (changed)
+          broker?.disconnectDevice(deviceId, record === undefined ? 'removed' : 'registry changed');
+      });
       await cache.start();
       log.info({ devices: cache.size }, 'device registry loaded');
+      // Registers gateway devices' new children in the same bucket (create-if-absent).
+      const registryWriter = new DeviceRegistry(kv);
+      children = new GatewayChildren({
+        registry: cache,
+        register: (childId, tenant, via) => registryWriter.addChild(childId, tenant, via),
+        lookup: (childId) => registryWriter.get(childId),
+        maxChildren: config.GATEWAY_DEVICE_MAX_CHILDREN,
+        metrics,
+        log,
+      });
     } else {
       log.warn(
         'AUTH_MODE=open: ANY client may connect and publish as any device. For demos only, never in production.',
@@ -202,6 +212,7 @@ export async function createGateway(
       maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CLIENT,
       maxAwayPerDevice: config.MAX_SESSIONS_PER_DEVICE,
       deviceOfClient: config.AUTH_MODE === 'registry' ? deviceOfClientId : undefined,
+      ...(children ? { children } : {}),
       events: {
         queued: (_clientId, packet) => tracker.queued(packet),
         backlogged: (clientId, packet) => {
@@ -234,6 +245,7 @@ export async function createGateway(
     broker = await DeviceBroker.create({
       config,
       registry: cache,
+      ...(children ? { children } : {}),
       verified,
       telemetry,
       presence,

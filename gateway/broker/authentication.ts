@@ -144,7 +144,8 @@ export class Authenticator {
     const wanted = () => !client.closed;
     // Unknown device and wrong secret answer alike, in about the same time, and nothing else about
     // a device (disabled, its client id rule) is revealed before its secret checks out: ids cannot be probed.
-    if (record === undefined) {
+    // A child registered through a gateway device has no secret: refused as an unknown device is.
+    if (record === undefined || record.secretHash === '') {
       await verified.verify('', this.decoyHash, password, slot, wanted);
       throw new AuthError('bad_credentials', 4);
     }
@@ -159,7 +160,7 @@ export class Authenticator {
     }
     this.admitConnect(now.id);
     metrics.connects.labels('accepted').inc();
-    return deviceIdentity(now.id, now.tenant, now.labels);
+    return deviceIdentity(now.id, now.tenant, now.labels, now.gateway);
   }
 
   /**

@@ -1,7 +1,7 @@
 import type { Client, PublishPacket } from 'aedes';
 import type { Logger } from '../../common/logger.js';
-import { type DeviceTopic, parseDeviceTopic } from '../../contract/topics.js';
-import { type NotStoredError, reject } from '../errors.js';
+import { type DeviceTopic, isBridgeStateTopic, parseDeviceTopic } from '../../contract/topics.js';
+import { NotStoredError, type Rejection, reject } from '../errors.js';
 import type { DeviceIdentity, TelemetryHandler } from '../ingest/telemetry-handler.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { PresencePublisher } from '../presence.js';
@@ -9,6 +9,8 @@ import { aclDenied } from './acl-denied.js';
 import { pausable } from './aedes-internals.js';
 import type { Connections } from './connections.js';
 import { type Done, holdInFlight } from './flow-control.js';
+import type { ChildVerdict, GatewayChildren } from './gateway-children.js';
+import { guarded } from './guarded.js';
 import type { PublishBudgets } from './publish-budget.js';
 
 export interface PublishDeps {
@@ -16,6 +18,8 @@ export interface PublishDeps {
   budgets: PublishBudgets;
   telemetry: Pick<TelemetryHandler, 'handle' | 'rejectMessage'>;
   presence: Pick<PresencePublisher, 'publish' | 'status'>;
+  /** Undefined in AUTH_MODE=open, where no device is a gateway device. */
+  children?: Pick<GatewayChildren, 'resolve'>;
   /** MAX_IN_FLIGHT_PER_CLIENT. */
   maxInFlight: number;
   metrics: Pick<GatewayMetrics, 'publish' | 'limitReached' | 'aclDenied' | 'throttled'>;
@@ -49,6 +53,8 @@ export function authorizePublish(
   );
   const topic = parseDeviceTopic(packet.topic);
   const identity = connections.identityFor(client, topic?.deviceId);
+  if (identity?.gateway !== undefined && forGatewayDevice(deps, client, identity, topic, packet, done))
+    return;
   if (
     topic === undefined ||
     identity === undefined ||
@@ -59,22 +65,98 @@ export function authorizePublish(
     done(aclDenied(deps, client, 'publish', packet.topic));
     return;
   }
+  admit(deps, client, identity, topic, packet, done);
+}
+
+/**
+ * What only a gateway device may publish (README, Gateway devices), or false for what it publishes
+ * as any device does. `$SYS/broker/connection/{name}/state`, its mosquitto bridge's notification, is
+ * its own status. `devices/{child}/telemetry|status` is its child's, stored as the child's. One for a
+ * device it may not speak for is acknowledged and dead-lettered (CHILD_DENIED, CHILD_LIMIT), not a
+ * reason to close the connection as other ACL refusals are: MQTT 3.1.1 has no negative PUBACK, and
+ * a bridge with `cleansession false` sends an unacknowledged message first again on every reconnect,
+ * so one refused reading would stop every other child's for good.
+ */
+function forGatewayDevice(
+  deps: PublishDeps,
+  client: Client,
+  gateway: DeviceIdentity,
+  topic: DeviceTopic | undefined,
+  packet: PublishPacket,
+  done: Done,
+): boolean {
+  if (topic === undefined) {
+    if (!isBridgeStateTopic(packet.topic)) return false;
+    admit(deps, client, gateway, { kind: 'status', deviceId: gateway.deviceId }, packet, done);
+    return true;
+  }
+  if (topic.deviceId === gateway.deviceId || topic.kind === 'commands' || deps.children === undefined)
+    return false;
+  const decided = (verdict: ChildVerdict) => {
+    if (verdict.ok) {
+      deps.connections.childSeen(client, verdict.identity);
+      admit(deps, client, verdict.identity, topic, packet, done);
+      return;
+    }
+    deps.metrics.aclDenied.labels('publish').inc();
+    deps.log.debug(
+      { clientId: client.id, topic: packet.topic.slice(0, 256), reason: verdict.reason },
+      'gateway device published for a device it may not speak for: dead-lettered',
+    );
+    const detail =
+      verdict.reason === 'CHILD_LIMIT'
+        ? `'${topic.deviceId}' would be one more child than GATEWAY_DEVICE_MAX_CHILDREN registered through this gateway device`
+        : `'${topic.deviceId}' is not a child of this gateway device`;
+    admit(deps, client, gateway, reject(verdict.reason, detail), packet, done);
+  };
+  const verdict = deps.children.resolve(gateway, topic.deviceId);
+  if (!(verdict instanceof Promise)) {
+    decided(verdict);
+    return true;
+  }
+  // Off aedes' call stack: a throw here must close this connection, as guarded() does for the hook,
+  // not become an unhandled rejection.
+  verdict.then(
+    (v) => guarded(deps.log, client.id, () => decided(v), done),
+    (err: Error) => {
+      deps.metrics.publish('not_stored', packet.qos);
+      deps.log.warn({ clientId: client.id, err: err.message }, 'child not registered: no PUBACK, closing');
+      done(
+        new NotStoredError(`child '${topic.deviceId}' not registered: ${err.message}`, '', { cause: err }),
+      );
+    },
+  );
+  return true;
+}
+
+/** Waits for the device's budgets, then dispatches. */
+function admit(
+  deps: PublishDeps,
+  client: Client,
+  identity: DeviceIdentity,
+  what: DeviceTopic | Rejection,
+  packet: PublishPacket,
+  done: Done,
+): void {
   deps.budgets.admit(
     client,
     identity.deviceId,
     packet,
-    (reason) => connections.markLost(client, reason),
-    () => dispatch(deps, client, identity, topic, packet, done),
+    (reason) => deps.connections.markLost(client, reason),
+    () => dispatch(deps, client, identity, what, packet, done),
     done,
   );
 }
 
-/** Hands a publish to what stores its topic kind; `done` once stored (QoS 0: at once). */
+/**
+ * Hands a publish to what stores its topic kind, or dead-letters it whole with a rejection; `done`
+ * once stored (QoS 0: at once).
+ */
 function dispatch(
   deps: PublishDeps,
   client: Client,
   identity: DeviceIdentity,
-  topic: DeviceTopic,
+  what: DeviceTopic | Rejection,
   packet: PublishPacket,
   done: Done,
 ): void {
@@ -97,9 +179,13 @@ function dispatch(
     packetId: packet.messageId,
     dup: packet.dup === true,
     clientId: client.id,
-    encoding: topic.kind === 'telemetry' ? topic.encoding : 'json',
+    encoding: 'kind' in what && what.kind === 'telemetry' ? what.encoding : 'json',
   } as const;
-  switch (topic.kind) {
+  if (!('kind' in what)) {
+    telemetry.rejectMessage(identity, msg, what, wanted, finish);
+    return;
+  }
+  switch (what.kind) {
     case 'telemetry':
       telemetry.handle(identity, msg, wanted, finish);
       return;

@@ -1,13 +1,16 @@
 import type { Client, Subscription } from 'aedes';
 import type { Logger } from '../../common/logger.js';
-import { commandsFilterOwner } from '../../contract/topics.js';
+import { commandsFilterOwner, isChildrenCommandsFilter } from '../../contract/topics.js';
 import { SubscriptionLimitError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics.js';
 import { aclDenied } from './acl-denied.js';
 import type { Connections } from './connections.js';
+import type { GatewayChildren } from './gateway-children.js';
 
 export interface SubscribeDeps {
   connections: Connections;
+  /** Undefined in AUTH_MODE=open, where no device is a gateway device. */
+  children?: Pick<GatewayChildren, 'speaksFor'>;
   /** MAX_SUBSCRIPTIONS_PER_CLIENT. */
   maxSubscriptions: number;
   metrics: Pick<GatewayMetrics, 'subscriptionLimit' | 'limitReached' | 'aclDenied'>;
@@ -15,7 +18,8 @@ export interface SubscribeDeps {
 }
 
 /**
- * aedes' authorizeSubscribe: a client subscribes to its own device's commands only, and holds at most
+ * aedes' authorizeSubscribe: a client subscribes to its own device's commands only (a gateway device
+ * also to its children's), and holds at most
  * MAX_SUBSCRIPTIONS_PER_CLIENT filters, refused ones included (thousands of them would otherwise cost
  * a log line each, forever). Past the cap the connection is closed.
  */
@@ -44,7 +48,15 @@ export function authorizeSubscribe(
   }
   const owner = commandsFilterOwner(sub.topic);
   const identity = connections.identityFor(client, owner);
-  if (owner === undefined || identity === undefined || owner !== identity.deviceId) {
+  // A gateway device also gets its children's commands: `devices/+/commands/#` (a mosquitto bridge's
+  // `in` topic) or one child's; session-store.ts forwards it only its own and its children's.
+  const allowed =
+    identity !== undefined &&
+    (owner === identity.deviceId ||
+      (identity.gateway !== undefined &&
+        (isChildrenCommandsFilter(sub.topic) ||
+          (owner !== undefined && deps.children?.speaksFor(identity.deviceId, owner) === true))));
+  if (!allowed) {
     state.refusedSubscriptions++;
     aclDenied(deps, client, 'subscribe', sub.topic);
     // [MQTT-3.9.3] SUBACK return code 0x80: the subscription fails, the connection stays.

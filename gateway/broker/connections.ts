@@ -17,6 +17,8 @@ export interface ConnectionState {
   inFlight: number;
   /** Reading paused because inFlight reached MAX_IN_FLIGHT_PER_CLIENT. */
   paused: boolean;
+  /** A gateway device's children seen on this connection: online through it, offline with it. */
+  children: Map<string, DeviceIdentity> | undefined;
 }
 
 /** `lost` reason of a connection closed because its client id connected at another gateway. */
@@ -30,6 +32,7 @@ export function newConnectionState(identity: DeviceIdentity | undefined): Connec
     refusedSubscriptions: 0,
     inFlight: 0,
     paused: false,
+    children: undefined,
   };
 }
 
@@ -56,6 +59,8 @@ export class Connections {
   private readonly byDevice = new Map<string, Set<TrackedClient>>();
   /** Connections past their CONNACK by client id (aedes itself keeps one per id: a new one closes the old). */
   private readonly byClientId = new Map<string, TrackedClient>();
+  /** Children online through a gateway device's connections here. */
+  private readonly viaGateway = new Map<string, Set<TrackedClient>>();
 
   constructor(private readonly deps: ConnectionsDeps) {}
 
@@ -93,6 +98,29 @@ export class Connections {
     if (identity !== undefined) this.bind(client, identity); // else: open-mode client, bound on first use
   }
 
+  /**
+   * A gateway device published for a child on this connection: the child is online through it
+   * (`connected`, under the gateway device's client id) until the connection goes.
+   */
+  childSeen(client: TrackedClient, child: DeviceIdentity): void {
+    const state = this.states.get(client);
+    if (state === undefined || client.closed || state.children?.has(child.deviceId)) return;
+    state.children ??= new Map();
+    state.children.set(child.deviceId, child);
+    let set = this.viaGateway.get(child.deviceId);
+    if (set === undefined) {
+      set = new Set();
+      this.viaGateway.set(child.deviceId, set);
+    }
+    set.add(client);
+    this.deps.presence.publish({
+      tenant: child.tenant,
+      deviceId: child.deviceId,
+      clientId: client.id,
+      type: 'connected',
+    });
+  }
+
   /** aedes' `clientDisconnect`. */
   disconnected(client: TrackedClient): void {
     if (this.byClientId.get(client.id) === client) this.byClientId.delete(client.id);
@@ -103,13 +131,22 @@ export class Connections {
     set?.delete(client);
     if (set?.size === 0) this.byDevice.delete(identity.deviceId);
     const clean = sentDisconnect(client as Client);
-    this.deps.presence.publish({
-      tenant: identity.tenant,
-      deviceId: identity.deviceId,
-      clientId: client.id,
-      type: clean ? 'disconnected' : 'lost',
-      ...(clean ? {} : { reason: state?.lostReason ?? 'connection closed' }),
-    });
+    const gone = (device: DeviceIdentity) =>
+      this.deps.presence.publish({
+        tenant: device.tenant,
+        deviceId: device.deviceId,
+        clientId: client.id,
+        type: clean ? 'disconnected' : 'lost',
+        ...(clean ? {} : { reason: state?.lostReason ?? 'connection closed' }),
+      });
+    gone(identity);
+    // Its children were online through this connection only: they go with it.
+    for (const child of state?.children?.values() ?? []) {
+      const via = this.viaGateway.get(child.deviceId);
+      via?.delete(client);
+      if (via?.size === 0) this.viaGateway.delete(child.deviceId);
+      gone(child);
+    }
   }
 
   /** Closes every connection of a device (disabled, removed or rotated in the registry). */
@@ -138,8 +175,9 @@ export class Connections {
     return true;
   }
 
+  /** Connected here, directly or as a child through a gateway device's connection. */
   isOnline(deviceId: string): boolean {
-    return (this.byDevice.get(deviceId)?.size ?? 0) > 0;
+    return (this.byDevice.get(deviceId)?.size ?? 0) > 0 || (this.viaGateway.get(deviceId)?.size ?? 0) > 0;
   }
 
   private bind(client: TrackedClient, identity: DeviceIdentity): void {

@@ -11,6 +11,7 @@ import { Authenticator } from './authentication.js';
 import { authorizePublish, type PublishDeps } from './authorize-publish.js';
 import { authorizeSubscribe, type SubscribeDeps, unsubscribed } from './authorize-subscribe.js';
 import { Connections } from './connections.js';
+import type { GatewayChildren } from './gateway-children.js';
 import { guarded } from './guarded.js';
 import { PublishBudgets } from './publish-budget.js';
 
@@ -18,6 +19,8 @@ export interface BrokerDeps {
   config: GatewayConfig;
   /** Undefined in AUTH_MODE=open. */
   registry: RegistryCache | undefined;
+  /** Gateway devices' children (undefined in AUTH_MODE=open). */
+  children?: GatewayChildren;
   verified: VerifiedSecrets;
   telemetry: TelemetryHandler;
   presence: PresencePublisher;
@@ -69,12 +72,14 @@ export class DeviceBroker {
       budgets,
       telemetry: deps.telemetry,
       presence: deps.presence,
+      ...(deps.children ? { children: deps.children } : {}),
       maxInFlight: config.MAX_IN_FLIGHT_PER_CLIENT,
       metrics,
       log,
     };
     const subscribe: SubscribeDeps = {
       connections,
+      ...(deps.children ? { children: deps.children } : {}),
       maxSubscriptions: config.MAX_SUBSCRIPTIONS_PER_CLIENT,
       metrics,
       log,

@@ -1,4 +1,5 @@
 import type { Logger } from '../../common/logger.js';
+import type { GatewayRole } from '../../contract/devices.js';
 import {
   DEADLETTER_DETAIL_MAX_BYTES,
   DEADLETTER_MAX_REJECTIONS,
@@ -25,14 +26,19 @@ export interface DeviceIdentity {
   labels: Readonly<Record<string, string>>;
   /** telemetrySubject(tenant, deviceId), computed once per connection rather than per message. */
   subject: string;
+  /** A gateway device: the devices it may speak for (contract/devices.ts isChildOf). */
+  gateway?: GatewayRole;
 }
 
 export function deviceIdentity(
   deviceId: string,
   tenant: string,
   labels: Readonly<Record<string, string>>,
+  gateway?: GatewayRole,
 ): DeviceIdentity {
-  return { deviceId, tenant, labels, subject: telemetrySubject(tenant, deviceId) };
+  const identity: DeviceIdentity = { deviceId, tenant, labels, subject: telemetrySubject(tenant, deviceId) };
+  if (gateway !== undefined) identity.gateway = gateway;
+  return identity;
 }
 
 export interface IncomingPublish {

@@ -1,6 +1,6 @@
 import { type KV, type KvEntry, Kvm } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { DeviceRecord } from '../../contract/devices.js';
+import { DeviceRecord, type GatewayRole, VIA_LABEL } from '../../contract/devices.js';
 import { DEVICE_REGISTRY_BUCKET } from '../../contract/subjects.js';
 import { generateSecret, hashSecret } from './secrets.js';
 
@@ -19,6 +19,8 @@ export interface NewDevice {
   tenant: string;
   secret?: string;
   labels?: Record<string, string>;
+  /** A gateway device: which devices of its tenant it may speak for. */
+  gateway?: GatewayRole;
 }
 
 export function openRegistryBucket(nc: NatsConnection, replicas = 1): Promise<KV> {
@@ -53,6 +55,7 @@ export class DeviceRegistry {
       secretHash: await hashSecret(secret),
       labels: device.labels ?? {},
       disabled: false,
+      ...(device.gateway ? { gateway: device.gateway } : {}),
       createdAt: now,
       updatedAt: now,
     };
@@ -72,6 +75,32 @@ export class DeviceRegistry {
       throw err;
     }
     return { record: parsed.data, secret, revision };
+  }
+
+  /**
+   * Registers a child first seen through a gateway device: its tenant, the label `via={gateway}`, and
+   * no secret (an empty hash verifies nothing), so it can never connect on its own. Create-if-absent:
+   * of two gateways registering the same id at once one wins, the other gets DEVICE_EXISTS.
+   */
+  async addChild(id: string, tenant: string, via: string): Promise<DeviceRecord> {
+    const now = new Date().toISOString();
+    const parsed = DeviceRecord.safeParse({
+      id,
+      tenant,
+      secretHash: '',
+      labels: { [VIA_LABEL]: via },
+      disabled: false,
+      createdAt: now,
+      updatedAt: now,
+    });
+    if (!parsed.success) throw new RegistryError('DEVICE_INVALID', parsed.error.issues[0]!.message);
+    try {
+      await this.kv.create(id, JSON.stringify(parsed.data));
+    } catch (err) {
+      if (await this.get(id)) throw new RegistryError('DEVICE_EXISTS', `device '${id}' already exists`);
+      throw err;
+    }
+    return parsed.data;
   }
 
   async get(id: string): Promise<DeviceRecord | undefined> {

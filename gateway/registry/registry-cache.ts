@@ -1,6 +1,6 @@
 import type { KV } from '@nats-io/kv';
 import type { Logger } from '../../common/logger.js';
-import type { DeviceRecord } from '../../contract/devices.js';
+import { type DeviceRecord, VIA_LABEL } from '../../contract/devices.js';
 import { decodeRecord } from './device-registry.js';
 
 export type RegistryChange = (
@@ -15,6 +15,8 @@ export type RegistryChange = (
  */
 export class RegistryCache {
   private readonly devices = new Map<string, DeviceRecord>();
+  /** How many devices carry each `via` label: the children registered through each gateway device. */
+  private readonly viaCounts = new Map<string, number>();
   private stopWatch: (() => void) | undefined;
   private applied = 0;
 
@@ -37,6 +39,34 @@ export class RegistryCache {
     return this.devices.get(id);
   }
 
+  /** Devices registered through this gateway device (label `via={gatewayId}`), all gateways' doing. */
+  childrenVia(gatewayId: string): number {
+    return this.viaCounts.get(gatewayId) ?? 0;
+  }
+
+  /**
+   * A record this gateway has just created, taken in before its watch brings it: the next publish
+   * for the same child must not try to register it again. The watch then writes the same record.
+   */
+  created(record: DeviceRecord): void {
+    if (!this.devices.has(record.id)) this.set(record.id, record);
+  }
+
+  private set(id: string, record: DeviceRecord | undefined): void {
+    this.countVia(this.devices.get(id), -1);
+    if (record) this.devices.set(id, record);
+    else this.devices.delete(id);
+    this.countVia(record, 1);
+  }
+
+  private countVia(record: DeviceRecord | undefined, by: 1 | -1): void {
+    const via = record?.labels[VIA_LABEL];
+    if (via === undefined) return;
+    const n = (this.viaCounts.get(via) ?? 0) + by;
+    if (n > 0) this.viaCounts.set(via, n);
+    else this.viaCounts.delete(via);
+  }
+
   /** Resolves once the current contents are loaded; changes keep arriving afterwards. */
   async start(): Promise<void> {
     const watcher = await this.kv.watch();
@@ -51,8 +81,7 @@ export class RegistryCache {
       for await (const entry of watcher) {
         const previous = this.devices.get(entry.key);
         const record = decodeRecord(entry);
-        if (record) this.devices.set(entry.key, record);
-        else this.devices.delete(entry.key);
+        this.set(entry.key, record);
         if (entry.operation === 'PUT' && !record) {
           this.log.error({ device: entry.key }, 'registry entry does not parse: device treated as unknown');
         }

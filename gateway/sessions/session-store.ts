@@ -1,5 +1,5 @@
 import memory from 'aedes-persistence';
-import { commandsFilterOwner, parseDeviceTopic } from '../../contract/topics.js';
+import { commandsFilterOwner, isChildrenCommandsFilter, parseDeviceTopic } from '../../contract/topics.js';
 
 /**
  * aedes' in-memory persistence, bounded. What a device that is away can make the gateway hold is its
@@ -17,7 +17,8 @@ import { commandsFilterOwner, parseDeviceTopic } from '../../contract/topics.js'
  * - MAX_SESSIONS_PER_DEVICE: a device may use many client ids (`{deviceId}:{anything}`), each with
  *   a session of its own; beyond this many away at once, its oldest away one is forgotten. Without
  *   it one device reconnecting under fresh client ids left a session each for SESSION_EXPIRY_MS.
- * - Only filters the device may hold are stored. aedes stores every filter of a SUBSCRIBE packet as
+ * - Only filters the device may hold are stored (a gateway device's: its own, its children's, and
+ *   `devices/+/commands/#`, through which only its children's commands are forwarded). aedes stores every filter of a SUBSCRIBE packet as
  *   soon as the first one is granted (handlers/subscribe.js storeSubscriptions), refused ones
  *   included, and it queues into a session by the stored filters: a device subscribing to its own
  *   commands and another device's in one packet was queued the other device's commands while away,
@@ -37,6 +38,8 @@ export interface SessionStoreOptions {
   maxAwayPerDevice: number;
   /** The device a client id belongs to, when client ids name devices (AUTH_MODE=registry). */
   deviceOfClient: ((clientId: string) => string | undefined) | undefined;
+  /** Gateway devices and their children (broker/gateway-children.ts), as the registry has them now. */
+  children?: { isGateway(deviceId: string): boolean; speaksFor(gatewayId: string, childId: string): boolean };
   events?: SessionEvents;
   now?: () => number;
 }
@@ -170,11 +173,22 @@ export class SessionStore {
     const payload = packet.payload;
     if (typeof payload === 'object' && payload !== null && this.refused.get(payload)?.has(client.id))
       return null;
-    const owner = this.options.deviceOfClient;
-    if (owner === undefined) return packet; // AUTH_MODE=open: any client may be any device
-    const topic = parseDeviceTopic(packet.topic);
-    return topic?.kind === 'commands' && topic.deviceId === owner(client.id) ? packet : null;
+    return this.receives(client.id, packet.topic) ? packet : null;
   };
+
+  /**
+   * Whether a client may be sent (or queued) a publish: its own device's commands, or a gateway
+   * device's children's, whose `devices/+/commands/#` matches every device's.
+   */
+  private receives(clientId: string, topic: string): boolean {
+    const owner = this.options.deviceOfClient;
+    if (owner === undefined) return true; // AUTH_MODE=open: any client may be any device
+    const parsed = parseDeviceTopic(topic);
+    if (parsed?.kind !== 'commands') return false;
+    const device = owner(clientId);
+    if (parsed.deviceId === device) return true;
+    return device !== undefined && this.options.children?.speaksFor(device, parsed.deviceId) === true;
+  }
 
   /**
    * The client id now has its session at another gateway: the one here is forgotten, queue and all,
@@ -258,7 +272,19 @@ export class SessionStore {
   private async addSubscriptions(client: SessionClient, subs: StoredSubscription[]): Promise<void> {
     const owner = this.options.deviceOfClient;
     const device = owner?.(client.id);
-    const own = owner === undefined ? subs : subs.filter((s) => commandsFilterOwner(s.topic) === device);
+    const gateway = device !== undefined && this.options.children?.isGateway(device) === true;
+    const own =
+      owner === undefined
+        ? subs
+        : subs.filter((s) => {
+            const of = commandsFilterOwner(s.topic);
+            if (of === device) return true;
+            if (!gateway) return false;
+            return (
+              isChildrenCommandsFilter(s.topic) ||
+              (of !== undefined && this.options.children!.speaksFor(device!, of))
+            );
+          });
     const held = new Set((await this.inner.subscriptionsByClient(client)).map((s) => s.topic));
     let room = this.options.maxSubscriptions - held.size;
     const kept = own.filter((s) => held.has(s.topic) || room-- > 0);
@@ -273,6 +299,8 @@ export class SessionStore {
   private enqueue(subs: { clientId: string }[], packet: QueuedPacket): Promise<void> {
     const kept: { clientId: string }[] = [];
     for (const sub of subs) {
+      // Not another device's command through a gateway device's wildcard (nor promised `queued`).
+      if (!this.receives(sub.clientId, packet.topic)) continue;
       const connected = this.isConnected(sub.clientId);
       const count = this.queuedFor(sub.clientId);
       if (count >= this.options.maxQueued) {

@@ -2,6 +2,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { connect } from '@nats-io/transport-node';
 import { loadConfig } from '../../common/config.js';
 import { createLogger } from '../../common/logger.js';
+import type { GatewayRole } from '../../contract/devices.js';
 import { type GatewayConfig, GatewayConfigSchema } from '../../gateway/config.js';
 import { createGateway, type Gateway } from '../../gateway/gateway.js';
 import { DeviceRegistry } from '../../gateway/registry/device-registry.js';
@@ -54,9 +55,11 @@ export async function provision(
   id: string,
   tenant = 'acme',
   labels: Record<string, string> = {},
+  /** A gateway device's role (`npm run devices -- add … --gateway` or `--children`). */
+  gateway?: GatewayRole,
 ): Promise<ProvisionedDevice> {
   const registry = await DeviceRegistry.open(nc);
-  const { secret, revision } = await registry.add({ id, tenant, labels });
+  const { secret, revision } = await registry.add({ id, tenant, labels, ...(gateway ? { gateway } : {}) });
   // A gateway learns of new devices through its registry watch; a test connecting right away must
   // not race it (a real device added by the CLI a moment before connecting may, and is refused).
   const server = nc.getServer();

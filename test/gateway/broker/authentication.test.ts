@@ -22,6 +22,9 @@ beforeAll(async () => {
   records = new Map([
     ['dev-1', record('dev-1')],
     ['dev-off', record('dev-off', true)],
+    // A child registered through a gateway device: no secret.
+    ['child-1', { ...record('child-1'), secretHash: '', labels: { via: 'site-1' } }],
+    ['site-1', { ...record('site-1'), gateway: { children: 'any' } }],
   ]);
 });
 
@@ -86,6 +89,18 @@ describe('Authenticator', () => {
     expect(await refusal(connect('dev-2', 'dev-1', SECRET))).toBe(2);
     expect(await count(m, 'gateway_mqtt_connects_total', { result: 'bad_credentials' })).toBe(4);
     expect(await count(m, 'gateway_mqtt_connects_total', { result: 'client_id_rejected' })).toBe(1);
+  });
+
+  it('refuses a child registered through a gateway device as an unknown device (4), whatever it sends', async () => {
+    const { connect } = await setup();
+    expect(await refusal(connect('child-1', 'child-1', ''))).toBe(4);
+    expect(await refusal(connect('child-1', 'child-1', SECRET))).toBe(4);
+  });
+
+  it("carries a gateway device's role in its identity", async () => {
+    const { connect } = await setup();
+    expect(await connect('site-1', 'site-1', SECRET)).toMatchObject({ gateway: { children: 'any' } });
+    expect((await connect('dev-1', 'dev-1', SECRET))?.gateway).toBeUndefined();
   });
 
   it('refuses a client id past MAX_CLIENT_ID_BYTES before any secret is checked (2)', async () => {
