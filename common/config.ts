@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { formatDuration, missingUnit, parseDuration } from './duration.js';
+import { LOG_FORMATS } from './logger.js';
 
 /**
  * Configuration: one zod schema per process whose keys are the environment variable names. An
@@ -47,6 +48,7 @@ export const env = {
         return ms;
       }),
   logLevel: () => z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  logFormat: () => z.enum(LOG_FORMATS).default('auto'),
   natsUrl: () =>
     z
       .string()

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { ConfigError, loadConfig } from './config.js';
 import { ListenError } from './listen.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLogger, type LogFormat, type Logger } from './logger.js';
 
 /** Exit codes: 2 for configuration the operator must fix, 1 for anything else that stops a start. */
 const EXIT_CONFIG = 2;
@@ -45,7 +45,8 @@ export async function runService<S extends z.ZodObject>(
     }
     throw err;
   }
-  const log = createLogger(name, (config as { LOG_LEVEL?: string }).LOG_LEVEL ?? 'info');
+  const { LOG_LEVEL, LOG_FORMAT } = config as { LOG_LEVEL?: string; LOG_FORMAT?: LogFormat };
+  const log = createLogger(name, LOG_LEVEL ?? 'info', undefined, LOG_FORMAT);
   let service: { close(): Promise<void> };
   try {
     service = await start(config, log);

@@ -210,6 +210,7 @@ export const GatewayConfigSchema = z
       .max(MAX_GATEWAY_WORKERS)
       .default(() => availableParallelism()),
     LOG_LEVEL: env.logLevel(),
+    LOG_FORMAT: env.logFormat(),
     AUTH_FAILURES_PER_MINUTE: env.nonNegativeInt(DEFAULT_AUTH_FAILURES_PER_MINUTE),
     AUTH_VERIFY_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(DEFAULT_AUTH_VERIFY_CONCURRENCY),
     AUTH_VERIFY_QUEUE: env.nonNegativeInt(DEFAULT_AUTH_VERIFY_QUEUE),

@@ -92,6 +92,7 @@ export const ProcessorConfigSchema = z.object({
     .optional(),
   STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   LOG_LEVEL: env.logLevel(),
+  LOG_FORMAT: env.logFormat(),
   /** A role (presence, fleet rollup) stuck this long on the same work makes /readyz answer 503. */
   ROLE_STALL_TIMEOUT: env.duration(DEFAULT_ROLE_STALL_TIMEOUT),
   WINDOW_MAX_METRICS: env.positiveInt(DEFAULT_WINDOW_MAX_METRICS),

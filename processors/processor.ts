@@ -322,6 +322,7 @@ export async function createProcessor(config: ProcessorConfig, log: Logger): Pro
       ttlMs: config.LEASE_TTL,
       replicas: config.STREAM_REPLICAS,
       log,
+      logFormat: config.LOG_FORMAT,
       onRound: metrics.leaseRound,
       groups: [
         partitionLeases,

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { Logger } from '../../common/logger.js';
+import { type LogFormat, type Logger, resolveLogFormat } from '../../common/logger.js';
 import { type BoardGroup, LeaseBoard } from './lease-board.js';
 import type { LeaseRound } from './partition-leases.js';
 
@@ -31,6 +31,8 @@ export interface LeaseKeeperOptions {
   ttlMs: number;
   replicas: number;
   log: Logger;
+  /** LOG_FORMAT: the worker's own logger writes as the main thread's does (its stdout is no terminal). */
+  logFormat?: LogFormat;
   groups: readonly KeptGroup[];
   onRound?: (group: string, round: LeaseRound) => void;
 }
@@ -42,6 +44,7 @@ export interface WorkerSetup {
   ttlMs: number;
   replicas: number;
   logLevel: string;
+  logFormat: 'json' | 'pretty';
   silentAfterMs: number;
   groups: BoardGroup[];
   board: SharedArrayBuffer;
@@ -148,6 +151,7 @@ export class LeaseKeeper {
       ttlMs: this.o.ttlMs,
       replicas: this.o.replicas,
       logLevel: this.o.log.level,
+      logFormat: resolveLogFormat(this.o.logFormat ?? 'json'),
       silentAfterMs: silentAfterMs(this.o.ttlMs),
       groups: this.o.groups.map(({ group, partitions }) => ({ group, partitions })),
       board: this.board.buffer,

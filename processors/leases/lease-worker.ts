@@ -12,7 +12,7 @@ import { PartitionLeases } from './partition-leases.js';
 const setup = workerData as WorkerSetup;
 const port = parentPort!;
 const send = (m: ToMain) => port.postMessage(m);
-const log = createLogger('processors', setup.logLevel).child({
+const log = createLogger('processors', setup.logLevel, undefined, setup.logFormat).child({
   instance: setup.instanceId,
   thread: 'leases',
 });

@@ -1,8 +1,8 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createLogger } from '../../common/logger.js';
+import { createLogger, resolveLogFormat } from '../../common/logger.js';
 
-function capture(): { stream: Writable; lines: () => Record<string, unknown>[] } {
+function capture(): { stream: Writable; text: () => string; lines: () => Record<string, unknown>[] } {
   const chunks: string[] = [];
   const stream = new Writable({
     write(chunk, _encoding, done) {
@@ -12,6 +12,7 @@ function capture(): { stream: Writable; lines: () => Record<string, unknown>[] }
   });
   return {
     stream,
+    text: () => chunks.join(''),
     lines: () =>
       chunks
         .join('')
@@ -43,5 +44,24 @@ describe('createLogger', () => {
       device: { id: 'dev-1', secret: '[redacted]', password: '[redacted]', secretHash: '[redacted]' },
       headers: { authorization: '[redacted]', host: 'gw' },
     });
+  });
+
+  it('writes one readable line per entry in the pretty format, still redacted', () => {
+    const out = capture();
+    const log = createLogger('gateway', 'info', out.stream, 'pretty');
+    log.info({ port: 1883, device: { id: 'dev-1', secret: 's3cret' } }, 'listening');
+    log.debug('not at this level');
+    const lines = out.text().trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: gateway: listening \{.*"port":1883/);
+    expect(lines[0]).not.toContain('s3cret');
+    expect(lines[0]).toContain('[redacted]');
+  });
+
+  it('is readable on a terminal and JSON for whatever collects the logs, unless told', () => {
+    expect(resolveLogFormat('auto', true)).toBe('pretty');
+    expect(resolveLogFormat('auto', false)).toBe('json');
+    expect(resolveLogFormat('json', true)).toBe('json');
+    expect(resolveLogFormat('pretty', false)).toBe('pretty');
   });
 });
