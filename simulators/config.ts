@@ -3,7 +3,15 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { missingUnit, parseDuration } from '../common/duration.js';
 import { DEFAULT_TENANT, isDeviceId, TENANT_PATTERN } from '../contract/ids.js';
-import type { Encoding, FaultMix, Schema } from './device-script.js';
+import {
+  type Encoding,
+  EPISODE_EVERY_MS,
+  type FaultMix,
+  NAP_MS,
+  OVERHEAT_DEGREES,
+  OVERHEAT_MS,
+  type Schema,
+} from './device-script.js';
 import { SimConfigError } from './errors.js';
 import type { ProgressMode } from './progress.js';
 import { DEVICE_TYPES, type DeviceType } from './signals.js';
@@ -89,6 +97,8 @@ export type RunInput = Partial<{
   fahrenheit: number | string;
   churn: number | string;
   offline: number | string;
+  overheat: number | string;
+  naps: number | string;
   ledger: string;
   inflight: number | string;
   connectConcurrency: number | string;
@@ -184,6 +194,8 @@ const RunFields = {
   fahrenheit: percent,
   churn: percent,
   offline: percent,
+  overheat: percent,
+  naps: percent,
   ledger: z.string().min(1).optional(),
   inflight: positiveInt(65_535).default(DEFAULT_INFLIGHT),
   connectConcurrency: positiveInt(10_000).default(DEFAULT_CONNECT_CONCURRENCY),
@@ -334,6 +346,8 @@ export function resolveRunOptions(
       fahrenheit: o.fahrenheit,
       churn: o.churn,
       offline: o.offline,
+      overheat: o.overheat,
+      naps: o.naps,
     }),
     ledger: o.ledger,
     inflight: o.inflight,
@@ -413,6 +427,8 @@ const RUN_FLAGS = {
   fahrenheit: { type: 'string' },
   churn: { type: 'string' },
   offline: { type: 'string' },
+  overheat: { type: 'string' },
+  naps: { type: 'string' },
   ledger: { type: 'string' },
   inflight: { type: 'string' },
   'connect-concurrency': { type: 'string' },
@@ -546,6 +562,8 @@ faults, in percent:
   --fahrenheit P         temperature readings sent in °F (payload v2 with unit)
   --churn P              devices dropping their connection uncleanly (last will), per minute
   --offline P            devices going silent part-way through
+  --overheat P           thermometers running ${OVERHEAT_DEGREES} °C hot for ${OVERHEAT_MS / 1000} s every ${EPISODE_EVERY_MS / 60_000} min (the first time 20–90 s in)
+  --naps P               devices silent for ${NAP_MS / 1000} s every ${EPISODE_EVERY_MS / 60_000} min (the first time 20–90 s in)
 
 verify: compare a ledger with the TSDB and DEADLETTER; exit 1 on any difference
   --ledger FILE          (required)

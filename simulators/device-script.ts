@@ -29,6 +29,11 @@ import { createSignalModel, type DeviceType, Rng, type SignalModel } from './sig
  * - churn: the connection is dropped uncleanly after a publish (the will is published) and comes
  *   back after a short downtime; samples taken meanwhile are sent on reconnect.
  * - offline: the device stops sampling part-way through and stays silent.
+ * - overheat: a thermometer's temperature runs OVERHEAT_DEGREES hot for OVERHEAT_MS, every
+ *   EPISODE_EVERY_MS, the first time 20–90 s into the run (a threshold rule has something to fire on).
+ * - naps: the device takes no samples for NAP_MS, every EPISODE_EVERY_MS, the first time 20–90 s into
+ *   the run (an absence rule has something to fire on, and resolves when it is back). Chosen evenly
+ *   over the fleet, so that even a small one has ⌊devices × P / 100⌋ of them.
  */
 export interface FaultMix {
   /** Percent of publishes followed by an invalid one. */
@@ -45,6 +50,10 @@ export interface FaultMix {
   churn: number;
   /** Percent of devices going silent part-way. */
   offline: number;
+  /** Percent of thermometers overheating now and then. */
+  overheat: number;
+  /** Percent of devices falling silent for a while now and then. */
+  naps: number;
 }
 
 export const NO_FAULTS: FaultMix = Object.freeze({
@@ -55,6 +64,8 @@ export const NO_FAULTS: FaultMix = Object.freeze({
   fahrenheit: 0,
   churn: 0,
   offline: 0,
+  overheat: 0,
+  naps: 0,
 });
 
 export type Schema = 'v1' | 'v2' | 'mixed';
@@ -113,6 +124,12 @@ export const LATE_MIN_MS = 1_000;
 export const CHURN_DOWNTIME_MS: readonly [number, number] = [500, 2_000];
 /** Offline devices go silent somewhere in this part of their schedule. */
 const OFFLINE_FROM: readonly [number, number] = [0.3, 0.7];
+/** Overheating episodes and naps: the first 20–90 s into the run, then one every 5 minutes. */
+const FIRST_EPISODE_MS: readonly [number, number] = [20_000, 90_000];
+export const EPISODE_EVERY_MS = 5 * 60_000;
+export const OVERHEAT_MS = 30_000;
+export const OVERHEAT_DEGREES = 25;
+export const NAP_MS = 75_000;
 
 interface Held {
   reading: EncodedReading;
@@ -134,6 +151,10 @@ export class DeviceScript {
   private swapHeld: OutMessage | undefined;
   private invalidCount = 0;
   private finished = false;
+  /** Offset from the run's start of the first overheating episode, for a thermometer that has them. */
+  private readonly overheatFromMs: number | undefined;
+  /** Offset of the first nap, for a device that takes them. */
+  private readonly napFromMs: number | undefined;
 
   constructor(
     readonly spec: DeviceSpec,
@@ -153,6 +174,14 @@ export class DeviceScript {
           Math.floor(settings.publishes * OFFLINE_FROM[0]),
           Math.floor(settings.publishes * OFFLINE_FROM[1]),
         )
+      : undefined;
+    const overheat = new Rng(seed, 'overheat', spec.index);
+    this.overheatFromMs =
+      spec.type === 'thermometer' && overheat.percent(settings.faults.overheat)
+        ? overheat.int(FIRST_EPISODE_MS[0], FIRST_EPISODE_MS[1])
+        : undefined;
+    this.napFromMs = evenlyChosen(spec.index, settings.faults.naps)
+      ? new Rng(seed, 'naps', spec.index).int(FIRST_EPISODE_MS[0], FIRST_EPISODE_MS[1])
       : undefined;
   }
 
@@ -216,12 +245,16 @@ export class DeviceScript {
     if (this.next >= this.limit) return { messages: this.flush(), done: true };
     const { batch, faults } = this.settings;
     const p = this.next++;
+    // Asleep: no sample taken, nothing sent; what was held back waits for the next publish.
+    if (inEpisode(this.dueOffsetMs(p), this.napFromMs, NAP_MS)) return { messages: [], done: false };
     const messages: OutMessage[] = [];
     const fresh: EncodedReading[] = [];
     for (let j = 0; j < batch; j++) {
       const k = p * batch + j;
       const ts = this.sampleTs(k);
       const values = this.model.sample(this.sampleOffsetMs(k) / 1000);
+      if (inEpisode(this.sampleOffsetMs(k), this.overheatFromMs, OVERHEAT_MS))
+        values.temperature = Math.round((values.temperature! + OVERHEAT_DEGREES) * 100) / 100;
       const reading = this.encode({ ts, seq: k, values });
       if (ts > this.newestTs) this.newestTs = ts;
       if (this.faults.percent(faults.late)) this.held.push({ reading, releaseTs: ts + this.lateDelayMs() });
@@ -291,4 +324,15 @@ export class DeviceScript {
       swapped: false,
     };
   }
+}
+
+/** Whether `offsetMs` falls in an episode of `durationMs` starting at `firstMs`, then every EPISODE_EVERY_MS. */
+function inEpisode(offsetMs: number, firstMs: number | undefined, durationMs: number): boolean {
+  if (firstMs === undefined || offsetMs < firstMs) return false;
+  return (offsetMs - firstMs) % EPISODE_EVERY_MS < durationMs;
+}
+
+/** Device `index` is among the ⌊n × percent / 100⌋ of n chosen evenly over the indices. */
+function evenlyChosen(index: number, percent: number): boolean {
+  return Math.floor(((index + 1) * percent) / 100) > Math.floor((index * percent) / 100);
 }

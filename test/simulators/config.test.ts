@@ -27,7 +27,17 @@ describe('simulate options', () => {
       url: 'mqtt://127.0.0.1:1883',
       natsUrl: 'nats://127.0.0.1:4222',
       auth: 'registry',
-      faults: { invalid: 0, duplicates: 0, late: 0, outOfOrder: 0, fahrenheit: 0, churn: 0, offline: 0 },
+      faults: {
+        invalid: 0,
+        duplicates: 0,
+        late: 0,
+        outOfOrder: 0,
+        fahrenheit: 0,
+        churn: 0,
+        offline: 0,
+        overheat: 0,
+        naps: 0,
+      },
     });
     expect(c.options.tenant).toMatch(/^sim-\d+-[0-9a-f]{4}$/);
     expect(c.options.runId).toBe(c.options.tenant);
@@ -101,7 +111,17 @@ describe('simulate options', () => {
       keepDevices: true,
       natsUrl: 'nats://n:4222',
       url: 'mqtt://127.0.0.1:1884',
-      faults: { invalid: 1, duplicates: 2, late: 3, outOfOrder: 4, fahrenheit: 5, churn: 6, offline: 7 },
+      faults: {
+        invalid: 1,
+        duplicates: 2,
+        late: 3,
+        outOfOrder: 4,
+        fahrenheit: 5,
+        churn: 6,
+        offline: 7,
+        overheat: 0,
+        naps: 0,
+      },
     });
   });
 

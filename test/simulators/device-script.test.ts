@@ -4,10 +4,14 @@ import { normaliseReading, type ReadingContext } from '../../gateway/ingest/norm
 import { parseTelemetryPayload } from '../../gateway/ingest/parse-payload.js';
 import {
   DeviceScript,
+  EPISODE_EVERY_MS,
   type FaultMix,
   LATE_MAX_MS,
+  NAP_MS,
   NO_FAULTS,
   type OutMessage,
+  OVERHEAT_DEGREES,
+  OVERHEAT_MS,
   type ScriptSettings,
 } from '../../simulators/device-script.js';
 import { INVALID_REASONS } from '../../simulators/payloads.js';
@@ -200,5 +204,49 @@ describe('DeviceScript', () => {
     }
     expect(silent).toBeGreaterThan(10);
     expect(silent).toBeLessThan(30);
+  });
+
+  it('runs a thermometer hot in 30 s episodes every 5 minutes, the first within 90 s, and only thermometers', () => {
+    // 2 publishes a second for 12 minutes: three episodes.
+    const long = settings({ overheat: 100 }, { publishes: 1_440 });
+    const hot = runScript(long, 0, 'thermometer').messages.flatMap((m) => m.readings);
+    const cool = runScript(settings({}, { publishes: 1_440 }), 0, 'thermometer').messages.flatMap(
+      (m) => m.readings,
+    );
+    expect(hot.map((r) => r.ts)).toEqual(cool.map((r) => r.ts));
+    const excess = hot.map((r, i) => r.canonical[0]![1] - cool[i]!.canonical[0]![1]);
+    const hotTs = hot.filter((_, i) => excess[i]! > OVERHEAT_DEGREES - 0.02).map((r) => r.ts - T0);
+    expect(excess.every((e) => Math.abs(e) < 0.02 || Math.abs(e - OVERHEAT_DEGREES) < 0.02)).toBe(true);
+    expect(hotTs[0]).toBeGreaterThanOrEqual(20_000);
+    expect(hotTs[0]).toBeLessThan(90_000 + 500);
+    expect(hotTs.length).toBe((3 * OVERHEAT_MS) / 500);
+    expect(hotTs.at(-1)! - hotTs[0]!).toBeLessThan(2 * EPISODE_EVERY_MS + OVERHEAT_MS);
+    // Other device types keep their temperature.
+    const vibration = (faults: Partial<FaultMix>) =>
+      runScript(settings(faults, { publishes: 400 }), 1, 'vibration').messages.flatMap((m) => m.readings);
+    expect(vibration({ overheat: 100 })).toEqual(vibration({}));
+  });
+
+  it('naps 75 s every 5 minutes, the first within 90 s, on exactly the share of devices asked for', () => {
+    const napping: number[] = [];
+    for (let index = 0; index < 20; index++) {
+      // 2 publishes a second for 800 s: three whole naps.
+      const { messages } = runScript(settings({ naps: 10 }, { publishes: 1_600 }), index);
+      const ts = messages.flatMap((m) => m.readings.map((r) => r.ts - T0)).sort((a, b) => a - b);
+      const gaps = ts
+        .slice(1)
+        .map((t, i) => [ts[i]!, t - ts[i]!] as const)
+        .filter(([, gap]) => gap > 1_000);
+      if (gaps.length === 0) {
+        expect(ts).toHaveLength(1_600);
+        continue;
+      }
+      napping.push(index);
+      expect(gaps).toHaveLength(3);
+      expect(gaps[0]![0]).toBeGreaterThanOrEqual(20_000 - 500);
+      expect(gaps[0]![0]).toBeLessThan(90_000);
+      for (const [, gap] of gaps) expect(Math.abs(gap - NAP_MS)).toBeLessThanOrEqual(500);
+    }
+    expect(napping).toEqual([9, 19]);
   });
 });
