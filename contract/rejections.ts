@@ -1,3 +1,22 @@
+/** A Sparkplug B edge node's (README, Sparkplug B), kept apart so that tests can tell them from a JSON device's. */
+export const SPARKPLUG_REJECTION_REASONS = {
+  SPARKPLUG_BAD_PAYLOAD:
+    'not a Sparkplug B payload, compressed, or without what its message type needs (seq, bdSeq, metric names and datatypes in a birth, unique aliases); a rebirth is requested',
+  SPARKPLUG_SEQ_GAP:
+    '`seq` is not the one after the edge node’s previous message: refused, and so is all it sends until the rebirth requested',
+  SPARKPLUG_NO_BIRTH:
+    'data, birth or death of an edge node or device with no birth in force (never born, dead, or awaiting a rebirth); a rebirth is requested',
+  SPARKPLUG_UNKNOWN_METRIC: 'data names an alias or metric its birth did not define; a rebirth is requested',
+  SPARKPLUG_BDSEQ_MISMATCH:
+    'NDEATH whose bdSeq is not its NBIRTH’s (the will of an earlier connection): presence unchanged',
+  SPARKPLUG_ID_INVALID:
+    'Sparkplug device id outside [A-Za-z0-9_-]{1,64} (group id: 1–128 characters, no control characters)',
+  SPARKPLUG_LIMIT:
+    'a birth past SPARKPLUG_MAX_METRICS_PER_BIRTH, SPARKPLUG_MAX_METRICS_PER_NODE or SPARKPLUG_MAX_DEVICES_PER_NODE, or data of what it would have defined',
+} as const;
+
+export type SparkplugRejectionReason = keyof typeof SPARKPLUG_REJECTION_REASONS;
+
 /**
  * Why the gateway refused a message or a reading: the `reason` a dead letter carries (on
  * `deadletter.{tenant}.{reason}`, and per rejected reading in its `rejections`), and the `reason`
@@ -26,6 +45,7 @@ export const REJECTION_REASONS = {
   METRIC_LIMIT:
     'reading names a metric new to its device past DEVICE_MAX_METRICS distinct names (TENANT_MAX_METRICS for its tenant)',
   TOPIC_UNKNOWN: 'published under the device’s own root, but not on a topic of the contract',
+  ...SPARKPLUG_REJECTION_REASONS,
 } as const;
 
 export type RejectionReason = keyof typeof REJECTION_REASONS;
