@@ -11,6 +11,7 @@ import {
   sparkplugIdProblem,
   sparkplugMetricName,
 } from '../../contract/sparkplug.js';
+import type { GatewayConfig } from '../config.js';
 import { reject } from '../errors.js';
 import type { ParsedPayload, ParsedReading } from '../ingest/parse-payload.js';
 import {
@@ -54,6 +55,17 @@ export interface EdgeSessionLimits {
   maxDevicesPerNode: number;
   /** Rebirth requests to one edge node at most this often. */
   rebirthIntervalMs: number;
+}
+
+/** The bounds a gateway's configuration sets. */
+export function edgeSessionLimits(config: GatewayConfig): EdgeSessionLimits {
+  return {
+    maxPayloadBytes: config.MAX_PAYLOAD_BYTES,
+    maxMetricsPerBirth: config.SPARKPLUG_MAX_METRICS_PER_BIRTH,
+    maxMetricsPerNode: config.SPARKPLUG_MAX_METRICS_PER_NODE,
+    maxDevicesPerNode: config.SPARKPLUG_MAX_DEVICES_PER_NODE,
+    rebirthIntervalMs: config.SPARKPLUG_REBIRTH_INTERVAL_MS,
+  };
 }
 
 export type SparkplugLimit =

@@ -2,6 +2,7 @@ import sparkplug from 'sparkplug-payload';
 import type { UMetric, UPayload } from 'sparkplug-payload/lib/sparkplugbpayload.js';
 import proto from 'sparkplug-payload/lib/sparkplugPayloadProto.js';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../../common/config.js';
 import {
   CanonicalEvent,
   deviceTopic,
@@ -10,11 +11,13 @@ import {
   type SparkplugDeviceType,
   type SparkplugNodeType,
 } from '../../../contract/index.js';
+import { GatewayConfigSchema } from '../../../gateway/config.js';
 import { normaliseReading, type ReadingContext } from '../../../gateway/ingest/normalise.js';
 import type { AcceptedReading } from '../../../gateway/ingest/parse-payload.js';
 import {
   EdgeSession,
   type EdgeSessionLimits,
+  edgeSessionLimits,
   type SparkplugOutcome,
 } from '../../../gateway/sparkplug/edge-session.js';
 
@@ -651,6 +654,16 @@ describe('EdgeSession: bounds', () => {
     );
     expect(rejection(data)).toBe('SPARKPLUG_LIMIT');
     expect(data.rebirth).toBe(false);
+  });
+
+  it('takes its bounds from the gateway configuration', () => {
+    expect(edgeSessionLimits(loadConfig(GatewayConfigSchema, {}))).toEqual({
+      maxPayloadBytes: 65_536,
+      maxMetricsPerBirth: 512,
+      maxMetricsPerNode: 4_096,
+      maxDevicesPerNode: 256,
+      rebirthIntervalMs: 5_000,
+    });
   });
 
   it('refuses a payload over maxPayloadBytes before decoding it', () => {
