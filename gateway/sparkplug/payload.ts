@@ -117,7 +117,8 @@ export type MetricValue = { ok: true; value: number } | { ok: false; detail: str
  * A telemetry metric's value by its birth's datatype, read as sparkplug-payload's decoder reads it:
  * Int8/16/32 from `int_value` as a signed 32-bit number, UInt8/16/32 as unsigned, Int64/UInt64 from
  * `long_value` (either field accepted for any integer type: implementations differ for UInt32).
- * Int64/UInt64 are exact within ±2^53, the nearest double beyond. Booleans are 1 and 0.
+ * Int64/UInt64 are exact within ±2^53, the nearest double beyond. A Float is the shortest decimal
+ * of its float32 (shortestFloat32). Booleans are 1 and 0.
  */
 export function metricValue(datatype: number, metric: SparkplugMetric): MetricValue {
   const name = datatypeName(datatype);
@@ -125,10 +126,14 @@ export function metricValue(datatype: number, metric: SparkplugMetric): MetricVa
     if (!has(metric, 'booleanValue')) return missing(name);
     return { ok: true, value: metric.booleanValue ? 1 : 0 };
   }
-  if (datatype === DATATYPES.Float || datatype === DATATYPES.Double) {
-    const field = datatype === DATATYPES.Float ? 'floatValue' : 'doubleValue';
-    if (!has(metric, field)) return missing(name);
-    return finite(metric[field] as number, name);
+  if (datatype === DATATYPES.Float) {
+    if (!has(metric, 'floatValue')) return missing(name);
+    const value = finite(metric.floatValue as number, name);
+    return value.ok ? { ok: true, value: shortestFloat32(value.value) } : value;
+  }
+  if (datatype === DATATYPES.Double) {
+    if (!has(metric, 'doubleValue')) return missing(name);
+    return finite(metric.doubleValue as number, name);
   }
   const signed = SIGNED_INTEGERS.has(datatype);
   if (!signed && !UNSIGNED_INTEGERS.has(datatype)) return { ok: false, detail: `${name} is not telemetry` };
@@ -142,6 +147,19 @@ export function metricValue(datatype: number, metric: SparkplugMetric): MetricVa
     return { ok: true, value: (signed ? raw.toSigned() : raw.toUnsigned()).toNumber() };
   }
   return missing(name);
+}
+
+/**
+ * A float32 as the shortest decimal that is that float32: the edge node sent 70.1, the wire holds
+ * 70.09999847412109375, and 70.1 is what it meant (at most 9 significant digits tell float32s apart).
+ */
+export function shortestFloat32(value: number): number {
+  if (value === 0) return value; // toPrecision would make -0 a 0
+  for (let digits = 1; digits < 9; digits++) {
+    const candidate = Number(value.toPrecision(digits));
+    if (Math.fround(candidate) === value) return candidate;
+  }
+  return Number(value.toPrecision(9));
 }
 
 function missing(name: string | undefined): MetricValue {

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import sparkplug from 'sparkplug-payload';
 import type { UMetric, UPayload } from 'sparkplug-payload/lib/sparkplugbpayload.js';
 import proto from 'sparkplug-payload/lib/sparkplugPayloadProto.js';
@@ -20,6 +21,7 @@ import {
   edgeSessionLimits,
   type SparkplugOutcome,
 } from '../../../gateway/sparkplug/edge-session.js';
+import { shortestFloat32 } from '../../../gateway/sparkplug/payload.js';
 
 /** Payloads are encoded by the real sparkplug-payload (Eclipse Tahu), as an edge node would. */
 const codec = sparkplug.get('spBv1.0')!;
@@ -216,6 +218,28 @@ describe('EdgeSession: births and data', () => {
       metrics: [{ alias: 1, type: 'UInt64', value: '9007199254740993' as never }],
     });
     expect(accepted(out)[0]!.reading.metrics[0]!.value).toBe(2 ** 53);
+  });
+
+  it('reads a Float as the decimal the edge node meant, not its float32’s expansion', () => {
+    const e = edge();
+    const [reading] = accepted(
+      e.nbirth([
+        { name: 'f', type: 'Float', value: 70.1 },
+        { name: 'g', type: 'Float', value: -0.000123 },
+        { name: 'h', type: 'Float', value: 16_777_217 }, // not a float32: the nearest is 16777216
+        { name: 'd', type: 'Double', value: 70.1 },
+      ]),
+    );
+    expect(reading!.reading.metrics.map((m) => m.value)).toEqual([70.1, -0.000123, 16_777_216, 70.1]);
+  });
+
+  it('never changes which float32 a Float is', () => {
+    fc.assert(
+      fc.property(fc.float({ noNaN: true, noDefaultInfinity: true }), (f) => {
+        expect(Math.fround(shortestFloat32(f))).toBe(f);
+      }),
+    );
+    expect(shortestFloat32(-0)).toBe(-0);
   });
 
   it('dates each metric by its own timestamp, else the payload’s, else leaves the receive time to normalisation', () => {
