@@ -8,7 +8,7 @@ export const SPARKPLUG_REJECTION_REASONS = {
     'data, birth or death of an edge node or device with no birth in force (never born, dead, or awaiting a rebirth); a rebirth is requested',
   SPARKPLUG_UNKNOWN_METRIC: 'data names an alias or metric its birth did not define; a rebirth is requested',
   SPARKPLUG_BDSEQ_MISMATCH:
-    'NDEATH whose bdSeq is not its NBIRTH’s (the will of an earlier connection): presence unchanged',
+    'NDEATH not of the NBIRTH in force: another bdSeq, or from another connection (the will of a connection taken over); presence unchanged',
   SPARKPLUG_ID_INVALID:
     'Sparkplug device id outside [A-Za-z0-9_-]{1,64} (group id: 1–128 characters, no control characters)',
   SPARKPLUG_LIMIT:
