@@ -1,7 +1,7 @@
 /** A Sparkplug B edge node's (README, Sparkplug B), kept apart so that tests can tell them from a JSON device's. */
 export const SPARKPLUG_REJECTION_REASONS = {
   SPARKPLUG_BAD_PAYLOAD:
-    'not a Sparkplug B payload, compressed, or without what its message type needs (seq, bdSeq, metric names and datatypes in a birth, unique aliases); a rebirth is requested',
+    'not a Sparkplug B payload, compressed, or without what its message type needs (seq, bdSeq, metric names of at most 256 characters and datatypes in a birth, unique aliases); a rebirth is requested',
   SPARKPLUG_SEQ_GAP:
     '`seq` is not the one after the edge node’s previous message: refused, and so is all it sends until the rebirth requested',
   SPARKPLUG_NO_BIRTH:

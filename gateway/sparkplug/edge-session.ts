@@ -1,4 +1,4 @@
-import { type DeviceMetric, MAX_METRICS_PER_READING } from '../../contract/device-payload.js';
+import { type DeviceMetric, MAX_METRICS_PER_READING, MAX_UNIT_CHARS } from '../../contract/device-payload.js';
 import type { RejectionReason } from '../../contract/rejections.js';
 import {
   BDSEQ_METRIC,
@@ -138,6 +138,12 @@ const SEQ_MODULUS = 256;
 
 /** Details quote device input (names, ids); bounded so that a dead letter stays small. */
 const MAX_QUOTE_CHARS = 80;
+/**
+ * A birth's metric names are held while it is in force, and so bounded: a node's
+ * SPARKPLUG_MAX_METRICS_PER_NODE definitions measured 1.75 MB with names this long (1.0 MB at 30
+ * characters). Sparkplug paths are far shorter; a longer one refuses the birth.
+ */
+export const MAX_SPARKPLUG_NAME_CHARS = 256;
 const quote = (s: string) => JSON.stringify(s.slice(0, MAX_QUOTE_CHARS));
 
 export class EdgeSession {
@@ -435,6 +441,11 @@ export class EdgeSession {
       };
       if (!has(m, 'name') || m.name === '') return bad('no name');
       const sparkplugName = m.name as string;
+      if (sparkplugName.length > MAX_SPARKPLUG_NAME_CHARS) {
+        return bad(
+          `a name of ${sparkplugName.length} characters, at most ${MAX_SPARKPLUG_NAME_CHARS} allowed`,
+        );
+      }
       if (table.byName.has(sparkplugName)) return bad(`${quote(sparkplugName)} defined twice`);
       const datatype = m.datatype ?? 0;
       if (datatypeName(datatype) === undefined) return bad(`${quote(sparkplugName)} has no known datatype`);
@@ -460,7 +471,10 @@ export class EdgeSession {
           name = undefined;
         } else names.set(name, sparkplugName);
       }
-      const def: MetricDefinition = { sparkplugName, name, datatype, unit: unitOf(m), skip };
+      // No unit longer than MAX_UNIT_CHARS is in the table: its start is enough to refuse it
+      // (UNIT_UNKNOWN), and bounds what is held.
+      const unit = unitOf(m)?.slice(0, MAX_UNIT_CHARS + 1);
+      const def: MetricDefinition = { sparkplugName, name, datatype, unit, skip };
       table.byName.set(sparkplugName, def);
       if (has(m, 'alias')) {
         const alias = aliasKey(m.alias as number);

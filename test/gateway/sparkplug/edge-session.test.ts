@@ -581,6 +581,17 @@ describe('EdgeSession: seq, bdSeq and rebirth', () => {
     });
   });
 
+  it('holds no name over 256 characters nor more of a unit than can be in the units table', () => {
+    const long = edge().nbirth([{ name: 'x'.repeat(257), type: 'Double', value: 1 }]);
+    expect(long.parsed.readings[0]).toMatchObject({
+      reason: 'SPARKPLUG_BAD_PAYLOAD',
+      detail: 'NBIRTH metric 0: a name of 257 characters, at most 256 allowed',
+    });
+    const e = edge();
+    e.nbirth([{ name: 'x', alias: 1, type: 'Double', value: 1, properties: engUnit('u'.repeat(1000)) }]);
+    expect(e.session.definition(undefined, 'x')?.unit).toBe('u'.repeat(33));
+  });
+
   it('takes an NDEATH only with its NBIRTH’s bdSeq: node and devices offline', () => {
     const e = edge();
     e.nbirth(NODE_METRICS, 7);
