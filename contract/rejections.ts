@@ -1,4 +1,4 @@
-/** A Sparkplug B edge node's (README, Sparkplug B), kept apart so that tests can tell them from a JSON device's. */
+/** A Sparkplug B edge node's (README, Sparkplug B), apart so that tests can tell them from a JSON device's. */
 export const SPARKPLUG_REJECTION_REASONS = {
   SPARKPLUG_BAD_PAYLOAD:
     'not a Sparkplug B payload, compressed, or without what its message type needs (seq, bdSeq, metric names of at most 256 characters and datatypes in a birth, unique aliases); a rebirth is requested',

@@ -31,11 +31,15 @@ export const SPARKPLUG_SCHEMA_VERSION = 2;
 export const SPARKPLUG_GROUP_LABEL = 'sparkplug_group';
 export const SPARKPLUG_EDGE_LABEL = 'sparkplug_edge';
 
-/** The metric every NBIRTH and NDEATH carries: the birth/death sequence number [tck-id-payloads-nbirth-bdseq]. */
+/** The metric every NBIRTH and NDEATH carries, the birth/death sequence [tck-id-topics-nbirth-bdseq-included]. */
 export const BDSEQ_METRIC = 'bdSeq';
-/** The NCMD metric a host writes `true` to for a new NBIRTH and DBIRTHs [tck-id-operational-behavior-host-reordering-rebirth]. */
+/**
+ * The NCMD metric a host writes `true` to for a new NBIRTH and DBIRTHs
+ * [tck-id-operational-behavior-data-commands-ncmd-rebirth-name],
+ * [tck-id-operational-behavior-data-commands-ncmd-rebirth-value].
+ */
 export const REBIRTH_METRIC = 'Node Control/Rebirth';
-/** Metrics under this folder are the edge node's controls (Rebirth, Reboot, Next Server…), not telemetry. */
+/** Metrics in this folder are the edge node's controls (Rebirth, Reboot, Next Server…), not telemetry. */
 export const NODE_CONTROL_PREFIX = 'Node Control/';
 
 export type SparkplugTopic =

@@ -102,7 +102,8 @@ function wrongGroup(
   session: EdgeSession,
   topic: Exclude<SparkplugTopic, { kind: 'state' }>,
 ): SparkplugOutcome {
-  const detail = `${topic.type} under group ${JSON.stringify(topic.groupId.slice(0, 80))}, the edge node's NBIRTH is in ${JSON.stringify(session.groupId.slice(0, 80))}`;
+  const quote = (id: string) => JSON.stringify(id.slice(0, 80));
+  const detail = `${topic.type} under group ${quote(topic.groupId)}, the edge node's NBIRTH is in ${quote(session.groupId)}`;
   return refused(session, topic, 'TOPIC_UNKNOWN', detail);
 }
 

@@ -177,7 +177,7 @@ export class EdgeSession {
     return n;
   }
 
-  /** The definition of a metric of the node (deviceId undefined) or of a device, by Sparkplug or contract name. */
+  /** A metric of the node (deviceId undefined) or of a device, by its Sparkplug or contract name. */
   definition(deviceId: string | undefined, name: string): MetricDefinition | undefined {
     if (this.state.phase !== 'born') return undefined;
     const birth = deviceId === undefined ? this.state.node : this.state.devices.get(deviceId);
@@ -273,7 +273,9 @@ export class EdgeSession {
 
   /**
    * The edge node's connection closed without an NDEATH reaching us (no will, or it was refused):
-   * the node and its devices go offline as for an NDEATH [tck-id-operational-behavior-edge-node-intermittent].
+   * the node and its devices go offline as for an NDEATH
+   * [tck-id-operational-behavior-edge-node-termination-host-action-ndeath-devices-offline]. A host
+   * that is a separate client learns of a lost connection only from the will; the broker knows.
    */
   connectionLost(): SparkplugPresence[] {
     return this.die('connection lost');
@@ -541,7 +543,8 @@ export class EdgeSession {
         continue;
       }
       if (has(m, 'datatype') && m.datatype !== def.datatype) {
-        const detail = `metric ${quote(def.sparkplugName)} of datatype ${datatypeName(m.datatype ?? 0) ?? m.datatype}, its birth said ${datatypeName(def.datatype)}`;
+        const sent = datatypeName(m.datatype ?? 0) ?? m.datatype;
+        const detail = `metric ${quote(def.sparkplugName)} of datatype ${sent}, its birth said ${datatypeName(def.datatype)}`;
         out.parsed.readings.push({ ...reject('VALUE_INVALID', detail), index });
         continue;
       }
