@@ -29,6 +29,49 @@ export type CommandValue = number | boolean | string;
 
 export type BuiltCommand = ({ ok: true } & SparkplugCommand) | { ok: false; detail: string };
 
+/** Writes one command may carry: a DCMD is one publish, and each write is checked against the birth. */
+export const MAX_WRITES_PER_COMMAND = 64;
+
+export type ParsedWrites =
+  | { ok: true; writes: Readonly<Record<string, CommandValue>> }
+  | { ok: false; detail: string };
+
+/**
+ * A command's body for a Sparkplug node or device: a JSON object of metric writes, by Sparkplug or
+ * contract name, `{"Outputs/Valve": true, "Setpoint": 21.5}`. Values are numbers, booleans or strings;
+ * anything else is refused, as is more than MAX_WRITES_PER_COMMAND writes.
+ */
+export function parseMetricWrites(body: Uint8Array): ParsedWrites {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
+  } catch {
+    return { ok: false, detail: 'a Sparkplug command is a JSON object of metric writes' };
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return { ok: false, detail: 'a Sparkplug command is a JSON object of metric writes' };
+  }
+  const entries = Object.entries(raw);
+  if (entries.length > MAX_WRITES_PER_COMMAND) {
+    return {
+      ok: false,
+      detail: `${entries.length} writes, at most ${MAX_WRITES_PER_COMMAND} in one command`,
+    };
+  }
+  // A null-prototype object: a write named `__proto__` stays a write (and is then refused as unknown).
+  const writes: Record<string, CommandValue> = Object.create(null);
+  for (const [name, value] of entries) {
+    if (typeof value !== 'number' && typeof value !== 'boolean' && typeof value !== 'string') {
+      return {
+        ok: false,
+        detail: `metric '${name.slice(0, 80)}': a value must be a number, a boolean or a string`,
+      };
+    }
+    writes[name] = value;
+  }
+  return { ok: true, writes };
+}
+
 /** The range of each integer datatype: a command is refused rather than wrapped by the encoder. */
 const INTEGER_RANGES: Readonly<Record<number, readonly [number, number]>> = {
   [DATATYPES.Int8]: [-128, 127],

@@ -1,7 +1,12 @@
 import sparkplug from 'sparkplug-payload';
 import { describe, expect, it } from 'vitest';
 import { deviceTopic, parseSparkplugTopic } from '../../../contract/index.js';
-import { metricWriteCommand, rebirthCommand } from '../../../gateway/sparkplug/commands.js';
+import {
+  MAX_WRITES_PER_COMMAND,
+  metricWriteCommand,
+  parseMetricWrites,
+  rebirthCommand,
+} from '../../../gateway/sparkplug/commands.js';
 import { EdgeSession } from '../../../gateway/sparkplug/edge-session.js';
 
 const codec = sparkplug.get('spBv1.0')!;
@@ -89,5 +94,27 @@ describe('Sparkplug commands', () => {
     [{}, 'no metric to write'],
   ])('refuses %j rather than send what the edge node would refuse', (writes, detail) => {
     expect(metricWriteCommand(bornEdge(), 'pump-1', writes, T0)).toEqual({ ok: false, detail });
+  });
+
+  it('reads a command body as a JSON object of writes', () => {
+    const body = (text: string) => parseMetricWrites(Buffer.from(text));
+    const parsed = body('{"Outputs/Valve": true, "Outputs.Speed": 1200}');
+    expect(parsed.ok && { ...parsed.writes }).toEqual({ 'Outputs/Valve': true, 'Outputs.Speed': 1200 });
+    if (parsed.ok) expect(metricWriteCommand(bornEdge(), 'pump-1', parsed.writes, T0).ok).toBe(true);
+    expect(body('[1]')).toMatchObject({ ok: false });
+    expect(body('not json')).toMatchObject({ ok: false });
+    expect(body('{"a": {"b": 1}}')).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/^metric 'a'/),
+    });
+    const many = JSON.stringify(
+      Object.fromEntries(Array.from({ length: MAX_WRITES_PER_COMMAND + 1 }, (_, i) => [`m${i}`, i])),
+    );
+    expect(body(many)).toMatchObject({ ok: false, detail: '65 writes, at most 64 in one command' });
+    // `__proto__` is a write like any (refused then as unknown), never the object's prototype.
+    const proto = body('{"__proto__": 1}');
+    expect(proto.ok && Object.keys(proto.writes)).toEqual(['__proto__']);
+    if (proto.ok)
+      expect(metricWriteCommand(bornEdge(), 'pump-1', proto.writes, T0)).toMatchObject({ ok: false });
   });
 });
