@@ -362,16 +362,23 @@ export class EdgeSession {
 
   private nodeBirth(out: SparkplugOutcome, message: SparkplugPayload, seq: number): SparkplugOutcome {
     // A new NBIRTH ends every device birth of the previous one: each device is offline until its DBIRTH.
+    const wasBorn = this.state.phase !== 'dead';
     const previous = this.state.phase === 'dead' ? [] : [...this.state.devices.keys()];
     this.state = { phase: 'dead' };
     for (const deviceId of previous) out.presence.push({ deviceId, online: false, cause: 'NBIRTH' });
+    // An NBIRTH refused leaves no birth in force: a node that had one is offline until the next.
+    const unborn = () => {
+      if (wasBorn) out.presence.push({ deviceId: this.edgeNodeId, online: false, cause: 'NBIRTH' });
+      return out;
+    };
     const bdSeqMetric = message.metrics.find((m) => m.name === BDSEQ_METRIC);
     const bdSeq = bdSeqMetric === undefined ? undefined : bdSeqOf(bdSeqMetric);
     if (bdSeq === undefined) {
-      return this.refuse(out, 'SPARKPLUG_BAD_PAYLOAD', 'NBIRTH without a bdSeq metric', true);
+      this.refuse(out, 'SPARKPLUG_BAD_PAYLOAD', 'NBIRTH without a bdSeq metric', true);
+      return unborn();
     }
     const table = this.birth(out, message, 'NBIRTH', 0);
-    if (table === undefined) return out;
+    if (table === undefined) return unborn();
     this.state = { phase: 'born', bdSeq, seq, node: table, devices: new Map() };
     out.presence.push({ deviceId: this.edgeNodeId, online: true, cause: 'NBIRTH' });
     return table.refused === undefined ? this.readings(out, table, message) : out;

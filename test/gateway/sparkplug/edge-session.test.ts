@@ -412,6 +412,19 @@ describe('EdgeSession: devices', () => {
     expect(rejection(e.send('NDATA', { timestamp: T0, seq: e.next(), metrics: [] }))).toBeUndefined();
   });
 
+  it('takes the node offline when its new NBIRTH is refused', () => {
+    const e = edge();
+    e.nbirth();
+    e.send('DBIRTH', { timestamp: T0, seq: e.next(), metrics: PUMP_METRICS }, 'pump-1');
+    const bad = e.send('NBIRTH', { timestamp: T0, seq: 0, metrics: NODE_METRICS }); // no bdSeq
+    expect(rejection(bad)).toBe('SPARKPLUG_BAD_PAYLOAD');
+    expect(bad.presence).toEqual([
+      { deviceId: 'pump-1', online: false, cause: 'NBIRTH' },
+      { deviceId: 'edge-1', online: false, cause: 'NBIRTH' },
+    ]);
+    expect(e.session.born).toBe(false);
+  });
+
   it('ends every device birth with a new NBIRTH: offline until its DBIRTH', () => {
     const e = edge();
     e.nbirth();
