@@ -8,6 +8,7 @@ export * from './event.js';
 export * from './ids.js';
 export * from './measurements.js';
 export * from './rejections.js';
+export * from './sparkplug.js';
 export * from './subjects.js';
 export * from './topics.js';
 export * from './units.js';

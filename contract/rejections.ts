@@ -1,3 +1,22 @@
+/** A Sparkplug B edge node's (README, Sparkplug B), apart so that tests can tell them from a JSON device's. */
+export const SPARKPLUG_REJECTION_REASONS = {
+  SPARKPLUG_BAD_PAYLOAD:
+    'not a Sparkplug B payload, compressed, or without what its message type needs (seq, bdSeq, metric names of at most 256 characters and datatypes in a birth, unique aliases); a rebirth is requested',
+  SPARKPLUG_SEQ_GAP:
+    '`seq` is not the one after the edge node’s previous message: refused, and so is all it sends until the rebirth requested',
+  SPARKPLUG_NO_BIRTH:
+    'data, birth or death of an edge node or device with no birth in force (never born, dead, or awaiting a rebirth); a rebirth is requested',
+  SPARKPLUG_UNKNOWN_METRIC: 'data names an alias or metric its birth did not define; a rebirth is requested',
+  SPARKPLUG_BDSEQ_MISMATCH:
+    'NDEATH not of the NBIRTH in force: another bdSeq, or from another connection (the will of a connection taken over); presence unchanged',
+  SPARKPLUG_ID_INVALID:
+    'Sparkplug device id outside [A-Za-z0-9_-]{1,64} (group id: 1–128 characters, no control characters)',
+  SPARKPLUG_LIMIT:
+    'a birth past SPARKPLUG_MAX_METRICS_PER_BIRTH, SPARKPLUG_MAX_METRICS_PER_NODE or SPARKPLUG_MAX_DEVICES_PER_NODE, or data of what it would have defined',
+} as const;
+
+export type SparkplugRejectionReason = keyof typeof SPARKPLUG_REJECTION_REASONS;
+
 /**
  * Why the gateway refused a message or a reading: the `reason` a dead letter carries (on
  * `deadletter.{tenant}.{reason}`, and per rejected reading in its `rejections`), and the `reason`
@@ -32,6 +51,7 @@ export const REJECTION_REASONS = {
     'a gateway device published for a device it may not speak for (another tenant’s, one registered on its own or through another gateway device, not in its list, or disabled)',
   CHILD_LIMIT:
     'a gateway device published for a new child past GATEWAY_DEVICE_MAX_CHILDREN registered through it',
+  ...SPARKPLUG_REJECTION_REASONS,
 } as const;
 
 export type RejectionReason = keyof typeof REJECTION_REASONS;

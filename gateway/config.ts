@@ -148,6 +148,23 @@ export const DEFAULT_DEADLETTER_MAX_BYTES = 1_073_741_824;
  * reads them within seconds; only one stopped for longer than that many events would miss some.
  */
 export const DEFAULT_PRESENCE_MAX_BYTES = 1_073_741_824;
+/**
+ * Metrics one Sparkplug NBIRTH or DBIRTH may define (names, aliases, datatypes and units held while it
+ * is in force, ~250 bytes each): a PLC's worth of tags. Past it the birth is refused.
+ */
+export const DEFAULT_SPARKPLUG_MAX_METRICS_PER_BIRTH = 512;
+/**
+ * Metric definitions held for one edge node and all its devices together: measured 1.0 MB full with
+ * 30-character names, 1.75 MB with names at their 256-character maximum.
+ */
+export const DEFAULT_SPARKPLUG_MAX_METRICS_PER_NODE = 4_096;
+/** Devices one Sparkplug edge node may have born at once. */
+export const DEFAULT_SPARKPLUG_MAX_DEVICES_PER_NODE = 256;
+/**
+ * Rebirth requests to one edge node at most this often: a rebirth costs it every birth again, and the
+ * messages that follow a gap would otherwise each ask for one.
+ */
+export const DEFAULT_SPARKPLUG_REBIRTH_INTERVAL_MS = 5_000;
 /** A stream's byte limit below this could not hold a handful of the largest letters. */
 const MIN_STREAM_MAX_BYTES = 1_048_576;
 /** What one letter or event may keep: with its other fields, well under NATS' 1 MB max_payload. */
@@ -291,6 +308,16 @@ export const GatewayConfigSchema = z
       .min(MIN_STREAM_MAX_BYTES)
       .default(DEFAULT_DEADLETTER_MAX_BYTES),
     PRESENCE_MAX_BYTES: z.coerce.number().int().min(MIN_STREAM_MAX_BYTES).default(DEFAULT_PRESENCE_MAX_BYTES),
+    // Sparkplug B edge nodes (gateway/sparkplug/).
+    SPARKPLUG_MAX_METRICS_PER_BIRTH: env.positiveInt(DEFAULT_SPARKPLUG_MAX_METRICS_PER_BIRTH),
+    SPARKPLUG_MAX_METRICS_PER_NODE: env.positiveInt(DEFAULT_SPARKPLUG_MAX_METRICS_PER_NODE),
+    SPARKPLUG_MAX_DEVICES_PER_NODE: env.positiveInt(DEFAULT_SPARKPLUG_MAX_DEVICES_PER_NODE),
+    SPARKPLUG_REBIRTH_INTERVAL_MS: z.coerce
+      .number()
+      .int()
+      .min(100)
+      .max(3_600_000)
+      .default(DEFAULT_SPARKPLUG_REBIRTH_INTERVAL_MS),
   })
   // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
   .refine(
@@ -335,6 +362,16 @@ export const GatewayConfigSchema = z
   .refine(
     (c) => !known(c.DEVICE_MAX_METRICS, c.TENANT_MAX_METRICS) || c.DEVICE_MAX_METRICS <= c.TENANT_MAX_METRICS,
     { path: ['DEVICE_MAX_METRICS'], message: 'must not exceed TENANT_MAX_METRICS', when: () => true },
+  )
+  .refine(
+    (c) =>
+      !known(c.SPARKPLUG_MAX_METRICS_PER_BIRTH, c.SPARKPLUG_MAX_METRICS_PER_NODE) ||
+      c.SPARKPLUG_MAX_METRICS_PER_BIRTH <= c.SPARKPLUG_MAX_METRICS_PER_NODE,
+    {
+      path: ['SPARKPLUG_MAX_METRICS_PER_BIRTH'],
+      message: 'must not exceed SPARKPLUG_MAX_METRICS_PER_NODE, or a largest birth could never be held',
+      when: () => true,
+    },
   )
   .refine(
     (c) =>

@@ -77,6 +77,13 @@ describe('gateway config', () => {
     expect(problemsOf({ DEDUP_MAX_PUBLISHES: '100', MAX_IN_FLIGHT_PER_CLIENT: '100' })).toEqual([
       expect.stringMatching(/DEDUP_MAX_PUBLISHES: must hold/),
     ]);
+    expect(
+      problemsOf({ SPARKPLUG_MAX_METRICS_PER_BIRTH: '600', SPARKPLUG_MAX_METRICS_PER_NODE: '500' }),
+    ).toEqual([
+      expect.stringMatching(
+        /SPARKPLUG_MAX_METRICS_PER_BIRTH: must not exceed SPARKPLUG_MAX_METRICS_PER_NODE/,
+      ),
+    ]);
   });
 
   it('treats empty variables as unset', () => {

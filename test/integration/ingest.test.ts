@@ -9,7 +9,12 @@ import {
   telemetrySubject,
   telemetryTopic,
 } from '../../contract/index.js';
-import { REJECTION_REASONS, type RejectionReason } from '../../contract/rejections.js';
+import {
+  REJECTION_REASONS,
+  type RejectionReason,
+  SPARKPLUG_REJECTION_REASONS,
+  type SparkplugRejectionReason,
+} from '../../contract/rejections.js';
 import { DEFAULT_DEADLETTER_MAX_PAYLOAD_BYTES } from '../../gateway/config.js';
 import type { Gateway } from '../../gateway/gateway.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
@@ -189,10 +194,14 @@ const GATEWAY_DEVICE_REASONS: readonly RejectionReason[] = ['CHILD_DENIED', 'CHI
 
 describe('every rejection reason lands in DEADLETTER', () => {
   const now = Date.now();
-  const cases: Record<
-    Exclude<RejectionReason, 'CHILD_DENIED' | 'CHILD_LIMIT'>,
-    { payload: Buffer | string; topic?: string }
-  > = {
+  // A Sparkplug edge node's reasons are tested in test/gateway/sparkplug/edge-session.test.ts, a
+  // gateway device's in test/integration/gateway-devices.test.ts.
+  type JsonReason = Exclude<RejectionReason, SparkplugRejectionReason | 'CHILD_DENIED' | 'CHILD_LIMIT'>;
+  const jsonReasons = Object.keys(REJECTION_REASONS).filter(
+    (r) =>
+      !Object.hasOwn(SPARKPLUG_REJECTION_REASONS, r) && !GATEWAY_DEVICE_REASONS.includes(r as RejectionReason),
+  );
+  const cases: Record<JsonReason, { payload: Buffer | string; topic?: string }> = {
     PAYLOAD_TOO_LARGE: { payload: JSON.stringify({ metrics: { a: 1 }, pad: 'x'.repeat(MAX_PAYLOAD_BYTES) }) },
     PAYLOAD_NOT_UTF8: { payload: Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]) },
     PAYLOAD_NOT_JSON: { payload: '{"metrics": {' },
@@ -232,13 +241,9 @@ describe('every rejection reason lands in DEADLETTER', () => {
     const letters = (await readStream<DeadLetter>(nc, DEADLETTER_STREAM)).filter(
       (m) => m.data.deviceId === 'bad-1',
     );
-    expect(letters.map((l) => l.data.reason).sort()).toEqual(
-      Object.keys(REJECTION_REASONS)
-        .filter((r) => !GATEWAY_DEVICE_REASONS.includes(r as RejectionReason))
-        .sort(),
-    );
+    expect(letters.map((l) => l.data.reason).sort()).toEqual(jsonReasons.sort());
     for (const letter of letters) {
-      const sent = cases[letter.data.reason as keyof typeof cases];
+      const sent = cases[letter.data.reason as JsonReason];
       expect(letter.subject).toBe(`deadletter.acme.${letter.data.reason}`);
       expect(letter.data).toMatchObject({
         tenant: 'acme',
