@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `npm start` and `npm test` need on a Debian machine with Node 20: the Debian packages
 # nats-server, victoria-metrics, mosquitto-clients, influxdb (1.x), chromium (and openssl), the
-# third-party MQTT clients the tests drive (the mosquitto broker as a bridge, python3-paho-mqtt), and
-# the npm dependencies. Idempotent, and a
+# third-party MQTT clients the tests drive (the mosquitto broker as a bridge, python3-paho-mqtt),
+# curl and tmux, and the npm dependencies. Idempotent, and a
 # no-op taking about a second when everything is already in place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # Clients nobody here wrote: a mosquitto bridge and paho (Debian's python3, not a pyenv one).
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 /usr/bin/python3 -c 'import paho.mqtt' >/dev/null 2>&1 || missing+=(python3-paho-mqtt)
+# curl posts to the HTTP ingest; tmux gives `npm start` a real terminal in the first-run test.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo=sudo

@@ -41,6 +41,10 @@ const DEMO_DEVICES = 20;
 const DEMO_RATE_PER_DEVICE = 1;
 const DEMO_TENANT = 'demo';
 const SIMULATOR_ENTRY = 'simulators/main.ts';
+/** Thermometers overheat now and then, a tenth of the devices nap: something for the demo rules to find. */
+const DEMO_FAULTS = ['--overheat', '100', '--naps', '10'];
+/** Alert rules for the demo fleet's episodes, given to the processors unless ALERT_RULES_FILE is set. */
+const DEMO_ALERT_RULES = 'scripts/demo-alert-rules.yaml';
 /** The simulator has no "until stopped"; a week outlasts any local session, and Ctrl-C ends it sooner. */
 const DEMO_DURATION = '7d';
 /** On SIGTERM the simulator waits this long for outstanding acknowledgements, then removes its devices. */
@@ -533,8 +537,14 @@ async function main(): Promise<void> {
     env: { NATS_URL: natsUrl, HTTP_PORT: String(config.HTTP_PORT), OPERATOR_TOKEN: operatorToken },
     stopTimeoutMs: config.SHUTDOWN_GRACE_MS + STOP_MARGIN_MS,
   });
+  const demoRules = demo && !process.env.ALERT_RULES_FILE && existsSync(join(ROOT, SIMULATOR_ENTRY));
   launch('processors', process.execPath, node('processors/main.ts'), {
-    env: { NATS_URL: natsUrl, INFLUX_URL: tsdbUrl, HTTP_PORT: String(config.PROCESSORS_HTTP_PORT) },
+    env: {
+      NATS_URL: natsUrl,
+      INFLUX_URL: tsdbUrl,
+      HTTP_PORT: String(config.PROCESSORS_HTTP_PORT),
+      ...(demoRules ? { ALERT_RULES_FILE: join(ROOT, DEMO_ALERT_RULES) } : {}),
+    },
     stopTimeoutMs: PROCESSORS_STOP_TIMEOUT_MS,
   });
   await Promise.all([
@@ -558,6 +568,7 @@ async function main(): Promise<void> {
         ...['--duration', DEMO_DURATION, '--drain-timeout', DEMO_DRAIN_TIMEOUT, '--progress', 'plain'],
         ...['--url', `mqtt://${local}:${config.MQTT_PORT}`, '--auth', config.AUTH_MODE],
         ...['--tenant', DEMO_TENANT, '--nats', natsUrl],
+        ...DEMO_FAULTS,
       ],
       { optional: true, logFile, stopTimeoutMs: DEMO_STOP_TIMEOUT_MS },
     );
@@ -565,6 +576,10 @@ async function main(): Promise<void> {
       `demo fleet    ${DEMO_DEVICES} devices of tenant '${DEMO_TENANT}', ${DEMO_RATE_PER_DEVICE} reading/s each, ` +
         `log in ${shown(logFile)} (--no-demo leaves it out)`,
     );
+    if (demoRules)
+      notes.push(
+        `alert rules   ${DEMO_ALERT_RULES}: thermometers overheat and devices nap now and then, the first time within 2 min`,
+      );
   }
   const tsdbNote = ownTsdb ? `VictoriaMetrics, data in ${shown(join(dataDir, 'tsdb'))}` : 'from INFLUX_URL';
   console.log(banner(config, { natsUrl, natsNote, tsdbUrl, tsdbNote, ownTsdb, liveUrl }, notes));

@@ -191,7 +191,10 @@ export class PartitionConsumer {
     const checkpoint = saved?.operation === 'PUT' ? saved.json<SavedCheckpoint>() : undefined;
     const consumer = new PartitionConsumer(o, checkpoint);
     await consumer.attach(checkpoint?.ackSeq ?? 0);
-    o.log.info({ partition: o.partition, from: (checkpoint?.ackSeq ?? 0) + 1 }, 'partition consumer started');
+    o.log.debug(
+      { partition: o.partition, from: (checkpoint?.ackSeq ?? 0) + 1 },
+      'partition consumer started',
+    );
     return consumer;
   }
 
@@ -223,7 +226,10 @@ export class PartitionConsumer {
     await this.settling;
     // Its alerts are in the checkpoint; the next owner restores them.
     await this.settle(true);
-    this.o.log.info({ partition: this.o.partition, ackSeq: this.lastSavedSeq }, 'partition consumer stopped');
+    this.o.log.debug(
+      { partition: this.o.partition, ackSeq: this.lastSavedSeq },
+      'partition consumer stopped',
+    );
   }
 
   private async attach(afterSeq: number): Promise<void> {

@@ -293,6 +293,9 @@ export class PartitionLeases {
       (p) => !this.held.has(p) && !this.losing.has(p),
     );
     const leases = await Promise.all(others.map(async (p) => decode(await this.kv.get(this.leaseKey(p)))));
+    // One line per round, not one per partition: a first start takes all of them at once.
+    const acquired: number[] = [];
+    const from = new Set<string>();
     for (const [i, p] of others.entries()) {
       if (count() >= share || this.stopped || !this.alive()) break;
       const current = leases[i];
@@ -321,8 +324,14 @@ export class PartitionLeases {
         continue;
       }
       h.state = 'owned';
-      log.info({ partition: p, from: current?.owner }, 'partition acquired');
+      acquired.push(p);
+      if (current?.owner !== undefined) from.add(current.owner);
     }
+    if (acquired.length > 0)
+      log.info(
+        { partitions: acquired, ...(from.size > 0 ? { from: [...from] } : {}) },
+        'partitions acquired',
+      );
   }
 
   /** Deletes our lease, if it is still ours as we last wrote it. */

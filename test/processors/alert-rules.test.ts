@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type AlertRule, loadAlertRules, parseAlertRules } from '../../processors/alerts/alert-rules.js';
 import { AlertRulesError } from '../../processors/errors.js';
@@ -113,6 +114,16 @@ const EXPECTED: AlertRule[] = [
 ];
 
 describe('loadAlertRules', () => {
+  it('loads the demo fleet’s rules, which watch what the demo’s episodes make happen', () => {
+    const rules = loadAlertRules(
+      fileURLToPath(new URL('../../scripts/demo-alert-rules.yaml', import.meta.url)),
+    );
+    expect(rules.map((r) => [r.name, r.type, r.metric, r.tenant])).toEqual([
+      ['overheating', 'threshold', 'temperature', 'demo'],
+      ['silent', 'absence', 'battery', 'demo'],
+    ]);
+  });
+
   it('loads a YAML file with every rule type, defaults filled in', () => {
     const rules = loadAlertRules(file('rules.yaml', EXAMPLE_YAML));
     expect(rules).toEqual(EXPECTED);
