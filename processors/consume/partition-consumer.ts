@@ -142,20 +142,37 @@ export class PartitionConsumer {
   private gate: Promise<void> | undefined;
   private wakeGate: (() => void) | undefined;
   /**
-   * Wall time spent not pulling because the sink was overloaded, and since when it is now. The
-   * windows' idle timeout must not count it: a device is not quiet because we stopped reading it,
-   * and taking it as quiet would close its windows on wall time and make its backlog late.
+   * Wall time the pipeline's clock stood still, and since when it stands still now: while the
+   * partition is gated (not pulling for an overloaded sink) or behind its stream (the last message
+   * delivered said more were waiting). The windows' idle timeout and the absence rules must not
+   * count either: a device is not quiet because we stopped reading it, or because its readings wait
+   * in a backlog (a replay, a processor starved of CPU), and taking it as quiet would close its
+   * windows on wall time and make the backlog late.
    */
-  private gatedMs = 0;
-  private gatedSince: number | undefined;
+  private stillMs = 0;
+  private stillSince: number | undefined;
+  private gated = false;
+  private behind = false;
   /** Since when the checkpoint's required watermarks have not fitted CHECKPOINT_MAX_BYTES. */
   private checkpointOverSince: number | undefined;
   private caughtUp = false;
 
-  /** The pipeline's clock: wall time that stands still while the partition is gated. */
+  /** The pipeline's clock: wall time that stands still while the partition is gated or behind. */
   private pipelineClock(): number {
     const now = this.clock();
-    return now - this.gatedMs - (this.gatedSince === undefined ? 0 : now - this.gatedSince);
+    return now - this.stillMs - (this.stillSince === undefined ? 0 : now - this.stillSince);
+  }
+
+  /** Starts or stops the pipeline's clock as the partition becomes gated or behind, or neither. */
+  private setStill(what: 'gated' | 'behind', on: boolean): void {
+    if (what === 'gated') this.gated = on;
+    else this.behind = on;
+    const still = this.gated || this.behind;
+    if (still && this.stillSince === undefined) this.stillSince = this.clock();
+    else if (!still && this.stillSince !== undefined) {
+      this.stillMs += this.clock() - this.stillSince;
+      this.stillSince = undefined;
+    }
   }
 
   private readonly pipeline: PartitionPipeline;
@@ -283,6 +300,9 @@ export class PartitionConsumer {
         const delivery = msg.info.deliverySequence;
         if (delivery > nextDelivery) throw new DeliveryGapError(this.o.partition, nextDelivery, delivery);
         nextDelivery = delivery + 1;
+        // More stored than delivered: whatever a device sent meanwhile is still to come.
+        const behind = msg.info.pending > 0;
+        if (behind !== this.behind) this.setStill('behind', behind);
         const event = this.parse(msg);
         this.last = msg;
         if (++sinceSample === ACK_SAMPLE) {
@@ -350,13 +370,12 @@ export class PartitionConsumer {
     this.submit(this.pipeline.take(this.pipelineClock(), true), false);
     if (this.o.effects.overloaded && !this.gate && !this.stopping) {
       this.o.onLimit?.('TSDB_MAX_PENDING_LINES');
-      this.gatedSince = this.clock();
+      this.setStill('gated', true);
       this.gate = new Promise<void>((resolve) => {
         this.wakeGate = resolve;
         void this.o.effects.whenAccepting().then(resolve);
       }).then(() => {
-        this.gatedMs += this.clock() - (this.gatedSince ?? this.clock());
-        this.gatedSince = undefined;
+        this.setStill('gated', false);
         this.gate = undefined;
         this.wakeGate = undefined;
       });

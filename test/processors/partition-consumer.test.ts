@@ -254,6 +254,38 @@ describe('PartitionConsumer', () => {
     await consumer.stop();
   });
 
+  it('does not take its devices as idle while readings wait in its backlog, however slow it runs', async () => {
+    // The simulator's exactness test found this under load: a processor starved of CPU for longer
+    // than the idle timeout took its devices as quiet and closed their windows, and the readings
+    // still waiting in the stream came late. Here wall time moves past the idle timeout at every
+    // look, as if the process were starved between any two steps; only a caught-up partition may
+    // count it.
+    const effects = new RecordingEffects();
+    const start0 = T0 + 7_200 * S; // a minute boundary
+    const readings = 1_500; // 20 ms apart: 30 s of event time inside one minute
+    await publish(
+      9,
+      Array.from({ length: readings }, (_, i) => event('starved', i, start0 + i * 20, 1)),
+    );
+    let wall = start0;
+    const late: number[] = [];
+    const consumer = await start(9, effects, () => (wall += 2 * windows.idleTimeoutMs), undefined, {
+      observer: { late: (n) => late.push(n) },
+    });
+    try {
+      await until(() => effects.raw.length === readings, 'the backlog');
+      // Caught up, the clock runs again: the device is quiet now, and its minute closes.
+      await until(() => {
+        consumer.flushWindows();
+        return effects.windows.get(`starved|temperature|${60 * S}|${start0}`)?.final === true;
+      }, 'the minute to be final once caught up and quiet');
+      expect(late).toEqual([]);
+      expect(effects.windows.get(`starved|temperature|${60 * S}|${start0}`)!.values.count).toBe(readings);
+    } finally {
+      await consumer.stop();
+    }
+  });
+
   it('hands over the tail of a burst at once, without waiting for another message', async () => {
     const effects = new RecordingEffects();
     // Not a multiple of the pull size: the last pull is partly filled and nothing follows it.

@@ -149,7 +149,9 @@ describe('SESSION_EXPIRY_MS', () => {
     await sleep(EXPIRY_MS / 2 + 700);
     await command(device, 'kept', 'still subscribed');
     const again = await persistent(device);
-    expect((await received(again, 1_000)).map((m) => m.payload)).toEqual(['still subscribed']);
+    // QoS 1 is at least once: a command queued as the session came back may arrive twice (seen once
+    // in CI); what this test is about is that it arrives at all, the subscription having been kept.
+    expect([...new Set((await received(again, 1_000)).map((m) => m.payload))]).toEqual(['still subscribed']);
   });
 });
 
