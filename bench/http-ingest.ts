@@ -1,11 +1,14 @@
+import { mkdir } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { availableParallelism, cpus } from 'node:os';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { telemetryTopic } from '../contract/topics.js';
 import { checkTelemetryStored } from './checks.js';
 import { CpuSampler } from './cpu.js';
+import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { freePort, startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { type BenchDevice, runRound, SEQ_BASE, selfCheck } from './mqtt-load.js';
@@ -29,7 +32,9 @@ const HELP = `usage: npm run bench:http -- [options]
   --batch B              readings per request of the batch target (default 20)
   --seconds S            length of each timed round (default 5)
   --rounds R             timed rounds per target, interleaved (default 3)
-  --warmup-seconds S     untimed round per target first (default 2)`;
+  --warmup-seconds S     untimed round per target first (default 2)
+  --targets LIST         mqtt,http,http-batch (default all three)
+  --profile DIR          run the gateway with --cpu-prof into DIR and summarise the profile`;
 
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOST = '127.0.0.1';
@@ -45,6 +50,8 @@ interface Options {
   seconds: number;
   rounds: number;
   warmupSeconds: number;
+  targets: TargetKey[];
+  profileDir: string | undefined;
 }
 
 function options(): Options {
@@ -57,6 +64,8 @@ function options(): Options {
       seconds: { type: 'string', default: '5' },
       rounds: { type: 'string', default: '3' },
       'warmup-seconds': { type: 'string', default: '2' },
+      targets: { type: 'string', default: 'mqtt,http,http-batch' },
+      profile: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -66,7 +75,14 @@ function options(): Options {
     process.exit(0);
   }
   const num = numberOption;
+  const targets = values.targets.split(',').map((t) => t.trim());
+  if (targets.length === 0 || targets.some((t) => !TARGETS.includes(t as TargetKey))) {
+    console.error(`--targets: a comma-separated list of ${TARGETS.join(', ')}, got '${values.targets}'`);
+    process.exit(2);
+  }
   return {
+    targets: TARGETS.filter((t) => targets.includes(t)),
+    profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     clients: num('clients', values.clients, 1, 9_999),
     inflight: num('inflight', values.inflight, 1, 65_535),
     concurrency: num('http-concurrency', values['http-concurrency'], 1, 64),
@@ -79,7 +95,8 @@ function options(): Options {
 
 stopOnExit('the gateway and nats-server');
 
-type TargetKey = 'mqtt' | 'http' | 'http-batch';
+const TARGETS = ['mqtt', 'http', 'http-batch'] as const;
+type TargetKey = (typeof TARGETS)[number];
 
 interface Window {
   /** Readings stored (or found duplicate) by answers received inside the window. */
@@ -231,9 +248,19 @@ async function main(): Promise<void> {
   });
   await provision(nc, devices);
   const httpIngestPort = await freePort();
+  const nodeArgs: string[] = [];
+  const profileSince = Date.now();
+  if (o.profileDir !== undefined) {
+    await mkdir(o.profileDir, { recursive: true });
+    nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${o.profileDir}`);
+    console.log(
+      `profiling the gateway into ${o.profileDir}: its figures are not comparable with unprofiled runs`,
+    );
+  }
   const gw = await startGatewayProcess({
     cwd: REPO_ROOT,
     natsUrl: nats.url,
+    nodeArgs,
     // Saturation needs more than a device's default allowance from each client.
     env: {
       DEVICE_MAX_MSGS_PER_SEC: '0',
@@ -243,7 +270,12 @@ async function main(): Promise<void> {
   });
   hold(
     'gateway',
-    () => gw.stop(),
+    async () => {
+      await gw.stop();
+      if (o.profileDir === undefined) return;
+      const file = newestProfile(o.profileDir, profileSince);
+      console.log(file ? `\n${formatSummary(file)}` : `\nno .cpuprofile found in ${o.profileDir}`);
+    },
     () => gw.kill(),
   );
   const sampler = new CpuSampler(
@@ -288,7 +320,7 @@ async function main(): Promise<void> {
     return summarise(target, w);
   };
 
-  const targets: TargetKey[] = ['mqtt', 'http', 'http-batch'];
+  const targets = o.targets;
   if (o.warmupSeconds > 0)
     for (const t of targets) {
       if (isInterrupted()) return;
@@ -318,7 +350,7 @@ async function main(): Promise<void> {
       errors: rs.reduce((n, r) => n + [...r.errors.values()].reduce((a, b) => a + b, 0), 0),
     };
   });
-  const mqtt = per.find((p) => p.target === 'mqtt')!;
+  const mqtt = per.find((p) => p.target === 'mqtt');
   const date = started.toISOString().slice(0, 10);
   const table = [
     `HTTP ingest against MQTT, measured ${date} with \`npm run bench:http\`: ${o.clients} devices, one gateway ` +
@@ -331,7 +363,7 @@ async function main(): Promise<void> {
     ...per.map(
       (p) =>
         `| ${names[p.target]} | ${int(p.rate)} (${int(p.min)}–${int(p.max)}) | ${ms(p.p50)} ms | ${ms(p.p99)} ms | ${int(p.cpuUs)} | ` +
-        `${(p.rate / mqtt.rate).toFixed(2)}×, ${(p.cpuUs / mqtt.cpuUs).toFixed(2)}× | ${p.errors} |`,
+        `${mqtt ? `${(p.rate / mqtt.rate).toFixed(2)}×, ${(p.cpuUs / mqtt.cpuUs).toFixed(2)}×` : '–'} | ${p.errors} |`,
     ),
   ];
   console.log(`\n${table.join('\n')}\n`);
