@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +9,7 @@ import { type CanonicalEvent, TELEMETRY_MEASUREMENT, TELEMETRY_STREAM } from '..
 import type { Gateway } from '../../gateway/gateway.js';
 import { ProcessorConfigSchema } from '../../processors/config.js';
 import { createProcessor, type Processor } from '../../processors/processor.js';
+import { type CurlAnswer, curl } from '../kit/curl.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
 import { readStream } from '../kit/streams.js';
@@ -29,48 +29,6 @@ let processor: Processor;
 let device: ProvisionedDevice;
 let other: ProvisionedDevice;
 let dir: string;
-
-interface CurlAnswer {
-  status: number;
-  body: Record<string, unknown>;
-  headers: string;
-  /** New TCP connections curl made, over all its requests. */
-  connects: number;
-}
-
-/** Options every request of a curl run gets (curl forgets them at `--next`). */
-const CURL_COMMON = ['-sS', '--max-time', '20', '-D', '-', '-w', '\n@@%{http_code} %{num_connects}\n'];
-
-/**
- * curl, bounded (its own --max-time, and killed past it): one or more requests in one run, which
- * reuses its connection when the server keeps it alive.
- */
-function curl(...requests: string[][]): Promise<CurlAnswer[]> {
-  const args = requests.flatMap((r, i) => [...(i > 0 ? ['--next'] : []), ...CURL_COMMON, ...r]);
-  return new Promise((resolve, reject) => {
-    const child = spawn('curl', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    const killer = setTimeout(() => child.kill('SIGKILL'), 25_000);
-    child.once('exit', (code) => {
-      clearTimeout(killer);
-      if (code !== 0) return reject(new Error(`curl exited ${code}: ${err}`));
-      const answers: CurlAnswer[] = [];
-      const chunks = out.split('\n@@');
-      let headers = chunks[0]!;
-      for (let i = 1; i < chunks.length; i++) {
-        const [line = '', ...rest] = chunks[i]!.split('\n');
-        const [status, connects] = line.split(' ').map(Number) as [number, number];
-        const [head = '', text = ''] = headers.split(/\r\n\r\n/);
-        answers.push({ status, connects, headers: head, body: text === '' ? {} : JSON.parse(text) });
-        headers = rest.join('\n');
-      }
-      resolve(answers);
-    });
-  });
-}
 
 const url = (id: string, kind = 'telemetry') =>
   `http://127.0.0.1:${gateway.ports.httpIngest}/v1/devices/${id}/${kind}`;

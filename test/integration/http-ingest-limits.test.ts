@@ -1,0 +1,71 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { DEFAULT_TENANT } from '../../contract/ids.js';
+import { type CanonicalEvent, TELEMETRY_STREAM } from '../../contract/index.js';
+import type { Gateway } from '../../gateway/gateway.js';
+import { type CurlAnswer, curl } from '../kit/curl.js';
+import { natsClient, startGateway } from '../kit/gateway.js';
+import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
+import { readStream } from '../kit/streams.js';
+
+/**
+ * HTTP ingest in AUTH_MODE=open (no credentials: the path names the device) and at a device's rate
+ * limit, which HTTP requests share with its MQTT publishes: slightly over, a request waits for its
+ * token; a whole burst in debt, 429 with Retry-After.
+ */
+
+let nats: NatsServer;
+let gateway: Gateway;
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  ({ gateway } = await startGateway(nats.url, {
+    LIVE_VIEW: 'false',
+    AUTH_MODE: 'open',
+    HTTP_INGEST_PORT: '0',
+    DEVICE_MAX_MSGS_PER_SEC: '1',
+    DEVICE_MSGS_BURST: '2',
+  }));
+});
+
+afterAll(async () => {
+  await gateway?.close();
+  await nats?.dispose();
+});
+
+const post = (id: string, body: string) =>
+  curl([
+    '-H',
+    'content-type: application/json',
+    '--data-binary',
+    body,
+    `http://127.0.0.1:${gateway.ports.httpIngest}/v1/devices/${id}/telemetry`,
+  ]).then((a) => a[0]!);
+
+it('takes a post without credentials in AUTH_MODE=open, as the device its path names', async () => {
+  const answer = await post(
+    'open-1',
+    '{"seq":1,"ts":' + (Date.now() - 100) + ',"metrics":{"temperature":20}}',
+  );
+  expect(answer.status).toBe(200);
+  expect(answer.body).toEqual({ stored: 1, duplicates: 0, rejected: [] });
+  const nc = await natsClient(nats.url);
+  const events = (await readStream<CanonicalEvent>(nc, TELEMETRY_STREAM)).map((e) => e.data);
+  await nc.close();
+  expect(events).toEqual([expect.objectContaining({ deviceId: 'open-1', tenant: DEFAULT_TENANT, seq: 1 })]);
+});
+
+it('answers 429 with Retry-After to a device a whole burst over its rate; other devices pass', async () => {
+  // 1 a second, 2 saved up: two go at once, two wait their token (debt up to the burst), the rest 429.
+  const ts = Date.now() - 100;
+  const answers: CurlAnswer[] = await Promise.all(
+    Array.from({ length: 6 }, (_, i) =>
+      post('busy-1', `{"seq":${i},"ts":${ts},"metrics":{"temperature":${i}}}`),
+    ),
+  );
+  const statuses = answers.map((a) => a.status).sort();
+  expect(statuses).toEqual([200, 200, 200, 200, 429, 429]);
+  const refused = answers.find((a) => a.status === 429)!;
+  expect(refused.body).toMatchObject({ code: 'RATE_LIMITED' });
+  expect(refused.headers).toMatch(/retry-after: \d+/i);
+  expect((await post('calm-1', '{"metrics":{"temperature":1}}')).status).toBe(200);
+});

@@ -1,0 +1,48 @@
+import { spawn } from 'node:child_process';
+
+/**
+ * curl (a client nobody here wrote) for the HTTP ingest tests: its answers parsed, status, headers,
+ * JSON body and how many TCP connections it opened.
+ */
+
+export interface CurlAnswer {
+  status: number;
+  body: Record<string, unknown>;
+  headers: string;
+  /** New TCP connections curl made, over all its requests. */
+  connects: number;
+}
+
+/** Options every request of a curl run gets (curl forgets them at `--next`). */
+const CURL_COMMON = ['-sS', '--max-time', '20', '-D', '-', '-w', '\n@@%{http_code} %{num_connects}\n'];
+
+/**
+ * curl, bounded (its own --max-time, and killed past it): one or more requests in one run, which
+ * reuses its connection when the server keeps it alive.
+ */
+export function curl(...requests: string[][]): Promise<CurlAnswer[]> {
+  const args = requests.flatMap((r, i) => [...(i > 0 ? ['--next'] : []), ...CURL_COMMON, ...r]);
+  return new Promise((resolve, reject) => {
+    const child = spawn('curl', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 25_000);
+    child.once('exit', (code) => {
+      clearTimeout(killer);
+      if (code !== 0) return reject(new Error(`curl exited ${code}: ${err}`));
+      const answers: CurlAnswer[] = [];
+      const chunks = out.split('\n@@');
+      let headers = chunks[0]!;
+      for (let i = 1; i < chunks.length; i++) {
+        const [line = '', ...rest] = chunks[i]!.split('\n');
+        const [status, connects] = line.split(' ').map(Number) as [number, number];
+        const [head = '', text = ''] = headers.split(/\r\n\r\n/);
+        answers.push({ status, connects, headers: head, body: text === '' ? {} : JSON.parse(text) });
+        headers = rest.join('\n');
+      }
+      resolve(answers);
+    });
+  });
+}
