@@ -44,7 +44,7 @@ const post = (id: string, body: string) =>
 it('takes a post without credentials in AUTH_MODE=open, as the device its path names', async () => {
   const answer = await post(
     'open-1',
-    '{"seq":1,"ts":' + (Date.now() - 100) + ',"metrics":{"temperature":20}}',
+    JSON.stringify({ seq: 1, ts: Date.now() - 100, metrics: { temperature: 20 } }),
   );
   expect(answer.status).toBe(200);
   expect(answer.body).toEqual({ stored: 1, duplicates: 0, rejected: [] });
