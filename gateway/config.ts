@@ -197,6 +197,8 @@ export const GatewayConfigSchema = z
     HTTP_PORT: env.port(DEFAULT_GATEWAY_HTTP_PORT),
     /** Telemetry and status over HTTP (gateway/http-ingest/); unset: not served. */
     HTTP_INGEST_PORT: env.optionalPort(),
+    /** HTTPS on HTTP_INGEST_PORT with TLS_CERT_FILE and TLS_KEY_FILE (the MQTT TLS listener's). */
+    HTTP_INGEST_TLS: env.bool(false),
     AUTH_MODE: z.enum(['registry', 'open']).default('registry'),
     MAX_PAYLOAD_BYTES: z.coerce.number().int().min(64).max(16_777_216).default(DEFAULT_MAX_PAYLOAD_BYTES),
     MAX_PACKET_BYTES: z.coerce.number().int().min(1024).max(268_435_455).default(DEFAULT_MAX_PACKET_BYTES),
@@ -332,6 +334,11 @@ export const GatewayConfigSchema = z
       when: () => true,
     },
   )
+  .refine((c) => !c.HTTP_INGEST_TLS || (c.TLS_CERT_FILE !== undefined && c.TLS_KEY_FILE !== undefined), {
+    path: ['HTTP_INGEST_TLS'],
+    message: 'HTTPS needs TLS_CERT_FILE and TLS_KEY_FILE (with MQTTS_PORT)',
+    when: () => true,
+  })
   .refine(
     (c) =>
       c.GATEWAY_ID === undefined ||

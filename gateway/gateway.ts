@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { createOpsServer } from '../common/http-server.js';
@@ -83,7 +85,7 @@ export async function createGateway(
   let takeover: Takeover | undefined;
   let telemetry: TelemetryHandler | undefined;
   let discards: { close(): void } | undefined;
-  let ingest: Server | undefined;
+  let ingest: Server | HttpsServer | undefined;
   let ingestPort: number | undefined;
   let closing = false;
 
@@ -316,6 +318,9 @@ export async function createGateway(
         natsConnected: () => store.isConnected,
         metrics,
         log,
+        ...(config.HTTP_INGEST_TLS && config.TLS_CERT_FILE && config.TLS_KEY_FILE
+          ? { tls: { cert: readFileSync(config.TLS_CERT_FILE), key: readFileSync(config.TLS_KEY_FILE) } }
+          : {}),
       });
       // Under GATEWAY_WORKERS, node:cluster shares the port between the workers as it does MQTT's.
       ingestPort = await listen(ingest, config.HTTP_INGEST_PORT, config.BIND_HOST, 'HTTP_INGEST_PORT');

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
 import type { Logger } from '../../common/logger.js';
 import { DEFAULT_TENANT } from '../../contract/ids.js';
 import { telemetryTopic } from '../../contract/topics.js';
@@ -13,6 +15,7 @@ import {
   readingOutcomes,
   type TelemetryHandler,
 } from '../ingest/telemetry-handler.js';
+import { ConnectDeadlines } from '../limits/connect-deadline.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { PresencePublisher } from '../presence.js';
 import { type Answer, failure, telemetryAnswer } from './answer.js';
@@ -44,6 +47,8 @@ export interface HttpIngestDeps {
   natsConnected: () => boolean;
   metrics: Pick<GatewayMetrics, 'httpRequest' | 'httpReadings' | 'limitReached'>;
   log: Logger;
+  /** HTTPS with this certificate (HTTP_INGEST_TLS); plain HTTP without. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 /** An Idempotency-Key longer than this is refused as no key: a UUID is 36 characters. */
@@ -64,26 +69,29 @@ interface Exchange {
  * JetStream has stored all of it. A request is a list of steps: route, media type, declared size,
  * credentials, NATS, body (bounded), the device's budgets, store.
  */
-export function createHttpIngestServer(deps: HttpIngestDeps): Server {
+export function createHttpIngestServer(deps: HttpIngestDeps): Server | HttpsServer {
   const { config, metrics, log } = deps;
-  const server = createServer(
-    {
-      headersTimeout: config.HTTP_INGEST_READ_TIMEOUT_MS,
-      requestTimeout: config.HTTP_INGEST_READ_TIMEOUT_MS,
-      keepAliveTimeout: config.HTTP_INGEST_KEEPALIVE_MS,
-      connectionsCheckingInterval: Math.min(1_000, Math.ceil(config.HTTP_INGEST_READ_TIMEOUT_MS / 4)),
-    },
-    (req, res) => {
-      const x: Exchange = { req, res, route: parseRoute(req.url), gone: false };
-      res.once('close', () => {
-        x.gone = true;
-      });
-      serve(deps, x).catch((err: unknown) => {
-        log.error({ err }, 'HTTP ingest request failed unexpectedly (a bug)');
-        send(deps, x, failure(503, 'NOT_STORED', 'the gateway failed on this request; send it again', 1));
-      });
-    },
-  );
+  const options = {
+    headersTimeout: config.HTTP_INGEST_READ_TIMEOUT_MS,
+    requestTimeout: config.HTTP_INGEST_READ_TIMEOUT_MS,
+    keepAliveTimeout: config.HTTP_INGEST_KEEPALIVE_MS,
+    connectionsCheckingInterval: Math.min(1_000, Math.ceil(config.HTTP_INGEST_READ_TIMEOUT_MS / 4)),
+  };
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    const x: Exchange = { req, res, route: parseRoute(req.url), gone: false };
+    res.once('close', () => {
+      x.gone = true;
+    });
+    serve(deps, x).catch((err: unknown) => {
+      log.error({ err }, 'HTTP ingest request failed unexpectedly (a bug)');
+      send(deps, x, failure(503, 'NOT_STORED', 'the gateway failed on this request; send it again', 1));
+    });
+  };
+  const server =
+    deps.tls === undefined
+      ? createServer(options, onRequest)
+      : createHttpsServer({ ...options, ...deps.tls, minVersion: 'TLSv1.2' }, onRequest);
+  if (deps.tls !== undefined) boundHandshakes(server as HttpsServer, deps);
   server.maxConnections = config.MAX_CONNECTIONS;
   server.on('drop', () => metrics.limitReached('MAX_CONNECTIONS'));
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
@@ -96,6 +104,19 @@ export function createHttpIngestServer(deps: HttpIngestDeps): Server {
     socket.destroy();
   });
   return server;
+}
+
+/**
+ * A TLS handshake, like the MQTT listeners' (gateway/limits/connect-deadline.ts), gets
+ * HTTP_INGEST_READ_TIMEOUT_MS from accept: Node's handshakeTimeout does not close a silent socket,
+ * and the HTTP timeouts start only once the handshake is done.
+ */
+function boundHandshakes(server: HttpsServer, deps: HttpIngestDeps): void {
+  const deadlines = new ConnectDeadlines(deps.config.HTTP_INGEST_READ_TIMEOUT_MS, () =>
+    deps.metrics.limitReached('HTTP_INGEST_READ_TIMEOUT_MS'),
+  );
+  server.prependListener('connection', (socket: Socket) => deadlines.arm(socket, 'HTTP_INGEST_PORT'));
+  server.on('secureConnection', (socket) => deadlines.met(socket));
 }
 
 async function serve(deps: HttpIngestDeps, x: Exchange): Promise<void> {
