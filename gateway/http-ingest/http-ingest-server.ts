@@ -28,6 +28,7 @@ export interface HttpIngestDeps {
     | 'AUTH_MODE'
     | 'MAX_PAYLOAD_BYTES'
     | 'MAX_CONNECTIONS'
+    | 'MAX_IN_FLIGHT_PER_CLIENT'
     | 'ACK_TIMEOUT_MS'
     | 'AUTH_FAILURES_PER_MINUTE'
     | 'DEVICE_MAX_MSGS_PER_SEC'
@@ -61,6 +62,8 @@ interface Exchange {
   route: IngestRoute | undefined;
   /** True once the client went away or the answer was sent. */
   gone: boolean;
+  /** The server's requests being served, by device. */
+  inFlight: Map<string, number>;
 }
 
 /**
@@ -77,8 +80,9 @@ export function createHttpIngestServer(deps: HttpIngestDeps): Server | HttpsServ
     keepAliveTimeout: config.HTTP_INGEST_KEEPALIVE_MS,
     connectionsCheckingInterval: Math.min(1_000, Math.ceil(config.HTTP_INGEST_READ_TIMEOUT_MS / 4)),
   };
+  const inFlight = new Map<string, number>();
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
-    const x: Exchange = { req, res, route: parseRoute(req.url), gone: false };
+    const x: Exchange = { req, res, route: parseRoute(req.url), gone: false, inFlight };
     res.once('close', () => {
       x.gone = true;
     });
@@ -155,12 +159,36 @@ async function serve(deps: HttpIngestDeps, x: Exchange): Promise<void> {
       true,
     );
 
-  const body = await readBody(x, config.MAX_PAYLOAD_BYTES);
-  if (body === 'gone') return;
-  if (body === 'too large') return tooLarge(deps, x);
-  if (!(await withinBudget(deps, x, identity, body.byteLength))) return;
-  if (route.kind === 'status') return storeStatus(deps, x, identity, body);
-  return storeTelemetry(deps, x, identity, body);
+  // A device's requests at once, as its MQTT connection's publishes in flight: bodies held, stores open.
+  const held = x.inFlight.get(identity.deviceId) ?? 0;
+  if (held >= config.MAX_IN_FLIGHT_PER_CLIENT) {
+    deps.metrics.limitReached('MAX_IN_FLIGHT_PER_CLIENT');
+    return send(
+      deps,
+      x,
+      failure(
+        429,
+        'RATE_LIMITED',
+        `more than ${config.MAX_IN_FLIGHT_PER_CLIENT} requests of this device at once`,
+        1,
+      ),
+      true,
+    );
+  }
+  x.inFlight.set(identity.deviceId, held + 1);
+  try {
+    const body = await readBody(x, config.MAX_PAYLOAD_BYTES);
+    if (body === 'gone') return;
+    if (body === 'too large') return tooLarge(deps, x);
+    if (!(await withinBudget(deps, x, identity, body.byteLength))) return;
+    await (route.kind === 'status'
+      ? storeStatus(deps, x, identity, body)
+      : storeTelemetry(deps, x, identity, body));
+  } finally {
+    const left = (x.inFlight.get(identity.deviceId) ?? 1) - 1;
+    if (left > 0) x.inFlight.set(identity.deviceId, left);
+    else x.inFlight.delete(identity.deviceId);
+  }
 }
 
 /** The device the request is for, as its credentials prove (AUTH_MODE=open: as its path says). */
@@ -186,6 +214,8 @@ async function authenticate(
     }
     return identity;
   } catch (err) {
+    if (!(err instanceof AuthError) && !(err instanceof VerifyBusyError))
+      deps.log.error({ err }, 'HTTP ingest authentication failed unexpectedly');
     send(deps, x, refusal(config, err), true);
     return undefined;
   }
@@ -275,7 +305,13 @@ async function withinBudget(
   return !x.gone;
 }
 
-function storeTelemetry(deps: HttpIngestDeps, x: Exchange, identity: DeviceIdentity, body: Buffer): void {
+/** Resolves once answered. */
+function storeTelemetry(
+  deps: HttpIngestDeps,
+  x: Exchange,
+  identity: DeviceIdentity,
+  body: Buffer,
+): Promise<void> {
   const { config, metrics } = deps;
   const deadline = Date.now() + config.HTTP_INGEST_STORE_TIMEOUT_MS;
   const outcomes = readingOutcomes();
@@ -291,43 +327,56 @@ function storeTelemetry(deps: HttpIngestDeps, x: Exchange, identity: DeviceIdent
       ? { name: idempotencyName(identity, key) }
       : {}),
   };
-  deps.telemetry.handle(
-    identity,
-    msg,
-    // Retried while the client waits and the deadline allows: then given up, and answered 503.
-    () => !x.gone && Date.now() < deadline,
-    (err) => {
-      if (err && Date.now() >= deadline) metrics.limitReached('HTTP_INGEST_STORE_TIMEOUT_MS');
-      metrics.httpReadings('stored', outcomes.stored);
-      metrics.httpReadings('duplicate', outcomes.duplicates);
-      metrics.httpReadings('rejected', outcomes.rejected.length);
-      metrics.httpReadings('unconfirmed', outcomes.unconfirmed.length);
-      send(deps, x, telemetryAnswer(outcomes, err === undefined, retryAfterS(config)));
-    },
-    outcomes,
+  return new Promise((answered) =>
+    deps.telemetry.handle(
+      identity,
+      msg,
+      // Retried while the client waits and the deadline allows: then given up, and answered 503.
+      () => !x.gone && Date.now() < deadline,
+      (err) => {
+        if (err && Date.now() >= deadline) metrics.limitReached('HTTP_INGEST_STORE_TIMEOUT_MS');
+        metrics.httpReadings('stored', outcomes.stored);
+        metrics.httpReadings('duplicate', outcomes.duplicates);
+        metrics.httpReadings('rejected', outcomes.rejected.length);
+        metrics.httpReadings('unconfirmed', outcomes.unconfirmed.length);
+        send(deps, x, telemetryAnswer(outcomes, err === undefined, retryAfterS(config)));
+        answered();
+      },
+      outcomes,
+    ),
   );
 }
 
-function storeStatus(deps: HttpIngestDeps, x: Exchange, identity: DeviceIdentity, body: Buffer): void {
+/** Resolves once answered. */
+function storeStatus(
+  deps: HttpIngestDeps,
+  x: Exchange,
+  identity: DeviceIdentity,
+  body: Buffer,
+): Promise<void> {
   const { config, presence } = deps;
   const deadline = Date.now() + config.HTTP_INGEST_STORE_TIMEOUT_MS;
-  presence.publish(
-    {
-      tenant: identity.tenant,
-      deviceId: identity.deviceId,
-      clientId: `${identity.deviceId}:http`,
-      type: 'status',
-      ...presence.status(body),
-    },
-    (err) =>
-      send(
-        deps,
-        x,
-        err
-          ? failure(503, 'NOT_STORED', 'the status was not stored; send it again', retryAfterS(config))
-          : { status: 200, body: { stored: 1 } },
-      ),
-    () => !x.gone && Date.now() < deadline,
+  return new Promise((answered) =>
+    presence.publish(
+      {
+        tenant: identity.tenant,
+        deviceId: identity.deviceId,
+        clientId: `${identity.deviceId}:http`,
+        type: 'status',
+        ...presence.status(body),
+      },
+      (err) => {
+        send(
+          deps,
+          x,
+          err
+            ? failure(503, 'NOT_STORED', 'the status was not stored; send it again', retryAfterS(config))
+            : { status: 200, body: { stored: 1 } },
+        );
+        answered();
+      },
+      () => !x.gone && Date.now() < deadline,
+    ),
   );
 }
 

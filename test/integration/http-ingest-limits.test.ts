@@ -10,7 +10,8 @@ import { readStream } from '../kit/streams.js';
 /**
  * HTTP ingest in AUTH_MODE=open (no credentials: the path names the device) and at a device's rate
  * limit, which HTTP requests share with its MQTT publishes: slightly over, a request waits for its
- * token; a whole burst in debt, 429 with Retry-After.
+ * token; a whole burst in debt, 429 with Retry-After; past MAX_IN_FLIGHT_PER_CLIENT requests at once,
+ * 429 too.
  */
 
 let nats: NatsServer;
@@ -32,13 +33,13 @@ afterAll(async () => {
   await nats?.dispose();
 });
 
-const post = (id: string, body: string) =>
+const post = (id: string, body: string, port = gateway.ports.httpIngest) =>
   curl([
     '-H',
     'content-type: application/json',
     '--data-binary',
     body,
-    `http://127.0.0.1:${gateway.ports.httpIngest}/v1/devices/${id}/telemetry`,
+    `http://127.0.0.1:${port}/v1/devices/${id}/telemetry`,
   ]).then((a) => a[0]!);
 
 it('takes a post without credentials in AUTH_MODE=open, as the device its path names', async () => {
@@ -68,4 +69,39 @@ it('answers 429 with Retry-After to a device a whole burst over its rate; other 
   expect(refused.body).toMatchObject({ code: 'RATE_LIMITED' });
   expect(refused.headers).toMatch(/retry-after: \d+/i);
   expect((await post('calm-1', '{"metrics":{"temperature":1}}')).status).toBe(200);
+});
+
+it('answers 429 to a device past MAX_IN_FLIGHT_PER_CLIENT requests at once', async () => {
+  const { gateway: small } = await startGateway(nats.url, {
+    LIVE_VIEW: 'false',
+    AUTH_MODE: 'open',
+    HTTP_INGEST_PORT: '0',
+    MAX_IN_FLIGHT_PER_CLIENT: '2',
+    ACK_TIMEOUT_MS: '500',
+    HTTP_INGEST_STORE_TIMEOUT_MS: '1500',
+  });
+  const port = small.ports.httpIngest;
+  // A stopped (SIGSTOP) server keeps the two first requests waiting for their acknowledgements.
+  const body = (seq: number) => JSON.stringify({ seq, ts: Date.now() - 100, metrics: { temperature: seq } });
+  process.kill(nats.pid!, 'SIGSTOP');
+  try {
+    const held = [post('held-1', body(1), port), post('held-1', body(2), port)];
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const v = await small.metrics.registry.getSingleMetric('gateway_jetstream_in_flight')!.get();
+      if ((v.values[0]?.value ?? 0) >= 2) break;
+      if (Date.now() > deadline) throw new Error('the two requests were not held');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const third = await post('held-1', body(3), port);
+    expect(third.status).toBe(429);
+    expect(third.body).toMatchObject({ code: 'RATE_LIMITED' });
+    held.push(post('other-1', body(4), port)); // another device is not held back by this one
+    process.kill(nats.pid!, 'SIGCONT');
+    // Stored once the server runs again, or given up at the store timeout: either way answered.
+    for (const answer of await Promise.all(held)) expect([200, 503]).toContain(answer.status);
+  } finally {
+    process.kill(nats.pid!, 'SIGCONT');
+    await small.close();
+  }
 });

@@ -29,7 +29,8 @@ export function curl(...requests: string[][]): Promise<CurlAnswer[]> {
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
     const killer = setTimeout(() => child.kill('SIGKILL'), 25_000);
-    child.once('exit', (code) => {
+    // 'close', not 'exit': the pipes may still hold output when the process has exited.
+    child.once('close', (code) => {
       clearTimeout(killer);
       if (code !== 0) return reject(new Error(`curl exited ${code}: ${err}`));
       const answers: CurlAnswer[] = [];
@@ -42,6 +43,10 @@ export function curl(...requests: string[][]): Promise<CurlAnswer[]> {
         answers.push({ status, connects, headers: head, body: text === '' ? {} : JSON.parse(text) });
         headers = rest.join('\n');
       }
+      if (answers.length !== requests.length)
+        return reject(
+          new Error(`curl gave ${answers.length} answers to ${requests.length} requests: ${out} ${err}`),
+        );
       resolve(answers);
     });
   });
