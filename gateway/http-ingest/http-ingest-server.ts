@@ -96,6 +96,9 @@ export function createHttpIngestServer(deps: HttpIngestDeps): Server | HttpsServ
       ? createServer(options, onRequest)
       : createHttpsServer({ ...options, ...deps.tls, minVersion: 'TLSv1.2' }, onRequest);
   if (deps.tls !== undefined) boundHandshakes(server as HttpsServer, deps);
+  // `Expect: 100-continue` (curl's for large bodies; devices paying per byte): every check runs
+  // before the body is asked for, so a refused request's body is never sent.
+  server.on('checkContinue', onRequest);
   server.maxConnections = config.MAX_CONNECTIONS;
   server.on('drop', () => metrics.limitReached('MAX_CONNECTIONS'));
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
@@ -177,6 +180,7 @@ async function serve(deps: HttpIngestDeps, x: Exchange): Promise<void> {
   }
   x.inFlight.set(identity.deviceId, held + 1);
   try {
+    if (x.req.headers.expect?.toLowerCase() === '100-continue') x.res.writeContinue();
     const body = await readBody(x, config.MAX_PAYLOAD_BYTES);
     if (body === 'gone') return;
     if (body === 'too large') return tooLarge(deps, x);

@@ -174,6 +174,17 @@ describe('POST /v1/devices/{id}/telemetry', () => {
     expect(text.body).toMatchObject({ code: 'UNSUPPORTED_MEDIA_TYPE' });
   });
 
+  it('asks for the body (100 Continue) only once the request passed its checks', async () => {
+    const body = JSON.stringify({ metrics: { temperature: 2 } });
+    const expect100 = ['-H', 'expect: 100-continue'];
+    const [refused] = await curl([...expect100, ...postArgs(device.id, body, { ...device, secret: 'nope' })]);
+    expect(refused!.status).toBe(401);
+    expect(refused!.headers).not.toMatch(/100 Continue/);
+    const [taken] = await curl([...expect100, ...postArgs(device.id, body)]);
+    expect(taken!.status).toBe(200);
+    expect(taken!.headers).toMatch(/^HTTP\/1.1 100 Continue/);
+  });
+
   it('answers 404 for another path and 405 for another method', async () => {
     const auth = ['-u', `${device.id}:${device.secret}`];
     const [missing] = await curl([

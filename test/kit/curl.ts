@@ -35,13 +35,22 @@ export function curl(...requests: string[][]): Promise<CurlAnswer[]> {
       if (code !== 0) return reject(new Error(`curl exited ${code}: ${err}`));
       const answers: CurlAnswer[] = [];
       const chunks = out.split('\n@@');
-      let headers = chunks[0]!;
-      for (let i = 1; i < chunks.length; i++) {
-        const [line = '', ...rest] = chunks[i]!.split('\n');
-        const [status, connects] = line.split(' ').map(Number) as [number, number];
-        const [head = '', text = ''] = headers.split(/\r\n\r\n/);
-        answers.push({ status, connects, headers: head, body: text === '' ? {} : JSON.parse(text) });
-        headers = rest.join('\n');
+      let rest = chunks[0]!;
+      try {
+        for (let i = 1; i < chunks.length; i++) {
+          const [line = '', ...next] = chunks[i]!.split('\n');
+          const [status, connects] = line.split(' ').map(Number) as [number, number];
+          // Header blocks, interim ones (100 Continue) first, then the body.
+          const blocks = rest.split('\r\n\r\n');
+          let heads = 1;
+          while (heads < blocks.length - 1 && /^HTTP\/[\d.]+ 1\d\d/.test(blocks[heads - 1]!)) heads++;
+          const text = blocks.slice(heads).join('\r\n\r\n');
+          const headers = blocks.slice(0, heads).join('\r\n\r\n');
+          answers.push({ status, connects, headers, body: text === '' ? {} : JSON.parse(text) });
+          rest = next.join('\n');
+        }
+      } catch (parseError) {
+        return reject(new Error(`curl's output not understood: ${out}`, { cause: parseError }));
       }
       if (answers.length !== requests.length)
         return reject(
