@@ -106,6 +106,8 @@ export async function createGateway(
     if (silentMs !== undefined) missing.push(`jetstream: no answer for ${Math.round(silentMs / 1000)} s`);
     if (config.AUTH_MODE === 'registry' && registry === undefined) missing.push('registry');
     if (listeners === undefined) missing.push('mqtt listeners');
+    if (config.HTTP_INGEST_PORT !== undefined && ingestPort === undefined)
+      missing.push('http ingest listener');
     return missing;
   };
   const live: LiveView | undefined =
