@@ -27,6 +27,11 @@ export const DEFAULT_AUTH_FAILURES_PER_MINUTE = 30;
 export const DEFAULT_AUTH_VERIFY_CONCURRENCY = 2;
 /** CONNECTs waiting for a check; at ~65 ms a check, 2 at a time, the last waits about 8 s. */
 export const DEFAULT_AUTH_VERIFY_QUEUE = 256;
+/**
+ * Devices whose last good secret the gateway remembers (a keyed SHA-256, ~150 bytes each), so that a
+ * reconnect or an HTTP request costs a hash, not an scrypt. Past it the oldest is forgotten.
+ */
+export const DEFAULT_AUTH_VERIFIED_MAX_DEVICES = 100_000;
 /** Publishes a second per device (all its connections); 0 turns the limit off. */
 export const DEFAULT_DEVICE_MAX_MSGS_PER_SEC = 100;
 export const DEFAULT_DEVICE_MSGS_BURST = 200;
@@ -227,6 +232,7 @@ export const GatewayConfigSchema = z
     AUTH_FAILURES_PER_MINUTE: env.nonNegativeInt(DEFAULT_AUTH_FAILURES_PER_MINUTE),
     AUTH_VERIFY_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(DEFAULT_AUTH_VERIFY_CONCURRENCY),
     AUTH_VERIFY_QUEUE: env.nonNegativeInt(DEFAULT_AUTH_VERIFY_QUEUE),
+    AUTH_VERIFIED_MAX_DEVICES: env.positiveInt(DEFAULT_AUTH_VERIFIED_MAX_DEVICES),
     DEVICE_MAX_MSGS_PER_SEC: env.nonNegativeInt(DEFAULT_DEVICE_MAX_MSGS_PER_SEC),
     DEVICE_MSGS_BURST: env.positiveInt(DEFAULT_DEVICE_MSGS_BURST),
     MAX_SUBSCRIPTIONS_PER_CLIENT: env.positiveInt(DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT),

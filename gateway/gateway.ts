@@ -171,7 +171,9 @@ export async function createGateway(
         retried: (cause) => metrics.retries.labels(cause).inc(),
       },
     });
-    const verified = new VerifiedSecrets();
+    const verified = new VerifiedSecrets(config.AUTH_VERIFIED_MAX_DEVICES, () =>
+      metrics.limitReached('AUTH_VERIFIED_MAX_DEVICES'),
+    );
     let cache: RegistryCache | undefined;
     if (config.AUTH_MODE === 'registry') {
       cache = new RegistryCache(
