@@ -5,12 +5,20 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../common/config.js';
 import { createLogger } from '../../common/logger.js';
-import { type CanonicalEvent, TELEMETRY_MEASUREMENT, TELEMETRY_STREAM } from '../../contract/index.js';
+import {
+  type CanonicalEvent,
+  type PresenceEvent,
+  TELEMETRY_MEASUREMENT,
+  TELEMETRY_STREAM,
+  telemetryTopic,
+} from '../../contract/index.js';
+import { PRESENCE_STREAM } from '../../contract/subjects.js';
 import type { Gateway } from '../../gateway/gateway.js';
 import { ProcessorConfigSchema } from '../../processors/config.js';
 import { createProcessor, type Processor } from '../../processors/processor.js';
 import { type CurlAnswer, curl } from '../kit/curl.js';
 import { natsClient, type ProvisionedDevice, provision, startGateway } from '../kit/gateway.js';
+import { connectDevice } from '../kit/mqtt.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
 import { readStream } from '../kit/streams.js';
 import { startVictoriaMetrics, type Tsdb } from '../kit/victoria-metrics.js';
@@ -130,6 +138,24 @@ describe('POST /v1/devices/{id}/telemetry', () => {
     expect(seqs).not.toContain(11);
   });
 
+  it('takes a reading already stored over MQTT as a duplicate: one device, one deduplication', async () => {
+    const reading = JSON.stringify({ seq: 77, ts: Date.now() - 300, metrics: { temperature: 19 } });
+    const client = await connectDevice(gateway.ports.mqtt, device);
+    await client.publishAsync(telemetryTopic(device.id), reading, { qos: 1 });
+    await client.endAsync();
+    expect((await post(device.id, reading)).body).toEqual({ stored: 0, duplicates: 1, rejected: [] });
+    expect((await eventsOf(device.id)).filter((e) => e.seq === 77)).toHaveLength(1);
+  });
+
+  it('stores a repeated request without ts once when it carries the same Idempotency-Key', async () => {
+    const body = JSON.stringify([{ metrics: { humidity: 55 } }, { metrics: { humidity: 56 } }]);
+    const key = ['-H', 'idempotency-key: 5b0e3c2a-batch-1'];
+    const [first] = await curl([...key, ...postArgs(device.id, body)]);
+    const [again] = await curl([...key, ...postArgs(device.id, body)]);
+    expect(first!.body).toEqual({ stored: 2, duplicates: 0, rejected: [] });
+    expect(again!.body).toEqual({ stored: 0, duplicates: 2, rejected: [] });
+  });
+
   it('answers a body that is no payload 400 with its code', async () => {
     const answer = await post(device.id, 'not json');
     expect(answer.status).toBe(400);
@@ -204,6 +230,17 @@ describe('POST /v1/devices/{id}/status', () => {
     const [status] = await curl(postArgs(device.id, '{"fw":"1.2"}', device, 'application/json', 'status'));
     expect(status!.status).toBe(200);
     expect(status!.body).toEqual({ stored: 1 });
+    const reader = await natsClient(nats.url);
+    const events = (await readStream<PresenceEvent>(reader, PRESENCE_STREAM)).map((e) => e.data);
+    await reader.close();
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        deviceId: device.id,
+        type: 'status',
+        status: { fw: '1.2' },
+        clientId: `${device.id}:http`,
+      }),
+    );
   });
 });
 
