@@ -27,6 +27,11 @@ export const DEFAULT_AUTH_FAILURES_PER_MINUTE = 30;
 export const DEFAULT_AUTH_VERIFY_CONCURRENCY = 2;
 /** CONNECTs waiting for a check; at ~65 ms a check, 2 at a time, the last waits about 8 s. */
 export const DEFAULT_AUTH_VERIFY_QUEUE = 256;
+/**
+ * Devices whose last good secret the gateway remembers (a keyed SHA-256, ~150 bytes each), so that a
+ * reconnect or an HTTP request costs a hash, not an scrypt. Past it the oldest is forgotten.
+ */
+export const DEFAULT_AUTH_VERIFIED_MAX_DEVICES = 100_000;
 /** Publishes a second per device (all its connections); 0 turns the limit off. */
 export const DEFAULT_DEVICE_MAX_MSGS_PER_SEC = 100;
 export const DEFAULT_DEVICE_MSGS_BURST = 200;
@@ -130,6 +135,21 @@ export const DEFAULT_HTTP_MAX_CONNECTIONS = 256;
 /** To send a whole request on the HTTP port (Node's default is 300 s, and it checks only every 30 s). */
 export const DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 10_000;
 /**
+ * To send a whole request on HTTP_INGEST_PORT, headers and body: a cellular module sends 64 KiB in
+ * well under this on 2G's ~40 kbit/s; a client that sends nothing holds its socket no longer.
+ */
+export const DEFAULT_HTTP_INGEST_READ_TIMEOUT_MS = 30_000;
+/**
+ * From a complete request to its answer: how long the gateway tries to store it before it answers 503
+ * (nothing it could not store is kept). Two ack timeouts: one lost PubAck is retried within it.
+ */
+export const DEFAULT_HTTP_INGEST_STORE_TIMEOUT_MS = 10_000;
+/**
+ * An idle keep-alive connection on HTTP_INGEST_PORT is closed after this: longer than the 5 s of
+ * Node, so that a device posting every 30 s or so keeps its connection (and skips TCP and TLS setup).
+ */
+export const DEFAULT_HTTP_INGEST_KEEPALIVE_MS = 65_000;
+/**
  * Payload bytes a dead letter keeps: enough to see a bad payload's shape, its first readings and where
  * it goes wrong (the letter also says which readings were rejected and why); the size says the rest.
  * Kept as text or base64, whichever is shorter, so a letter stays under ~2.4 × this plus ~1.5 KB.
@@ -202,6 +222,10 @@ export const GatewayConfigSchema = z
     BIND_HOST: z.string().default('0.0.0.0'),
     NATS_URL: env.natsUrl(),
     HTTP_PORT: env.port(DEFAULT_GATEWAY_HTTP_PORT),
+    /** Telemetry and status over HTTP (gateway/http-ingest/); unset: not served. */
+    HTTP_INGEST_PORT: env.optionalPort(),
+    /** HTTPS on HTTP_INGEST_PORT with TLS_CERT_FILE and TLS_KEY_FILE (the MQTT TLS listener's). */
+    HTTP_INGEST_TLS: env.bool(false),
     AUTH_MODE: z.enum(['registry', 'open']).default('registry'),
     MAX_PAYLOAD_BYTES: z.coerce.number().int().min(64).max(16_777_216).default(DEFAULT_MAX_PAYLOAD_BYTES),
     MAX_PACKET_BYTES: z.coerce.number().int().min(1024).max(268_435_455).default(DEFAULT_MAX_PACKET_BYTES),
@@ -231,6 +255,7 @@ export const GatewayConfigSchema = z
     AUTH_FAILURES_PER_MINUTE: env.nonNegativeInt(DEFAULT_AUTH_FAILURES_PER_MINUTE),
     AUTH_VERIFY_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(DEFAULT_AUTH_VERIFY_CONCURRENCY),
     AUTH_VERIFY_QUEUE: env.nonNegativeInt(DEFAULT_AUTH_VERIFY_QUEUE),
+    AUTH_VERIFIED_MAX_DEVICES: env.positiveInt(DEFAULT_AUTH_VERIFIED_MAX_DEVICES),
     DEVICE_MAX_MSGS_PER_SEC: env.nonNegativeInt(DEFAULT_DEVICE_MAX_MSGS_PER_SEC),
     DEVICE_MSGS_BURST: env.positiveInt(DEFAULT_DEVICE_MSGS_BURST),
     MAX_SUBSCRIPTIONS_PER_CLIENT: env.positiveInt(DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT),
@@ -288,6 +313,24 @@ export const GatewayConfigSchema = z
       .min(100)
       .max(300_000)
       .default(DEFAULT_HTTP_REQUEST_TIMEOUT_MS),
+    HTTP_INGEST_READ_TIMEOUT_MS: z.coerce
+      .number()
+      .int()
+      .min(100)
+      .max(300_000)
+      .default(DEFAULT_HTTP_INGEST_READ_TIMEOUT_MS),
+    HTTP_INGEST_STORE_TIMEOUT_MS: z.coerce
+      .number()
+      .int()
+      .min(100)
+      .max(300_000)
+      .default(DEFAULT_HTTP_INGEST_STORE_TIMEOUT_MS),
+    HTTP_INGEST_KEEPALIVE_MS: z.coerce
+      .number()
+      .int()
+      .min(1_000)
+      .max(600_000)
+      .default(DEFAULT_HTTP_INGEST_KEEPALIVE_MS),
     /** 0 keeps no payload bytes in dead letters, only their size. */
     DEADLETTER_MAX_PAYLOAD_BYTES: z.coerce
       .number()
@@ -331,6 +374,11 @@ export const GatewayConfigSchema = z
       when: () => true,
     },
   )
+  .refine((c) => !c.HTTP_INGEST_TLS || (c.TLS_CERT_FILE !== undefined && c.TLS_KEY_FILE !== undefined), {
+    path: ['HTTP_INGEST_TLS'],
+    message: 'HTTPS needs TLS_CERT_FILE and TLS_KEY_FILE (with MQTTS_PORT)',
+    when: () => true,
+  })
   .refine(
     (c) =>
       c.GATEWAY_ID === undefined ||

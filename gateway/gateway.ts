@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import { jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
 import { createOpsServer } from '../common/http-server.js';
-import { closeServer, listen } from '../common/listen.js';
+import { closeServer, listen, stopAccepting } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
 import { connectNats } from '../common/nats.js';
 import { deviceOfClientId } from '../contract/ids.js';
@@ -15,6 +17,7 @@ import { startDownlink } from './downlink.js';
 import { ControlRateError } from './errors.js';
 import { GatewayDirectory } from './gateway-directory.js';
 import { type Heartbeat, startHeartbeat } from './heartbeat.js';
+import { createHttpIngestServer } from './http-ingest/http-ingest-server.js';
 import { TelemetryHandler } from './ingest/telemetry-handler.js';
 import { JetStreamPublisher } from './jetstream-publisher.js';
 import { createConnectionPolicy } from './limits/connection-policy.js';
@@ -35,7 +38,14 @@ import { startTakeover, type Takeover } from './takeover.js';
 export interface Gateway {
   readonly id: string;
   /** `http` is undefined for a worker, whose ops port the cluster primary serves. */
-  readonly ports: { mqtt: number; ws: number; mqtts: number | undefined; http: number | undefined };
+  readonly ports: {
+    mqtt: number;
+    ws: number;
+    mqtts: number | undefined;
+    http: number | undefined;
+    /** HTTP ingest (gateway/http-ingest/); undefined unless HTTP_INGEST_PORT is set. */
+    httpIngest: number | undefined;
+  };
   readonly metrics: GatewayMetrics;
   /** What keeps the gateway from being ready; empty when it is. */
   notReady(): string[];
@@ -76,6 +86,8 @@ export async function createGateway(
   let takeover: Takeover | undefined;
   let telemetry: TelemetryHandler | undefined;
   let discards: { close(): void } | undefined;
+  let ingest: Server | HttpsServer | undefined;
+  let ingestPort: number | undefined;
   let closing = false;
 
   const metrics = createGatewayMetrics({
@@ -95,6 +107,8 @@ export async function createGateway(
     if (silentMs !== undefined) missing.push(`jetstream: no answer for ${Math.round(silentMs / 1000)} s`);
     if (config.AUTH_MODE === 'registry' && registry === undefined) missing.push('registry');
     if (listeners === undefined) missing.push('mqtt listeners');
+    if (config.HTTP_INGEST_PORT !== undefined && ingestPort === undefined)
+      missing.push('http ingest listener');
     return missing;
   };
   const live: LiveView | undefined =
@@ -158,7 +172,9 @@ export async function createGateway(
         retried: (cause) => metrics.retries.labels(cause).inc(),
       },
     });
-    const verified = new VerifiedSecrets();
+    const verified = new VerifiedSecrets(config.AUTH_VERIFIED_MAX_DEVICES, () =>
+      metrics.limitReached('AUTH_VERIFIED_MAX_DEVICES'),
+    );
     let cache: RegistryCache | undefined;
     let children: GatewayChildren | undefined;
     if (config.AUTH_MODE === 'registry') {
@@ -307,6 +323,24 @@ export async function createGateway(
       dropped: () => metrics.limitReached('MAX_CONNECTIONS'),
       log,
     });
+    if (config.HTTP_INGEST_PORT !== undefined) {
+      const store = publisher;
+      ingest = createHttpIngestServer({
+        config,
+        auth: broker.auth,
+        budgets: broker.budgets,
+        telemetry,
+        presence,
+        natsConnected: () => store.isConnected,
+        metrics,
+        log,
+        ...(config.HTTP_INGEST_TLS && config.TLS_CERT_FILE && config.TLS_KEY_FILE
+          ? { tls: { cert: readFileSync(config.TLS_CERT_FILE), key: readFileSync(config.TLS_KEY_FILE) } }
+          : {}),
+      });
+      // Under GATEWAY_WORKERS, node:cluster shares the port between the workers as it does MQTT's.
+      ingestPort = await listen(ingest, config.HTTP_INGEST_PORT, config.BIND_HOST, 'HTTP_INGEST_PORT');
+    }
     registry = cache;
     heartbeat = startHeartbeat({
       nc,
@@ -320,6 +354,7 @@ export async function createGateway(
     discards?.close();
     summaries?.close();
     listeners && (await listeners.close());
+    if (ingest) await stopAccepting(ingest);
     broker && (await broker.close());
     telemetry?.close();
     publisher?.close();
@@ -329,7 +364,13 @@ export async function createGateway(
     throw err;
   }
 
-  const ports = { mqtt: listeners.mqtt, ws: listeners.ws, mqtts: listeners.mqtts, http: httpPort };
+  const ports = {
+    mqtt: listeners.mqtt,
+    ws: listeners.ws,
+    mqtts: listeners.mqtts,
+    http: httpPort,
+    httpIngest: ingestPort,
+  };
   log.info({ gateway: id, ports, authMode: config.AUTH_MODE }, 'gateway ready');
 
   let closed: Promise<void> | undefined;
@@ -342,6 +383,9 @@ export async function createGateway(
       closed ??= (async () => {
         closing = true;
         await listeners?.close();
+        // Idle keep-alive connections are closed; requests being stored are answered below.
+        if (ingest) await stopAccepting(ingest);
+        ingest?.closeIdleConnections();
         const left = (await publisher?.settle(config.SHUTDOWN_GRACE_MS)) ?? 0;
         if (left > 0)
           log.warn(
@@ -355,7 +399,9 @@ export async function createGateway(
         heartbeat?.close();
         summaries?.close();
         takeover?.close();
+        // Whatever is still held is answered 503 by now (publisher.close fails it).
         publisher?.close();
+        ingest?.closeAllConnections();
         registry?.stop();
         await live?.close();
         await nc?.drain().catch(() => nc?.close());

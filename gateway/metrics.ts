@@ -17,6 +17,7 @@ export const GATEWAY_LIMITS = [
   'DEVICE_MAX_CONNECTS_PER_MIN',
   'AUTH_FAILURES_PER_MINUTE',
   'AUTH_VERIFY_QUEUE',
+  'AUTH_VERIFIED_MAX_DEVICES',
   'DEVICE_MAX_MSGS_PER_SEC',
   'DEVICE_MAX_BYTES_PER_SEC',
   'DEVICE_MAX_METRICS',
@@ -29,6 +30,8 @@ export const GATEWAY_LIMITS = [
   'MAX_CONNECTIONS',
   'HTTP_MAX_CONNECTIONS',
   'HTTP_REQUEST_TIMEOUT_MS',
+  'HTTP_INGEST_READ_TIMEOUT_MS',
+  'HTTP_INGEST_STORE_TIMEOUT_MS',
   'MAX_KEEPALIVE_SECONDS',
   'MIN_KEEPALIVE_SECONDS',
   'MAX_QUEUED_MESSAGES',
@@ -88,6 +91,18 @@ export function createGatewayMetrics(sources: {
   const events = new Counter({
     name: 'gateway_events_total',
     help: 'Readings published to TELEMETRY by outcome: stored, duplicate (already stored), dropped (QoS 0 over budget)',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  const httpRequests = new Counter({
+    name: 'gateway_http_ingest_requests_total',
+    help: 'Requests on HTTP_INGEST_PORT by route (telemetry, status, other) and answer status',
+    labelNames: ['route', 'status'] as const,
+    registers: [registry],
+  });
+  const httpReadings = new Counter({
+    name: 'gateway_http_ingest_readings_total',
+    help: 'Readings posted on HTTP_INGEST_PORT by outcome: stored, duplicate, rejected (answered with a code), unconfirmed (JetStream did not confirm them in time: answered 503)',
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
@@ -257,6 +272,11 @@ export function createGatewayMetrics(sources: {
     limitReached: (limit: GatewayLimit, n = 1) => limitChildren.get(limit)?.inc(n),
     retransmission: (matched: 'publish' | 'content' | 'none') => retransmissions.labels(matched).inc(),
     ackLatency: (seconds: number) => ackLatency.observe(seconds),
+    httpRequest: (route: 'telemetry' | 'status' | 'other', status: number) =>
+      httpRequests.labels(route, String(status)).inc(),
+    httpReadings: (outcome: 'stored' | 'duplicate' | 'rejected' | 'unconfirmed', n: number) => {
+      if (n > 0) httpReadings.labels(outcome).inc(n);
+    },
     event: (outcome: 'stored' | 'duplicate' | 'dropped') =>
       (outcome === 'stored' ? stored : outcome === 'duplicate' ? duplicate : droppedQos0).inc(),
   };

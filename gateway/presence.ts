@@ -44,7 +44,12 @@ export class PresencePublisher {
     return fields;
   }
 
-  publish(event: Omit<PresenceEvent, 'at' | 'gateway'>, done?: (err?: Error) => void): void {
+  /** `wanted`: for an event someone waits for (an HTTP request), retried while they do, not the window. */
+  publish(
+    event: Omit<PresenceEvent, 'at' | 'gateway'>,
+    done?: (err?: Error) => void,
+    wanted?: () => boolean,
+  ): void {
     const full: PresenceEvent = { ...event, at: new Date().toISOString(), gateway: this.gatewayId };
     if (full.reason !== undefined) full.reason = clipForJson(full.reason, REASON_MAX_BYTES);
     const giveUpAt = Date.now() + PRESENCE_RETRY_WINDOW_MS;
@@ -52,7 +57,7 @@ export class PresencePublisher {
       presenceSubject(event.tenant, event.deviceId),
       encoder.encode(JSON.stringify(full)),
       undefined,
-      () => Date.now() < giveUpAt,
+      wanted ?? (() => Date.now() < giveUpAt),
       (err) => {
         if (err)
           this.log.warn(

@@ -36,6 +36,8 @@ const TSX_LOADER = import.meta.resolve('tsx');
 const DEFAULT_NATS_PORT = 4222;
 const DEFAULT_VICTORIA_METRICS_PORT = 8428;
 const DEFAULT_DATA_DIR = '.data';
+/** The gateway serves no HTTP ingest unless told; a local run does, so that curl works at once. */
+const DEFAULT_HTTP_INGEST_PORT = 8088;
 const DEFAULT_NATS_URL = `nats://127.0.0.1:${DEFAULT_NATS_PORT}`;
 const DEMO_DEVICES = 20;
 const DEMO_RATE_PER_DEVICE = 1;
@@ -82,7 +84,7 @@ const USAGE = `usage: npm start [-- --no-demo]
 
   --no-demo   leave out the demo fleet (${DEMO_DEVICES} simulated devices of tenant '${DEMO_TENANT}')
 
-Environment: NATS_URL, NATS_PORT, INFLUX_URL, VICTORIA_METRICS_PORT, MQTT_PORT, MQTT_WS_PORT,
+Environment: NATS_URL, NATS_PORT, INFLUX_URL, VICTORIA_METRICS_PORT, MQTT_PORT, MQTT_WS_PORT, HTTP_INGEST_PORT,
 HTTP_PORT (gateway), GATEWAY_WORKERS, PROCESSORS_HTTP_PORT, AUTH_MODE, BIND_HOST, DATA_DIR; see README.md.`;
 
 const listenPort = (fallback: number) => z.coerce.number().int().min(1).max(65_535).default(fallback);
@@ -95,6 +97,7 @@ const StartConfigSchema = z.object({
   VICTORIA_METRICS_PORT: listenPort(DEFAULT_VICTORIA_METRICS_PORT),
   MQTT_PORT: listenPort(DEFAULT_MQTT_PORT),
   MQTT_WS_PORT: listenPort(DEFAULT_MQTT_WS_PORT),
+  HTTP_INGEST_PORT: listenPort(DEFAULT_HTTP_INGEST_PORT),
   HTTP_PORT: listenPort(DEFAULT_GATEWAY_HTTP_PORT),
   PROCESSORS_HTTP_PORT: listenPort(DEFAULT_PROCESSOR_HTTP_PORT),
   BIND_HOST: z.string().default('0.0.0.0'),
@@ -346,6 +349,12 @@ async function checkPorts(config: StartConfig, ownNats: boolean, ownTsdb: boolea
       port: config.MQTT_WS_PORT,
       host: config.BIND_HOST,
     },
+    {
+      variable: 'HTTP_INGEST_PORT',
+      what: 'HTTP ingest',
+      port: config.HTTP_INGEST_PORT,
+      host: config.BIND_HOST,
+    },
     { variable: 'HTTP_PORT', what: 'gateway HTTP', port: config.HTTP_PORT, host: config.BIND_HOST },
     {
       variable: 'PROCESSORS_HTTP_PORT',
@@ -394,23 +403,33 @@ function displayHost(config: StartConfig): string {
   return config.BIND_HOST === '0.0.0.0' || config.BIND_HOST === '::' ? '127.0.0.1' : config.BIND_HOST;
 }
 
+function ingestUrl(config: StartConfig, device: string): string {
+  return `http://${displayHost(config)}:${config.HTTP_INGEST_PORT}/v1/devices/${device}/telemetry`;
+}
+
 function banner(config: StartConfig, at: Endpoints, notes: string[]): string {
   const host = displayHost(config);
   const hostFlag = host === '127.0.0.1' ? '' : `-h ${host} `;
   const natsPrefix = at.natsUrl === DEFAULT_NATS_URL ? '' : `NATS_URL=${at.natsUrl} `;
   const reading = `-t devices/dev-1/telemetry -m '{"metrics":{"temperature":21.5}}'`;
+  const post = `-H 'content-type: application/json' -d '{"metrics":{"temperature":21.6}}' ${ingestUrl(config, 'dev-1')}`;
   const howTo =
     config.AUTH_MODE === 'open'
-      ? [`  publish:       mosquitto_pub ${hostFlag}-p ${config.MQTT_PORT} -i dev-1 -q 1 ${reading}`]
+      ? [
+          `  publish:       mosquitto_pub ${hostFlag}-p ${config.MQTT_PORT} -i dev-1 -q 1 ${reading}`,
+          `  or post:       curl ${post}`,
+        ]
       : [
           `  add a device:  ${natsPrefix}npm run devices -- add dev-1 --tenant acme   (prints its secret once)`,
           `  publish:       mosquitto_pub ${hostFlag}-p ${config.MQTT_PORT} -i dev-1 -u dev-1 -P '<secret>' -q 1 ${reading}`,
+          `  or post:       curl -u dev-1:'<secret>' ${post}`,
         ];
   if (at.ownTsdb)
     howTo.push(`  read it:       curl -s ${at.tsdbUrl}/api/v1/export -d 'match[]={device="dev-1"}'`);
   return [
     'start: ready',
     `  MQTT          mqtt://${host}:${config.MQTT_PORT}   ws://${host}:${config.MQTT_WS_PORT}   (AUTH_MODE=${config.AUTH_MODE})`,
+    `  HTTP ingest   ${ingestUrl(config, '{id}')}   (POST, JSON or CBOR)`,
     `  gateway       ${config.GATEWAY_WORKERS ?? availableParallelism()} worker(s) sharing those ports (GATEWAY_WORKERS; default the cores, 1 = one process)`,
     `  NATS          ${at.natsUrl}   (${at.natsNote})`,
     `  TSDB          ${at.tsdbUrl}   (${at.tsdbNote})`,
@@ -534,7 +553,12 @@ async function main(): Promise<void> {
   // Started together: the processors wait for the gateway to create the TELEMETRY stream.
   const node = (entry: string) => ['--import', TSX_LOADER, join(ROOT, entry)];
   launch('gateway', process.execPath, node('gateway/main.ts'), {
-    env: { NATS_URL: natsUrl, HTTP_PORT: String(config.HTTP_PORT), OPERATOR_TOKEN: operatorToken },
+    env: {
+      NATS_URL: natsUrl,
+      HTTP_PORT: String(config.HTTP_PORT),
+      HTTP_INGEST_PORT: String(config.HTTP_INGEST_PORT),
+      OPERATOR_TOKEN: operatorToken,
+    },
     stopTimeoutMs: config.SHUTDOWN_GRACE_MS + STOP_MARGIN_MS,
   });
   const demoRules = demo && !process.env.ALERT_RULES_FILE && existsSync(join(ROOT, SIMULATOR_ENTRY));

@@ -121,7 +121,7 @@ export class Authenticator {
     password: Buffer | undefined,
     source: string,
   ): Promise<DeviceIdentity | undefined> {
-    const { registry, verified, metrics, config } = this.deps;
+    const { registry, metrics, config } = this.deps;
     // The id travels in presence events and state, logs and dead letters: a long one would make each
     // of them as long. Refused before any secret is checked; it says nothing about the device.
     if (Buffer.byteLength(client.id) > config.MAX_CLIENT_ID_BYTES)
@@ -133,6 +133,28 @@ export class Authenticator {
       metrics.connects.labels('accepted_open').inc();
       return identity;
     }
+    const now = await this.verifySecret(registry, username, password, source, () => !client.closed);
+    // A client id names a session; tying it to the device makes cross-device takeover impossible.
+    if (client.id !== now.id && !client.id.startsWith(now.id + CLIENT_ID_SEPARATOR)) {
+      throw new AuthError('client_id_rejected', 2);
+    }
+    this.admitConnect(now.id);
+    metrics.connects.labels('accepted').inc();
+    return deviceIdentity(now.id, now.tenant, now.labels, now.gateway);
+  }
+
+  /**
+   * A device's credentials checked against the registry, as a CONNECT's and an HTTP request's are:
+   * its record once the secret checks out, else an AuthError. A remembered success costs a SHA-256.
+   */
+  private async verifySecret(
+    registry: NonNullable<AuthenticationDeps['registry']>,
+    username: string | undefined,
+    password: Buffer | undefined,
+    source: string,
+    wanted: () => boolean,
+  ) {
+    const { verified } = this.deps;
     // Before any scrypt: a source guessing secrets gets no more work out of the gateway. "Server
     // unavailable" rather than "not authorized", so that a good device behind the same NAT retries.
     if (this.authFailures?.blocked(source)) throw new AuthError('rate_limited', 3);
@@ -141,7 +163,6 @@ export class Authenticator {
     }
     const record = registry.get(username);
     const slot = <T>(task: () => Promise<T>) => this.verifyQueue.run(task);
-    const wanted = () => !client.closed;
     // Unknown device and wrong secret answer alike, in about the same time, and nothing else about
     // a device (disabled, its client id rule) is revealed before its secret checks out: ids cannot be probed.
     // A child registered through a gateway device has no secret: refused as an unknown device is.
@@ -154,13 +175,40 @@ export class Authenticator {
     const now = registry.get(username);
     if (now === undefined || now.secretHash !== record.secretHash) throw new AuthError('bad_credentials', 4);
     if (now.disabled) throw new AuthError('disabled', 5);
-    // A client id names a session; tying it to the device makes cross-device takeover impossible.
-    if (client.id !== username && !client.id.startsWith(username + CLIENT_ID_SEPARATOR)) {
-      throw new AuthError('client_id_rejected', 2);
+    return now;
+  }
+
+  /**
+   * An HTTP request's Basic credentials, with the same checks and bounds as a CONNECT's (failures per
+   * source, the verification queue, remembered successes), without the client id rule or the connect
+   * rate, which are about MQTT sessions. The identity, or an AuthError (VerifyBusyError: queue full).
+   * Only in AUTH_MODE=registry.
+   */
+  async authenticateRequest(
+    username: string | undefined,
+    password: Buffer | undefined,
+    remote: string | undefined,
+    wanted: () => boolean,
+  ): Promise<DeviceIdentity> {
+    const { registry, metrics, log, config } = this.deps;
+    if (registry === undefined) throw new Error('authenticateRequest needs the registry');
+    const source = sourceKey(remote);
+    try {
+      const now = await this.verifySecret(registry, username, password, source, wanted);
+      return deviceIdentity(now.id, now.tenant, now.labels, now.gateway);
+    } catch (err) {
+      if (err instanceof AuthError && err.reason === 'bad_credentials' && this.authFailures?.failed(source))
+        log.warn(
+          { remote, source, perMinute: config.AUTH_FAILURES_PER_MINUTE },
+          'too many failed authentications from this source: refusing its requests until it cools down',
+        );
+      const reason =
+        err instanceof VerifyBusyError ? 'server_busy' : err instanceof AuthError ? err.reason : undefined;
+      const limit = reason === undefined ? undefined : REFUSAL_LIMITS[reason];
+      if (limit !== undefined) metrics.limitReached(limit);
+      if (reason === 'server_busy') this.warnBusy();
+      throw err;
     }
-    this.admitConnect(now.id);
-    metrics.connects.labels('accepted').inc();
-    return deviceIdentity(now.id, now.tenant, now.labels, now.gateway);
   }
 
   /**

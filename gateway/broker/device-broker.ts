@@ -43,12 +43,15 @@ const LIMITER_SWEEP_MS = 30_000;
  */
 export class DeviceBroker {
   readonly aedes: Aedes;
+  /** Shared with HTTP ingest: one device's budgets hold over both transports. */
+  readonly budgets: PublishBudgets;
   private readonly connections: Connections;
   private readonly sweeper: NodeJS.Timeout;
 
   private constructor(
     private readonly deps: BrokerDeps,
-    auth: Authenticator,
+    /** Shared with HTTP ingest: its failures, verification queue and remembered secrets are one. */
+    readonly auth: Authenticator,
   ) {
     const { config, metrics, log } = deps;
     const connections = new Connections({
@@ -67,6 +70,7 @@ export class DeviceBroker {
       metrics,
       log,
     });
+    this.budgets = budgets;
     const publish: PublishDeps = {
       connections,
       budgets,

@@ -104,12 +104,20 @@ export class PublishBudgets {
    * A closed client's publish is its last will, which is not held back.
    */
   private budget(client: BudgetedClient, deviceId: string, packet: PublishPacket): number | undefined {
-    const { metrics } = this.o;
     // The topic too: up to 64 KiB of it is parsed and checked like the payload.
     const bytes =
       packet.topic.length +
       (typeof packet.payload === 'string' ? Buffer.byteLength(packet.payload) : packet.payload.length);
     if (client.closed) return this.willBudget(deviceId, bytes);
+    return this.take(deviceId, bytes);
+  }
+
+  /**
+   * Takes one message of `bytes` from a device's budgets: 0 to go ahead, the milliseconds to wait, or
+   * undefined for a whole burst in debt. MQTT publishes and HTTP requests draw on the same budgets.
+   */
+  take(deviceId: string, bytes: number): number | undefined {
+    const { metrics } = this.o;
     const forPublish = this.publishRate === undefined ? 0 : this.publishRate.take(deviceId);
     if (forPublish !== 0) metrics.limitReached('DEVICE_MAX_MSGS_PER_SEC');
     const forBytes = this.byteRate === undefined ? 0 : this.byteRate.take(deviceId, bytes);

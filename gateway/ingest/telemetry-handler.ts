@@ -7,6 +7,7 @@ import {
   type DeadLetter,
   type DeadLetterRejection,
 } from '../../contract/event.js';
+import type { RejectionReason } from '../../contract/rejections.js';
 import { deadletterSubject, telemetrySubject } from '../../contract/subjects.js';
 import type { PayloadEncoding } from '../../contract/topics.js';
 import { dedupPublishesPerSession, type GatewayConfig } from '../config.js';
@@ -49,8 +50,33 @@ export interface IncomingPublish {
   /** The DUP flag: the client says it sends this publish again [MQTT-3.3.1-1]. */
   dup: boolean;
   clientId: string;
-  /** How the payload is encoded (the topic says: `…/telemetry/cbor`). */
+  /** How the payload is encoded (the topic says: `…/telemetry/cbor`; HTTP its Content-Type). */
   encoding: PayloadEncoding;
+  /**
+   * The publish's name when its sender gives one (an HTTP request's Idempotency-Key, hashed): a
+   * repeat of it is then recognised like an MQTT retransmission. Otherwise named as MQTT's are.
+   */
+  name?: string;
+}
+
+/**
+ * What became of each reading of one message, for a sender who can be told (HTTP; MQTT 3.1.1 has
+ * only the PUBACK). Filled by `handle` before `done` is called, which then waits for every part.
+ */
+export interface ReadingOutcomes {
+  stored: number;
+  duplicates: number;
+  /** In payload order; index undefined stands for the whole payload. */
+  rejected: { index: number | undefined; reason: RejectionReason; detail: string }[];
+  /**
+   * Indexes of valid readings whose storing JetStream did not confirm before they were given up (then
+   * `done` gets the error): maybe not stored, maybe stored with the confirmation lost.
+   */
+  unconfirmed: number[];
+}
+
+export function readingOutcomes(): ReadingOutcomes {
+  return { stored: 0, duplicates: 0, rejected: [], unconfirmed: [] };
 }
 
 /** Called once: with no error when every event and dead letter of the message is stored. */
@@ -64,6 +90,8 @@ interface Outgoing {
   data: Uint8Array;
   msgId: string | undefined;
   event: boolean;
+  /** The reading's place in its payload (events only). */
+  index?: number;
 }
 
 export class TelemetryHandler {
@@ -105,9 +133,16 @@ export class TelemetryHandler {
    * One MQTT publish on `devices/{id}/telemetry` → one event per valid reading on TELEMETRY, and at
    * most one dead letter on DEADLETTER listing whatever was rejected. QoS 1/2: `done` fires when all
    * are stored, and only then does the device get its PUBACK/PUBREC. QoS 0: `done` fires at once;
-   * best effort.
+   * best effort. With `outcomes` (QoS 1 only), `done` waits until every part is stored or given up,
+   * and `outcomes` says which.
    */
-  handle(identity: DeviceIdentity, msg: IncomingPublish, wanted: () => boolean, done: HandledCallback): void {
+  handle(
+    identity: DeviceIdentity,
+    msg: IncomingPublish,
+    wanted: () => boolean,
+    done: HandledCallback,
+    outcomes?: ReadingOutcomes,
+  ): void {
     const receivedAtMs = Date.now();
     const naming = this.naming(identity, msg);
     const ctx: ReadingContext = {
@@ -152,13 +187,17 @@ export class TelemetryHandler {
         data: Buffer.from(JSON.stringify(normalised.event)),
         msgId: normalised.msgId,
         event: true,
+        index: result.index,
       });
     }
+    if (outcomes !== undefined)
+      for (const r of rejected)
+        outcomes.rejected.push({ index: r.index, reason: r.reason, detail: r.detail });
     if (rejected.length > 0) {
       if (rejected[0]!.reason === 'BATCH_TOO_LARGE') this.metrics.limitReached('MAX_READINGS_PER_PUBLISH');
       out.push(this.letter(identity, msg, rejected, parsed.batch ? parsed.readings.length : undefined, ctx));
     }
-    this.send(out, msg, wanted, done);
+    this.send(out, msg, wanted, done, outcomes);
     if (msg.dup && msg.qos > 0) this.metrics.retransmission(naming.matched());
   }
 
@@ -177,7 +216,7 @@ export class TelemetryHandler {
       publishName: naming.name,
       deduplicate: msg.qos > 0,
     });
-    this.send([letter], msg, wanted, done);
+    this.send([letter], msg, wanted, done, undefined);
     if (msg.dup && msg.qos > 0) this.metrics.retransmission(naming.matched());
   }
 
@@ -191,6 +230,10 @@ export class TelemetryHandler {
     return {
       name: () => {
         if (name !== undefined) return name;
+        if (msg.name !== undefined) {
+          name = msg.name;
+          return name;
+        }
         if (msg.qos === 0 || msg.packetId === undefined) {
           name = this.ids.fresh();
           return name;
@@ -275,16 +318,46 @@ export class TelemetryHandler {
   }
 
   /** Publishes a message's events and letter; `done` once all are stored (QoS 1/2) or at once (QoS 0). */
-  private send(out: readonly Outgoing[], msg: IncomingPublish, wanted: () => boolean, done: HandledCallback) {
-    const sink = msg.qos === 0 ? this.qos0Sink(out, done) : this.ackSink(out.length, done);
+  private send(
+    out: readonly Outgoing[],
+    msg: IncomingPublish,
+    wanted: () => boolean,
+    done: HandledCallback,
+    outcomes: ReadingOutcomes | undefined,
+  ) {
+    const sink =
+      msg.qos === 0
+        ? this.qos0Sink(out, done)
+        : outcomes === undefined
+          ? this.ackSink(out.length, done)
+          : this.settleSink(out.length, done);
     if (sink === undefined) return;
     for (const o of out) {
       this.publisher.publish(o.subject, o.data, o.msgId, wanted, (err, duplicate) => {
         if (!err && o.event) this.metrics.event(duplicate ? 'duplicate' : 'stored');
         if (!err && !duplicate) this.stored?.(o.subject, o.data);
+        if (outcomes !== undefined && o.event) {
+          if (err) outcomes.unconfirmed.push(o.index!);
+          else if (duplicate) outcomes.duplicates++;
+          else outcomes.stored++;
+        }
         sink(err);
       });
     }
+  }
+
+  /**
+   * Calls `done` once every part is stored or given up, with the first failure: an answer that tells
+   * the sender what was stored must not come while parts of it may still be.
+   */
+  private settleSink(parts: number, done: HandledCallback): HandledCallback {
+    let remaining = parts;
+    let first: NotStoredError | undefined;
+    if (parts === 0) queueMicrotask(() => done());
+    return (err) => {
+      first ??= err;
+      if (--remaining === 0) done(first);
+    };
   }
 
   /** Counts down the stored parts of one message and calls `done` once, on the first failure or at 0. */

@@ -56,7 +56,11 @@ export class VerifiedSecrets {
   private readonly pepper = randomBytes(32);
   private readonly verified = new Map<string, string>();
 
-  constructor(private readonly maxEntries = 100_000) {}
+  constructor(
+    /** AUTH_VERIFIED_MAX_DEVICES: past it the oldest remembered device is forgotten (its next check is an scrypt). */
+    private readonly maxEntries = 100_000,
+    private readonly onEvicted?: () => void,
+  ) {}
 
   private digest(deviceId: string, secretHash: string, password: Buffer): string {
     return createHash('sha256')
@@ -84,7 +88,10 @@ export class VerifiedSecrets {
     const known = this.verified.get(deviceId);
     if (known !== undefined && timingSafeEqual(Buffer.from(known), Buffer.from(digest))) return true;
     if (!(await slot(async () => wanted() && (await verifySecret(password, secretHash))))) return false;
-    if (this.verified.size >= this.maxEntries) this.verified.delete(this.verified.keys().next().value!);
+    if (!this.verified.has(deviceId) && this.verified.size >= this.maxEntries) {
+      this.verified.delete(this.verified.keys().next().value!);
+      this.onEvicted?.();
+    }
     this.verified.set(deviceId, digest);
     return true;
   }

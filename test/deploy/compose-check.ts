@@ -80,6 +80,7 @@ export const PROGRAMS: readonly Program[] = [
     'MQTT_PORT',
     'MQTT_WS_PORT',
     'MQTTS_PORT',
+    'HTTP_INGEST_PORT',
   ]),
   zodProgram('processors/main.ts', ProcessorConfigSchema, ['HTTP_PORT']),
   {
@@ -332,7 +333,9 @@ export function checkCompose(doc: Doc, root: string): string[] {
     if (app.config === undefined) continue;
     for (const v of app.program.portVars) {
       const port = app.config[v];
-      if (port !== undefined && port !== app.program.defaults[v])
+      // A port that is off by default (MQTTS_PORT, HTTP_INGEST_PORT) may be turned on at any number.
+      const fallback = app.program.defaults[v];
+      if (port !== undefined && fallback !== undefined && port !== fallback)
         say(
           `${v} is ${port}, not its default ${app.program.defaults[v]} (the README, Prometheus and dashboards use it)`,
         );

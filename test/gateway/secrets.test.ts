@@ -29,4 +29,21 @@ describe('device secrets', () => {
     cache.forget('d1');
     expect(await cache.verify('d1', hash, Buffer.from('s3cret'))).toBe(true);
   });
+
+  it('remembers at most maxEntries devices, the oldest forgotten first and counted', async () => {
+    const hash = await hashSecret('s3cret');
+    let evicted = 0;
+    let checks = 0;
+    const slot = <T>(task: () => Promise<T>) => {
+      checks++;
+      return task();
+    };
+    const cache = new VerifiedSecrets(2, () => evicted++);
+    for (const id of ['d1', 'd2', 'd1', 'd3']) await cache.verify(id, hash, Buffer.from('s3cret'), slot);
+    expect({ evicted, checks }).toEqual({ evicted: 1, checks: 3 });
+    await cache.verify('d3', hash, Buffer.from('s3cret'), slot);
+    expect(checks).toBe(3); // still remembered
+    await cache.verify('d1', hash, Buffer.from('s3cret'), slot);
+    expect(checks).toBe(4); // forgotten for d3: scrypt again
+  });
 });

@@ -61,6 +61,7 @@ beforeAll(async () => {
     MQTT_PORT: String(await freePort()),
     MQTT_WS_PORT: String(await freePort()),
     HTTP_PORT: String(await freePort()),
+    HTTP_INGEST_PORT: String(await freePort()),
     PROCESSORS_HTTP_PORT: String(await freePort()),
     BIND_HOST: '127.0.0.1',
     DATA_DIR: dataDir,

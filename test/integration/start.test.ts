@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TAG_DEVICE, TAG_TENANT, TELEMETRY_MEASUREMENT, telemetryTopic } from '../../contract/index.js';
 import { exportSeries } from '../../simulators/victoria-metrics.js';
+import { curl } from '../kit/curl.js';
 import { mosquittoPub } from '../kit/mqtt.js';
 import { freePort, runScript, type Started, startScript } from '../kit/processes.js';
 import { selectorToMatch } from '../kit/victoria-metrics.js';
@@ -41,6 +42,7 @@ interface Ports extends Record<string, string> {
   MQTT_PORT: string;
   MQTT_WS_PORT: string;
   HTTP_PORT: string;
+  HTTP_INGEST_PORT: string;
   PROCESSORS_HTTP_PORT: string;
 }
 
@@ -51,6 +53,7 @@ async function freePorts(): Promise<Ports> {
     MQTT_PORT: String(await freePort()),
     MQTT_WS_PORT: String(await freePort()),
     HTTP_PORT: String(await freePort()),
+    HTTP_INGEST_PORT: String(await freePort()),
     PROCESSORS_HTTP_PORT: String(await freePort()),
   };
 }
@@ -123,6 +126,14 @@ async function exportValues(tsdbUrl: string, match: string): Promise<number[]> {
   return (await exportSeries(tsdbUrl, match)).flatMap((series) => series.values);
 }
 
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + STORED_TIMEOUT_MS;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} not within ${STORED_TIMEOUT_MS} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 async function waitForValues(tsdbUrl: string, match: string): Promise<number[]> {
   const deadline = Date.now() + STORED_TIMEOUT_MS;
   for (;;) {
@@ -184,6 +195,20 @@ describe('npm start', () => {
       tags: { [TAG_TENANT]: 'acme', [TAG_DEVICE]: device.id },
     });
     expect(await waitForValues(tsdbUrl, reading)).toEqual([21.5]);
+    // And over HTTP, as the banner shows it, with curl.
+    const postLine = /or post:\s+(curl .*)$/m.exec(banner)?.[1];
+    expect(postLine).toContain(`http://127.0.0.1:${ports.HTTP_INGEST_PORT}/v1/devices/dev-1/telemetry`);
+    const [posted] = await curl([
+      '-u',
+      `${device.id}:${device.secret}`,
+      '-H',
+      'content-type: application/json',
+      '--data-binary',
+      JSON.stringify({ ts: Date.now(), seq: 2, metrics: { temperature: 21.6 } }),
+      `http://127.0.0.1:${ports.HTTP_INGEST_PORT}/v1/devices/${device.id}/telemetry`,
+    ]);
+    expect(posted!.body).toEqual({ stored: 1, duplicates: 0, rejected: [] });
+    await until(async () => (await exportValues(tsdbUrl, reading)).length === 2, 'the posted reading');
     if (withDemo) {
       const demo = `{__name__=~"${TELEMETRY_MEASUREMENT}_.+",${TAG_TENANT}="demo"}`;
       expect((await waitForValues(tsdbUrl, demo)).length).toBeGreaterThan(0);

@@ -176,3 +176,49 @@ describe('remoteAddressOf', () => {
     ).toBe('10.2.2.2');
   });
 });
+
+describe('Authenticator.authenticateRequest (HTTP ingest)', () => {
+  const request = (
+    auth: Authenticator,
+    username: string | undefined,
+    password: string | undefined,
+    remote = '10.0.0.9',
+  ) =>
+    auth.authenticateRequest(
+      username,
+      password === undefined ? undefined : Buffer.from(password),
+      remote,
+      () => true,
+    );
+  const reason = (p: Promise<unknown>) =>
+    p.then(
+      () => 'accepted',
+      (err: { reason?: string }) => err.reason,
+    );
+
+  it('accepts the right secret, with no client id rule and no connect rate', async () => {
+    const { auth, m } = await setup({ DEVICE_MAX_CONNECTS_PER_MIN: 1 });
+    for (let i = 0; i < 3; i++)
+      expect(await request(auth, 'dev-1', SECRET)).toMatchObject({ deviceId: 'dev-1', tenant: 'acme' });
+    expect(await count(m, 'gateway_mqtt_connects_total', { result: 'accepted' })).toBe(0);
+  });
+
+  it('refuses wrong secrets and unknown devices alike, a disabled device only with its secret', async () => {
+    const { auth } = await setup();
+    expect(await reason(request(auth, 'dev-1', 'wrong'))).toBe('bad_credentials');
+    expect(await reason(request(auth, 'nobody', SECRET))).toBe('bad_credentials');
+    expect(await reason(request(auth, undefined, undefined))).toBe('bad_credentials');
+    expect(await reason(request(auth, 'dev-off', 'wrong'))).toBe('bad_credentials');
+    expect(await reason(request(auth, 'dev-off', SECRET))).toBe('disabled');
+  });
+
+  it('counts failures per source with CONNECTs: a source past the limit is refused before any check', async () => {
+    const { auth, connect, m } = await setup({ AUTH_FAILURES_PER_MINUTE: 3 });
+    expect(await refusal(connect('dev-1', 'dev-1', 'wrong', '10.0.0.9'))).toBe(4);
+    expect(await reason(request(auth, 'dev-1', 'wrong'))).toBe('bad_credentials');
+    expect(await reason(request(auth, 'nobody', 'wrong'))).toBe('bad_credentials');
+    expect(await reason(request(auth, 'dev-1', SECRET))).toBe('rate_limited');
+    expect(await reason(request(auth, 'dev-1', SECRET, '10.0.0.10'))).toBe('accepted');
+    expect(await limitCount(m, 'AUTH_FAILURES_PER_MINUTE')).toBeGreaterThan(0);
+  });
+});
