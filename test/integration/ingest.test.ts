@@ -199,7 +199,8 @@ describe('every rejection reason lands in DEADLETTER', () => {
   type JsonReason = Exclude<RejectionReason, SparkplugRejectionReason | 'CHILD_DENIED' | 'CHILD_LIMIT'>;
   const jsonReasons = Object.keys(REJECTION_REASONS).filter(
     (r) =>
-      !Object.hasOwn(SPARKPLUG_REJECTION_REASONS, r) && !GATEWAY_DEVICE_REASONS.includes(r as RejectionReason),
+      !Object.hasOwn(SPARKPLUG_REJECTION_REASONS, r) &&
+      !GATEWAY_DEVICE_REASONS.includes(r as RejectionReason),
   );
   const cases: Record<JsonReason, { payload: Buffer | string; topic?: string }> = {
     PAYLOAD_TOO_LARGE: { payload: JSON.stringify({ metrics: { a: 1 }, pad: 'x'.repeat(MAX_PAYLOAD_BYTES) }) },
