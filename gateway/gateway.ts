@@ -29,6 +29,8 @@ import { DeviceRegistry, openRegistryBucket } from './registry/device-registry.j
 import { RegistryCache } from './registry/registry-cache.js';
 import { VerifiedSecrets } from './registry/secrets.js';
 import { SessionStore } from './sessions/session-store.js';
+import { EdgeNodes } from './sparkplug/edge-nodes.js';
+import { edgeSessionLimits } from './sparkplug/edge-session.js';
 import { ensureStreams, STREAM_BYTE_LIMITS } from './streams.js';
 import { startTakeover, type Takeover } from './takeover.js';
 
@@ -242,10 +244,12 @@ export async function createGateway(
       },
     });
     metrics.limitSources.sessionsAway = () => sessions.away;
+    const edgeNodes = children ? new EdgeNodes(edgeSessionLimits(config), Date.now) : undefined;
     broker = await DeviceBroker.create({
       config,
       registry: cache,
       ...(children ? { children } : {}),
+      ...(edgeNodes ? { edgeNodes } : {}),
       verified,
       telemetry,
       presence,

@@ -16,7 +16,7 @@ import { MetricNames } from '../limits/metric-names.js';
 import type { GatewayMetrics } from '../metrics.js';
 import { clipForJson, keptPayload } from './kept-payload.js';
 import { normaliseReading, type ReadingContext } from './normalise.js';
-import { parseTelemetryPayload } from './parse-payload.js';
+import { type ParsedPayload, parseTelemetryPayload } from './parse-payload.js';
 import { PublishIds } from './publish-ids.js';
 
 /** Who sent a message, as authentication established it. */
@@ -108,6 +108,28 @@ export class TelemetryHandler {
    * best effort.
    */
   handle(identity: DeviceIdentity, msg: IncomingPublish, wanted: () => boolean, done: HandledCallback): void {
+    if (msg.payload.byteLength > this.config.MAX_PAYLOAD_BYTES)
+      this.metrics.limitReached('MAX_PAYLOAD_BYTES');
+    const parsed = parseTelemetryPayload(
+      msg.payload,
+      this.config.MAX_PAYLOAD_BYTES,
+      this.config.MAX_READINGS_PER_PUBLISH,
+      msg.encoding,
+    );
+    this.handleParsed(identity, msg, parsed, wanted, done);
+  }
+
+  /**
+   * As `handle`, for a payload another parser has read already (a Sparkplug B message, gateway/sparkplug):
+   * normalised, bounded, deduplicated and dead-lettered as any device's.
+   */
+  handleParsed(
+    identity: DeviceIdentity,
+    msg: IncomingPublish,
+    parsed: ParsedPayload,
+    wanted: () => boolean,
+    done: HandledCallback,
+  ): void {
     const receivedAtMs = Date.now();
     const naming = this.naming(identity, msg);
     const ctx: ReadingContext = {
@@ -121,14 +143,6 @@ export class TelemetryHandler {
       maxFutureMs: this.config.TS_MAX_FUTURE_MS,
       maxAgeMs: this.config.TS_MAX_AGE_MS,
     };
-    if (msg.payload.byteLength > this.config.MAX_PAYLOAD_BYTES)
-      this.metrics.limitReached('MAX_PAYLOAD_BYTES');
-    const parsed = parseTelemetryPayload(
-      msg.payload,
-      this.config.MAX_PAYLOAD_BYTES,
-      this.config.MAX_READINGS_PER_PUBLISH,
-      msg.encoding,
-    );
     const out: Outgoing[] = [];
     const rejected: (Rejection & { index: number | undefined })[] = [];
     for (const result of parsed.readings) {
