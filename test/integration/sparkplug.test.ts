@@ -280,4 +280,53 @@ describe('sparkplug-client as an edge node through the gateway', () => {
       if (!stopped) client.stop();
     }
   }, 90_000);
+
+  it('takes the node and its devices offline by its will when the connection drops', async () => {
+    const before = (await readStream<PresenceEvent>(nc, PRESENCE_STREAM)).length;
+    const client = newClient({
+      serverUrl: `tcp://127.0.0.1:${gateway.ports.mqtt}`,
+      username: EDGE,
+      password: edge.secret,
+      groupId: GROUP,
+      edgeNode: EDGE,
+      clientId: EDGE,
+      mqttOptions: { reconnectPeriod: 0 },
+    });
+    const events = async () => (await readStream<PresenceEvent>(nc, PRESENCE_STREAM)).slice(before);
+    client.on('birth', () => {
+      client.publishNodeBirth({ timestamp: Date.now(), metrics: [] });
+      client.publishDeviceBirth('pump-1', {
+        timestamp: Date.now(),
+        metrics: [{ name: 'Running', alias: 11, type: 'Boolean', value: true }],
+      });
+    });
+    try {
+      await vi.waitFor(
+        async () =>
+          expect(
+            (await events()).some((e) => e.data.deviceId === 'pump-1' && e.data.type === 'connected'),
+          ).toBe(true),
+        { timeout: 10_000, interval: 100 },
+      );
+      // The network drops: no DISCONNECT, the broker publishes the NDEATH will.
+      (client as unknown as { client: { stream: { destroy(): void } } }).client.stream.destroy();
+      await vi.waitFor(
+        async () =>
+          expect((await events()).some((e) => e.data.deviceId === EDGE && e.data.type === 'lost')).toBe(true),
+        { timeout: 10_000, interval: 100 },
+      );
+      const story = (await events())
+        .map((e) => e.data)
+        .filter((e) => e.type !== 'connected')
+        .map((e) => [e.deviceId, e.type, e.type === 'status' ? e.status : e.reason]);
+      expect(story).toEqual([
+        [EDGE, 'status', { sparkplug: 'NBIRTH', online: true }],
+        [EDGE, 'status', { sparkplug: 'NDEATH', online: false }],
+        ['pump-1', 'disconnected', 'Sparkplug NDEATH'],
+        [EDGE, 'lost', expect.any(String)],
+      ]);
+    } finally {
+      client.stop();
+    }
+  }, 30_000);
 });
