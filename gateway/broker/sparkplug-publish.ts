@@ -9,7 +9,7 @@ import { childRefused, incoming, type PublishDeps, resolveChild } from './author
 import type { Done } from './flow-control.js';
 
 export interface SparkplugPublishDeps {
-  edgeNodes: Pick<EdgeNodes, 'handle'>;
+  edgeNodes: Pick<EdgeNodes, 'handle' | 'session'>;
   telemetry: Pick<TelemetryHandler, 'handleParsed' | 'rejectMessage'>;
   /** Publishes a command to an edge node, QoS 0 and not retained [tck-id-topics-ncmd-mqtt]. */
   send(command: SparkplugCommand): void;
@@ -81,7 +81,10 @@ export function forSparkplug(
       return;
     }
     const device = labelled(verdict.identity);
-    if (online.length > 0) deps.connections.childSeen(client, device);
+    // Online as the session has it now: a registration awaited may have let its DDEATH (or a new
+    // NBIRTH) through first, and that death was told already.
+    if (online.length > 0 && sp.edgeNodes.session(edge.tenant, edge.deviceId)?.hasDevice(device.deviceId))
+      deps.connections.childSeen(client, device);
     store(deps, sp, client, device, out, packet, done);
   });
   return true;

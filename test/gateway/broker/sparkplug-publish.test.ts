@@ -32,14 +32,15 @@ const EDGE = deviceIdentity('edge-1', 'acme', { site: 'north' }, { children: 'an
 const PLAIN = deviceIdentity('plain-1', 'acme', {});
 const child = (id: string) => deviceIdentity(id, 'acme', { via: 'edge-1' });
 
-function setup(identity: DeviceIdentity = EDGE) {
+function setup(identity: DeviceIdentity = EDGE, pending: Record<string, Promise<ChildVerdict>> = {}) {
   const m = metrics();
   const presence = presenceRecorder();
   const connections = new Connections({ maxPerDevice: 8, openMode: false, presence, metrics: m, log });
-  const verdicts: Record<string, ChildVerdict> = {
+  const verdicts: Record<string, ChildVerdict | Promise<ChildVerdict>> = {
     'pump-1': { ok: true, identity: child('pump-1') },
     'valve-1': { ok: true, identity: child('valve-1') },
     'direct-1': { ok: false, reason: 'CHILD_DENIED' },
+    ...pending,
   };
   const stored: { identity: DeviceIdentity; msg: IncomingPublish; parsed: ParsedPayload }[] = [];
   const sent: SparkplugCommand[] = [];
@@ -274,5 +275,22 @@ describe('a gateway device publishing Sparkplug B', () => {
       null,
       null,
     ]);
+  });
+
+  it('does not tell a device online once registered when its DDEATH came while it was registered', async () => {
+    let registered!: (v: ChildVerdict) => void;
+    const pending = new Promise<ChildVerdict>((resolve) => {
+      registered = resolve;
+    });
+    const { presence, nbirth, dbirth, publish, connections, stored } = setup(EDGE, { 'new-1': pending });
+    nbirth();
+    dbirth('new-1');
+    publish('spBv1.0/plant-1/DDEATH/edge-1/new-1', { metrics: [] });
+    registered({ ok: true, identity: child('new-1') });
+    await pending;
+    await new Promise((r) => setImmediate(r));
+    expect(stored.map((s) => s.identity.deviceId)).toEqual(['edge-1', 'new-1']);
+    expect(presence.events.some((e) => e.deviceId === 'new-1')).toBe(false);
+    expect(connections.isOnline('new-1')).toBe(false);
   });
 });
