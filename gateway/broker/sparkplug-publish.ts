@@ -61,7 +61,7 @@ export function forSparkplug(
   }
   const online: SparkplugPresence[] = [];
   for (const p of out.presence) {
-    if (p.deviceId === edge.deviceId) nodePresence(deps, client, edge, p);
+    if (topic.kind === 'node' && p.deviceId === edge.deviceId) nodePresence(deps, client, edge, p);
     else if (p.online) online.push(p);
     // A lost connection's devices go with it (connections.ts, disconnected).
     else if (p.cause !== 'connection lost')
@@ -69,7 +69,9 @@ export function forSparkplug(
   }
   const labelled = (who: DeviceIdentity) =>
     deviceIdentity(who.deviceId, who.tenant, { ...who.labels, ...out.labels });
-  if (out.deviceId === edge.deviceId) {
+  // A device message with a usable device id is the device's, even one named as its edge node (which
+  // resolveChild refuses); any other is the edge node's.
+  if (topic.kind === 'node' || out.deviceId !== topic.deviceId) {
     store(deps, sp, client, labelled(edge), out, packet, done);
     return true;
   }

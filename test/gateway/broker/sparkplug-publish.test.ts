@@ -203,13 +203,19 @@ describe('a gateway device publishing Sparkplug B', () => {
     const { stored, presence, nbirth, dbirth, answers, connections } = setup();
     nbirth();
     dbirth('direct-1');
-    expect(answers).toEqual([null, null]);
+    dbirth('edge-1'); // a Sparkplug device named as its edge node: not the edge node's readings
+    expect(answers).toEqual([null, null, null]);
+    expect(stored[2]!.identity.deviceId).toBe('edge-1');
+    expect(stored[2]!.parsed.readings).toEqual([
+      expect.objectContaining({ ok: false, reason: 'CHILD_DENIED', index: undefined }),
+    ]);
     expect(stored[1]!.identity.deviceId).toBe('edge-1');
     expect(stored[1]!.parsed.readings).toEqual([
       expect.objectContaining({ ok: false, reason: 'CHILD_DENIED', index: undefined }),
     ]);
     expect(connections.isOnline('direct-1')).toBe(false);
     expect(presence.events.some((e) => e.deviceId === 'direct-1')).toBe(false);
+    expect(presence.events.filter((e) => e.type === 'status')).toHaveLength(1); // its NBIRTH's
   });
 
   it('asks for a rebirth on a seq gap and dead-letters the message', async () => {
