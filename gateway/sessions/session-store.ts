@@ -189,13 +189,13 @@ export class SessionStore {
     const owner = this.options.deviceOfClient;
     if (owner === undefined) return true; // AUTH_MODE=open: any client may be any device
     const device = owner(clientId);
-    // A Sparkplug edge node's commands (NCMD, DCMD): only those under its own edge node id.
+    // A Sparkplug edge node's commands (NCMD, DCMD): only those under its own edge node id. A host
+    // application's STATE is for any edge node that subscribed (the ACL grants it to gateway devices).
     const sparkplug = parseSparkplugTopic(topic);
     if (sparkplug !== undefined)
       return (
-        sparkplug.kind !== 'state' &&
-        (sparkplug.type === 'NCMD' || sparkplug.type === 'DCMD') &&
-        sparkplug.edgeNodeId === device
+        sparkplug.kind === 'state' ||
+        ((sparkplug.type === 'NCMD' || sparkplug.type === 'DCMD') && sparkplug.edgeNodeId === device)
       );
     const parsed = parseDeviceTopic(topic);
     if (parsed?.kind !== 'commands') return false;
