@@ -13,6 +13,8 @@ import { z } from 'zod';
  *   not_subscribed  the device is connected but not subscribed to its commands: nothing was sent
  *   offline         connected to no gateway, and no session anywhere: nothing was sent
  *   unknown_device  the tenant has no such device
+ *   refused         the command does not fit the device: a Sparkplug B metric write its birth in force
+ *                   does not define, or of a value its datatype cannot hold (with `error`); nothing sent
  *
  * No answer (a timeout) only when a gateway that could hold the device did not say in time.
  */
@@ -24,6 +26,7 @@ export const COMMAND_STATUSES = [
   'not_subscribed',
   'offline',
   'unknown_device',
+  'refused',
 ] as const;
 export type CommandStatus = (typeof COMMAND_STATUSES)[number];
 
@@ -49,5 +52,7 @@ export const GatewayCommandOutcome = z.object({
   backlogged: z.int().nonnegative().default(0),
   connected: z.int().nonnegative(),
   known: z.array(z.string()),
+  /** Why this gateway would not send it (a Sparkplug B write the birth does not allow); absent when sent. */
+  refused: z.string().optional(),
 });
 export type GatewayCommandOutcome = z.infer<typeof GatewayCommandOutcome>;

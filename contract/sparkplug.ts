@@ -121,3 +121,33 @@ export function sparkplugMetricName(name: string): string | undefined {
   const mapped = name.replaceAll('/', '.').replaceAll(' ', '_');
   return isMetricName(mapped) ? mapped : undefined;
 }
+
+/**
+ * The edge node whose commands a subscription filter asks for, or undefined when it is not such a
+ * filter: `spBv1.0/{group}/NCMD/{edge}` or `…/DCMD/{edge}`, alone or followed by `/#`, `/+` or one
+ * device id, with the group and edge node given (no wildcard there). What `sparkplug-client`
+ * subscribes to: `spBv1.0/{group}/NCMD/{edge}/#` and `spBv1.0/{group}/DCMD/{edge}/#`.
+ */
+export function sparkplugCommandsFilterOwner(filter: string): string | undefined {
+  const parts = filter.split('/');
+  if (parts.length < 4 || parts.length > 5 || parts[0] !== SPARKPLUG_NAMESPACE) return undefined;
+  const [, groupId, type, edgeNodeId, rest] = parts as [string, string, string, string, string?];
+  if (type !== 'NCMD' && type !== 'DCMD') return undefined;
+  const literal = (s: string) => s !== '' && !s.includes('+') && !s.includes('#');
+  if (!literal(groupId) || !literal(edgeNodeId)) return undefined;
+  if (rest !== undefined && rest !== '#' && rest !== '+' && !literal(rest)) return undefined;
+  return edgeNodeId;
+}
+
+/** `spBv1.0/STATE/{hostId}`, a host application's state (Sparkplug 3.0), with the host id given. */
+export function isSparkplugStateFilter(filter: string): boolean {
+  const parts = filter.split('/');
+  return (
+    parts.length === 3 &&
+    parts[0] === SPARKPLUG_NAMESPACE &&
+    parts[1] === SPARKPLUG_STATE &&
+    parts[2] !== '' &&
+    !parts[2]!.includes('+') &&
+    !parts[2]!.includes('#')
+  );
+}

@@ -12,8 +12,10 @@ export function commandAnswer(
   expected: ReadonlySet<string>,
 ): CommandReply | undefined {
   const found = strongest(outcomes);
-  // Nothing beats delivered; anything weaker could still become it while gateways are missing.
-  if (found?.status === 'delivered') return found;
+  // Nothing beats delivered, and a refusal is certain (only the gateway holding the edge node's
+  // session can check a Sparkplug write); anything weaker could still become delivered while gateways
+  // are missing.
+  if (found?.status === 'delivered' || found?.status === 'refused') return found;
   if (!isComplete(outcomes, expected)) return undefined;
   return found ?? { delivered: false, status: 'offline' };
 }
@@ -43,6 +45,8 @@ function strongest(outcomes: readonly GatewayCommandOutcome[]): CommandReply | u
   const sum = (key: 'delivered' | 'queued' | 'backlogged' | 'queueFull' | 'connected') =>
     outcomes.reduce((n, o) => n + o[key], 0);
   if (sum('delivered') > 0) return { delivered: true, status: 'delivered' };
+  const refused = outcomes.find((o) => o.refused !== undefined)?.refused;
+  if (refused !== undefined) return { delivered: false, status: 'refused', error: refused };
   if (sum('queued') > 0) return { delivered: false, status: 'queued' };
   if (sum('backlogged') > 0) return { delivered: false, status: 'backlogged' };
   if (sum('queueFull') > 0) return { delivered: false, status: 'queue_full' };

@@ -26,6 +26,7 @@ import type { CommandTracker } from './command-tracker.js';
 import type { GatewayDirectory } from './gateway-directory.js';
 import type { GatewayMetrics } from './metrics.js';
 import type { RegistryCache } from './registry/registry-cache.js';
+import type { BuiltCommand } from './sparkplug/commands.js';
 
 /**
  * `commands.{tenant}.{deviceId}[.{path…}]` on NATS → `devices/{deviceId}/commands[/{path…}]` at QoS 1.
@@ -47,6 +48,11 @@ export interface DownlinkDeps {
   registry: RegistryCache | undefined;
   directory: GatewayDirectory;
   tracker: CommandTracker;
+  /**
+   * A command as Sparkplug B (NCMD/DCMD) when the device is a Sparkplug edge node or device born here
+   * (sparkplugCommandFor); undefined when it is not, or in AUTH_MODE=open.
+   */
+  sparkplug?: (tenant: string, deviceId: string, body: Uint8Array) => BuiltCommand | undefined;
   metrics: GatewayMetrics;
   log: Logger;
 }
@@ -146,14 +152,33 @@ function deliverHere(deps: DownlinkDeps, msg: Msg): void {
   const { broker, directory, tracker, log } = deps;
   const target = parseCommandsSubject(msg.headers?.get(COMMAND_SUBJECT_HEADER) ?? '');
   if (target === undefined) return;
+  const sparkplug = deps.sparkplug?.(target.tenant, target.deviceId, msg.data);
+  if (sparkplug !== undefined && !sparkplug.ok) {
+    log.debug({ device: target.deviceId, detail: sparkplug.detail }, 'Sparkplug command refused');
+    if (msg.reply) {
+      const outcome: GatewayCommandOutcome = {
+        gateway: directory.self,
+        delivered: 0,
+        queued: 0,
+        queueFull: 0,
+        backlogged: 0,
+        connected: broker.isOnline(target.deviceId) ? 1 : 0,
+        known: [...directory.live()],
+        refused: sparkplug.detail,
+      };
+      msg.respond(JSON.stringify(outcome));
+    }
+    return;
+  }
   // A Buffer of its own: the tracker knows the command by it in every aedes hook.
-  const payload = Buffer.from(msg.data);
+  const payload = Buffer.from(sparkplug?.payload ?? msg.data);
   const tally = tracker.track(payload);
+  // [tck-id-topics-ncmd-mqtt], [tck-id-topics-dcmd-mqtt] NCMD and DCMD go at QoS 0, not retained.
   const packet = {
     cmd: 'publish',
-    topic: commandsTopic(target.deviceId, target.path),
+    topic: sparkplug?.topic ?? commandsTopic(target.deviceId, target.path),
     payload,
-    qos: 1,
+    qos: sparkplug === undefined ? 1 : 0,
     retain: false,
     dup: false,
   } as PublishPacket;

@@ -32,6 +32,9 @@ import { DeviceRegistry, openRegistryBucket } from './registry/device-registry.j
 import { RegistryCache } from './registry/registry-cache.js';
 import { VerifiedSecrets } from './registry/secrets.js';
 import { SessionStore } from './sessions/session-store.js';
+import { sparkplugCommandFor } from './sparkplug/commands.js';
+import { EdgeNodes } from './sparkplug/edge-nodes.js';
+import { edgeSessionLimits } from './sparkplug/edge-session.js';
 import { ensureStreams, STREAM_BYTE_LIMITS } from './streams.js';
 import { startTakeover, type Takeover } from './takeover.js';
 
@@ -258,10 +261,12 @@ export async function createGateway(
       },
     });
     metrics.limitSources.sessionsAway = () => sessions.away;
+    const edgeNodes = children ? new EdgeNodes(edgeSessionLimits(config), Date.now) : undefined;
     broker = await DeviceBroker.create({
       config,
       registry: cache,
       ...(children ? { children } : {}),
+      ...(edgeNodes ? { edgeNodes } : {}),
       verified,
       telemetry,
       presence,
@@ -315,6 +320,19 @@ export async function createGateway(
       registry: cache,
       directory: new GatewayDirectory(id),
       tracker,
+      ...(edgeNodes && children
+        ? {
+            sparkplug: (tenant: string, deviceId: string, body: Uint8Array) =>
+              sparkplugCommandFor(
+                edgeNodes,
+                (edge, device) => children.speaksFor(edge, device),
+                tenant,
+                deviceId,
+                body,
+                Date.now(),
+              ),
+          }
+        : {}),
       metrics,
       log,
     });

@@ -231,6 +231,18 @@ export function createGatewayMetrics(sources: {
     registers: [registry],
   });
 
+  const sparkplugSkipped = new Counter({
+    name: 'gateway_sparkplug_metrics_skipped_total',
+    help: 'Sparkplug B metric values that are not readings, by reason: datatype, control, transient, null, name (README, Sparkplug B)',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const sparkplugRebirths = new Counter({
+    name: 'gateway_sparkplug_rebirths_total',
+    help: 'NCMD Node Control/Rebirth requests sent to Sparkplug B edge nodes',
+    registers: [registry],
+  });
+
   const limitReached = new Counter({
     name: 'gateway_limit_reached_total',
     help: 'Times a bound was hit, by the setting that configures it (see the README, Limits)',
@@ -269,6 +281,8 @@ export function createGatewayMetrics(sources: {
     downlink,
     retries,
     deadletter: (reason: RejectionReason) => deadletters.labels(reason).inc(),
+    sparkplugSkipped: (reason: string, n: number) => sparkplugSkipped.labels(reason).inc(n),
+    sparkplugRebirth: () => sparkplugRebirths.inc(),
     limitReached: (limit: GatewayLimit, n = 1) => limitChildren.get(limit)?.inc(n),
     retransmission: (matched: 'publish' | 'content' | 'none') => retransmissions.labels(matched).inc(),
     ackLatency: (seconds: number) => ackLatency.observe(seconds),

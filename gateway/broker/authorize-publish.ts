@@ -1,8 +1,13 @@
 import type { Client, PublishPacket } from 'aedes';
 import type { Logger } from '../../common/logger.js';
-import { type DeviceTopic, isBridgeStateTopic, parseDeviceTopic } from '../../contract/topics.js';
+import {
+  type DeviceTopic,
+  isBridgeStateTopic,
+  type PayloadEncoding,
+  parseDeviceTopic,
+} from '../../contract/topics.js';
 import { NotStoredError, type Rejection, reject } from '../errors.js';
-import type { DeviceIdentity, TelemetryHandler } from '../ingest/telemetry-handler.js';
+import type { DeviceIdentity, IncomingPublish, TelemetryHandler } from '../ingest/telemetry-handler.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { PresencePublisher } from '../presence.js';
 import { aclDenied } from './acl-denied.js';
@@ -20,9 +25,17 @@ export interface PublishDeps {
   presence: Pick<PresencePublisher, 'publish' | 'status'>;
   /** Undefined in AUTH_MODE=open, where no device is a gateway device. */
   children?: Pick<GatewayChildren, 'resolve'>;
+  /**
+   * A gateway device's publish on `spBv1.0/…` (sparkplug-publish.ts), true when taken; false refuses
+   * it as any topic outside the device's own. Undefined in AUTH_MODE=open.
+   */
+  sparkplug?: (client: Client, gateway: DeviceIdentity, packet: PublishPacket, done: Done) => boolean;
   /** MAX_IN_FLIGHT_PER_CLIENT. */
   maxInFlight: number;
-  metrics: Pick<GatewayMetrics, 'publish' | 'limitReached' | 'aclDenied' | 'throttled'>;
+  metrics: Pick<
+    GatewayMetrics,
+    'publish' | 'limitReached' | 'aclDenied' | 'throttled' | 'sparkplugSkipped' | 'sparkplugRebirth'
+  >;
   log: Logger;
 }
 
@@ -54,6 +67,12 @@ export function authorizePublish(
   const topic = parseDeviceTopic(packet.topic);
   const identity = connections.identityFor(client, topic?.deviceId);
   if (identity?.gateway !== undefined && forGatewayDevice(deps, client, identity, topic, packet, done))
+    return;
+  if (
+    topic === undefined &&
+    identity?.gateway !== undefined &&
+    deps.sparkplug?.(client, identity, packet, done) === true
+  )
     return;
   if (
     topic === undefined ||
@@ -92,27 +111,35 @@ function forGatewayDevice(
   }
   if (topic.deviceId === gateway.deviceId || topic.kind === 'commands' || deps.children === undefined)
     return false;
-  const decided = (verdict: ChildVerdict) => {
-    if (verdict.ok) {
-      deps.connections.childSeen(client, verdict.identity);
-      admit(deps, client, verdict.identity, topic, packet, done);
+  resolveChild(deps, client, gateway, topic.deviceId, packet, done, (verdict) => {
+    if (!verdict.ok) {
+      admit(deps, client, gateway, childRefused(deps, client, topic.deviceId, verdict, packet), packet, done);
       return;
     }
-    deps.metrics.aclDenied.labels('publish').inc();
-    deps.log.debug(
-      { clientId: client.id, topic: packet.topic.slice(0, 256), reason: verdict.reason },
-      'gateway device published for a device it may not speak for: dead-lettered',
-    );
-    const detail =
-      verdict.reason === 'CHILD_LIMIT'
-        ? `'${topic.deviceId}' would be one more child than GATEWAY_DEVICE_MAX_CHILDREN registered through this gateway device`
-        : `'${topic.deviceId}' is not a child of this gateway device`;
-    admit(deps, client, gateway, reject(verdict.reason, detail), packet, done);
-  };
-  const verdict = deps.children.resolve(gateway, topic.deviceId);
+    deps.connections.childSeen(client, verdict.identity);
+    admit(deps, client, verdict.identity, topic, packet, done);
+  });
+  return true;
+}
+
+/**
+ * Whether a gateway device may publish for `childId` (gateway-children.ts), `decided` at once or once
+ * the child is registered. A registration that fails leaves the publish unacknowledged and closes
+ * the connection (NotStoredError).
+ */
+export function resolveChild(
+  deps: PublishDeps,
+  client: Client,
+  gateway: DeviceIdentity,
+  childId: string,
+  packet: PublishPacket,
+  done: Done,
+  decided: (verdict: ChildVerdict) => void,
+): void {
+  const verdict = deps.children!.resolve(gateway, childId);
   if (!(verdict instanceof Promise)) {
     decided(verdict);
-    return true;
+    return;
   }
   // Off aedes' call stack: a throw here must close this connection, as guarded() does for the hook,
   // not become an unhandled rejection.
@@ -121,16 +148,34 @@ function forGatewayDevice(
     (err: Error) => {
       deps.metrics.publish('not_stored', packet.qos);
       deps.log.warn({ clientId: client.id, err: err.message }, 'child not registered: no PUBACK, closing');
-      done(
-        new NotStoredError(`child '${topic.deviceId}' not registered: ${err.message}`, '', { cause: err }),
-      );
+      done(new NotStoredError(`child '${childId}' not registered: ${err.message}`, '', { cause: err }));
     },
   );
-  return true;
+}
+
+/** A publish for a child the gateway device may not speak for: counted, logged, its dead-letter reason. */
+export function childRefused(
+  deps: PublishDeps,
+  client: Client,
+  childId: string,
+  verdict: Extract<ChildVerdict, { ok: false }>,
+  packet: PublishPacket,
+): Rejection {
+  deps.metrics.aclDenied.labels('publish').inc();
+  deps.log.debug(
+    { clientId: client.id, topic: packet.topic.slice(0, 256), reason: verdict.reason },
+    'gateway device published for a device it may not speak for: dead-lettered',
+  );
+  return verdict.reason === 'CHILD_LIMIT'
+    ? reject(
+        verdict.reason,
+        `'${childId}' would be one more child than GATEWAY_DEVICE_MAX_CHILDREN registered through this gateway device`,
+      )
+    : reject(verdict.reason, `'${childId}' is not a child of this gateway device`);
 }
 
 /** Waits for the device's budgets, then dispatches. */
-function admit(
+export function admit(
   deps: PublishDeps,
   client: Client,
   identity: DeviceIdentity,
@@ -160,27 +205,14 @@ function dispatch(
   packet: PublishPacket,
   done: Done,
 ): void {
-  const { telemetry, presence, metrics, log } = deps;
-  // Nothing here is served from aedes's retained store; keeping payloads there only costs memory.
-  packet.retain = false;
-  const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-  const qos = packet.qos;
-  const finish = (err?: NotStoredError) => {
-    metrics.publish(err ? 'not_stored' : 'acked', qos);
-    if (err) log.warn({ clientId: client.id, err: err.message }, 'publish not stored: no PUBACK, closing');
-    done(err ?? null);
-  };
-  // QoS 0 has no acknowledgement to hold, so it is not retried either.
-  const wanted = qos === 0 ? () => false : () => !client.closed;
-  const msg = {
-    topic: packet.topic,
-    payload,
-    qos,
-    packetId: packet.messageId,
-    dup: packet.dup === true,
-    clientId: client.id,
-    encoding: 'kind' in what && what.kind === 'telemetry' ? what.encoding : 'json',
-  } as const;
+  const { telemetry, presence } = deps;
+  const { payload, msg, wanted, finish } = incoming(
+    deps,
+    client,
+    packet,
+    'kind' in what && what.kind === 'telemetry' ? what.encoding : 'json',
+    done,
+  );
   if (!('kind' in what)) {
     telemetry.rejectMessage(identity, msg, what, wanted, finish);
     return;
@@ -209,4 +241,39 @@ function dispatch(
       telemetry.rejectMessage(identity, msg, rejection, wanted, finish);
     }
   }
+}
+
+/**
+ * A publish as the ingest takes it, and what answers it: `finish` counts its outcome and calls `done`
+ * (an error closes the connection, with no PUBACK); `wanted` says whether storing it is still of use.
+ */
+export function incoming(
+  deps: Pick<PublishDeps, 'metrics' | 'log'>,
+  client: Client,
+  packet: PublishPacket,
+  encoding: PayloadEncoding,
+  done: Done,
+) {
+  // Nothing here is served from aedes's retained store; keeping payloads there only costs memory.
+  packet.retain = false;
+  const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+  const qos = packet.qos;
+  const finish = (err?: NotStoredError) => {
+    deps.metrics.publish(err ? 'not_stored' : 'acked', qos);
+    if (err)
+      deps.log.warn({ clientId: client.id, err: err.message }, 'publish not stored: no PUBACK, closing');
+    done(err ?? null);
+  };
+  // QoS 0 has no acknowledgement to hold, so it is not retried either.
+  const wanted = qos === 0 ? () => false : () => !client.closed;
+  const msg: IncomingPublish = {
+    topic: packet.topic,
+    payload,
+    qos,
+    packetId: packet.messageId,
+    dup: packet.dup === true,
+    clientId: client.id,
+    encoding,
+  };
+  return { payload, msg, wanted, finish };
 }

@@ -1,5 +1,6 @@
 import type { Client, Subscription } from 'aedes';
 import type { Logger } from '../../common/logger.js';
+import { isSparkplugStateFilter, sparkplugCommandsFilterOwner } from '../../contract/sparkplug.js';
 import { commandsFilterOwner, isChildrenCommandsFilter } from '../../contract/topics.js';
 import { SubscriptionLimitError } from '../errors.js';
 import type { GatewayMetrics } from '../metrics.js';
@@ -19,7 +20,7 @@ export interface SubscribeDeps {
 
 /**
  * aedes' authorizeSubscribe: a client subscribes to its own device's commands only (a gateway device
- * also to its children's), and holds at most
+ * also to its children's, and as a Sparkplug edge node to its NCMD and DCMD), and holds at most
  * MAX_SUBSCRIPTIONS_PER_CLIENT filters, refused ones included (thousands of them would otherwise cost
  * a log line each, forever). Past the cap the connection is closed.
  */
@@ -53,6 +54,7 @@ export function authorizeSubscribe(
   const allowed =
     identity !== undefined &&
     (owner === identity.deviceId ||
+      (identity.gateway !== undefined && sparkplugFilterAllowed(sub.topic, identity.deviceId)) ||
       (identity.gateway !== undefined &&
         (isChildrenCommandsFilter(sub.topic) ||
           (owner !== undefined && deps.children?.speaksFor(identity.deviceId, owner) === true))));
@@ -65,6 +67,14 @@ export function authorizeSubscribe(
   }
   state.subscriptions.add(sub.topic);
   done(null, sub);
+}
+
+/**
+ * A Sparkplug B edge node (a gateway device) subscribes to its own commands, NCMD and DCMD under its
+ * own edge node id, and may watch host applications' STATE (README, Sparkplug B).
+ */
+function sparkplugFilterAllowed(filter: string, deviceId: string): boolean {
+  return sparkplugCommandsFilterOwner(filter) === deviceId || isSparkplugStateFilter(filter);
 }
 
 /** aedes' `unsubscribe` event: the filters no longer count against the cap. */

@@ -121,6 +121,28 @@ export class Connections {
     });
   }
 
+  /**
+   * A child seen on this connection went offline while the connection stays (a Sparkplug DDEATH, or
+   * its edge node's NDEATH or new NBIRTH): `disconnected`, with why. A child not online through this
+   * connection changes nothing.
+   */
+  childGone(client: TrackedClient, deviceId: string, reason: string): void {
+    const state = this.states.get(client);
+    const child = state?.children?.get(deviceId);
+    if (child === undefined) return;
+    state!.children!.delete(deviceId);
+    const via = this.viaGateway.get(deviceId);
+    via?.delete(client);
+    if (via?.size === 0) this.viaGateway.delete(deviceId);
+    this.deps.presence.publish({
+      tenant: child.tenant,
+      deviceId,
+      clientId: client.id,
+      type: 'disconnected',
+      reason,
+    });
+  }
+
   /** aedes' `clientDisconnect`. */
   disconnected(client: TrackedClient): void {
     if (this.byClientId.get(client.id) === client) this.byClientId.delete(client.id);

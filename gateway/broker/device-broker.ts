@@ -1,4 +1,4 @@
-import { Aedes } from 'aedes';
+import { Aedes, type PublishPacket } from 'aedes';
 import type { Logger } from '../../common/logger.js';
 import type { GatewayConfig } from '../config.js';
 import type { TelemetryHandler } from '../ingest/telemetry-handler.js';
@@ -6,6 +6,7 @@ import type { GatewayMetrics } from '../metrics.js';
 import type { PresencePublisher } from '../presence.js';
 import type { RegistryCache } from '../registry/registry-cache.js';
 import type { VerifiedSecrets } from '../registry/secrets.js';
+import type { EdgeNodes } from '../sparkplug/edge-nodes.js';
 import { countCompletionsWhilePaused, limitFrameSizes } from './aedes-internals.js';
 import { Authenticator } from './authentication.js';
 import { authorizePublish, type PublishDeps } from './authorize-publish.js';
@@ -14,6 +15,7 @@ import { Connections } from './connections.js';
 import type { GatewayChildren } from './gateway-children.js';
 import { guarded } from './guarded.js';
 import { PublishBudgets } from './publish-budget.js';
+import { forSparkplug, type SparkplugPublishDeps } from './sparkplug-publish.js';
 
 export interface BrokerDeps {
   config: GatewayConfig;
@@ -26,6 +28,8 @@ export interface BrokerDeps {
   presence: PresencePublisher;
   metrics: GatewayMetrics;
   log: Logger;
+  /** Sparkplug B edge nodes' sessions (undefined in AUTH_MODE=open, where no device is a gateway device). */
+  edgeNodes?: EdgeNodes;
   /** Told of each connection once its CONNACK went out (gateway/takeover.ts announces it). */
   ready?: (clientId: string) => void;
   /** Connection-level hooks and bounds (gateway/limits/connection-policy.ts); the broker's own win. */
@@ -81,6 +85,30 @@ export class DeviceBroker {
       metrics,
       log,
     };
+    const { edgeNodes, children } = deps;
+    if (edgeNodes !== undefined && children !== undefined) {
+      const sparkplug: SparkplugPublishDeps = {
+        edgeNodes,
+        telemetry: deps.telemetry,
+        send: (command) =>
+          this.aedes.publish(
+            {
+              cmd: 'publish',
+              topic: command.topic,
+              payload: Buffer.from(command.payload),
+              qos: 0,
+              retain: false,
+              dup: false,
+            } as PublishPacket,
+            (err) => {
+              if (err) log.warn({ topic: command.topic, err: err.message }, 'Sparkplug command not sent');
+            },
+          ),
+        now: Date.now,
+      };
+      publish.sparkplug = (client, gateway, packet, done) =>
+        forSparkplug(publish, sparkplug, client, gateway, packet, done);
+    }
     const subscribe: SubscribeDeps = {
       connections,
       ...(deps.children ? { children: deps.children } : {}),
@@ -115,7 +143,13 @@ export class DeviceBroker {
       connections.ready(client);
       deps.ready?.(client.id);
     });
-    this.aedes.on('clientDisconnect', (client) => connections.disconnected(client));
+    this.aedes.on('clientDisconnect', (client) => {
+      connections.disconnected(client);
+      // The edge node's session ends with the connection that sent its NBIRTH. What went offline with
+      // it is already told: the node's connection and its devices' (children seen on it) just did.
+      const identity = connections.state(client)?.identity;
+      if (identity?.gateway !== undefined) edgeNodes?.closed(identity.tenant, identity.deviceId, client);
+    });
     this.aedes.on('unsubscribe', (topics, client) => unsubscribed(connections, client, topics));
     this.aedes.on('keepaliveTimeout', (client) => connections.markLost(client, 'keepalive timeout'));
     this.aedes.on('clientError', (client, err) => {

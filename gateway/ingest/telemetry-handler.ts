@@ -17,7 +17,7 @@ import { MetricNames } from '../limits/metric-names.js';
 import type { GatewayMetrics } from '../metrics.js';
 import { clipForJson, keptPayload } from './kept-payload.js';
 import { normaliseReading, type ReadingContext } from './normalise.js';
-import { parseTelemetryPayload } from './parse-payload.js';
+import { type ParsedPayload, parseTelemetryPayload } from './parse-payload.js';
 import { PublishIds } from './publish-ids.js';
 
 /** Who sent a message, as authentication established it. */
@@ -143,6 +143,29 @@ export class TelemetryHandler {
     done: HandledCallback,
     outcomes?: ReadingOutcomes,
   ): void {
+    if (msg.payload.byteLength > this.config.MAX_PAYLOAD_BYTES)
+      this.metrics.limitReached('MAX_PAYLOAD_BYTES');
+    const parsed = parseTelemetryPayload(
+      msg.payload,
+      this.config.MAX_PAYLOAD_BYTES,
+      this.config.MAX_READINGS_PER_PUBLISH,
+      msg.encoding,
+    );
+    this.handleParsed(identity, msg, parsed, wanted, done, outcomes);
+  }
+
+  /**
+   * As `handle`, for a payload another parser has read already (a Sparkplug B message, gateway/sparkplug):
+   * normalised, bounded, deduplicated and dead-lettered as any device's.
+   */
+  handleParsed(
+    identity: DeviceIdentity,
+    msg: IncomingPublish,
+    parsed: ParsedPayload,
+    wanted: () => boolean,
+    done: HandledCallback,
+    outcomes?: ReadingOutcomes,
+  ): void {
     const receivedAtMs = Date.now();
     const naming = this.naming(identity, msg);
     const ctx: ReadingContext = {
@@ -156,14 +179,6 @@ export class TelemetryHandler {
       maxFutureMs: this.config.TS_MAX_FUTURE_MS,
       maxAgeMs: this.config.TS_MAX_AGE_MS,
     };
-    if (msg.payload.byteLength > this.config.MAX_PAYLOAD_BYTES)
-      this.metrics.limitReached('MAX_PAYLOAD_BYTES');
-    const parsed = parseTelemetryPayload(
-      msg.payload,
-      this.config.MAX_PAYLOAD_BYTES,
-      this.config.MAX_READINGS_PER_PUBLISH,
-      msg.encoding,
-    );
     const out: Outgoing[] = [];
     const rejected: (Rejection & { index: number | undefined })[] = [];
     for (const result of parsed.readings) {

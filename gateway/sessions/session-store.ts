@@ -1,4 +1,9 @@
 import memory from 'aedes-persistence';
+import {
+  isSparkplugStateFilter,
+  parseSparkplugTopic,
+  sparkplugCommandsFilterOwner,
+} from '../../contract/sparkplug.js';
 import { commandsFilterOwner, isChildrenCommandsFilter, parseDeviceTopic } from '../../contract/topics.js';
 
 /**
@@ -183,9 +188,17 @@ export class SessionStore {
   private receives(clientId: string, topic: string): boolean {
     const owner = this.options.deviceOfClient;
     if (owner === undefined) return true; // AUTH_MODE=open: any client may be any device
+    const device = owner(clientId);
+    // A Sparkplug edge node's commands (NCMD, DCMD): only those under its own edge node id. A host
+    // application's STATE is for any edge node that subscribed (the ACL grants it to gateway devices).
+    const sparkplug = parseSparkplugTopic(topic);
+    if (sparkplug !== undefined)
+      return (
+        sparkplug.kind === 'state' ||
+        ((sparkplug.type === 'NCMD' || sparkplug.type === 'DCMD') && sparkplug.edgeNodeId === device)
+      );
     const parsed = parseDeviceTopic(topic);
     if (parsed?.kind !== 'commands') return false;
-    const device = owner(clientId);
     if (parsed.deviceId === device) return true;
     return device !== undefined && this.options.children?.speaksFor(device, parsed.deviceId) === true;
   }
@@ -280,6 +293,8 @@ export class SessionStore {
             const of = commandsFilterOwner(s.topic);
             if (of === device) return true;
             if (!gateway) return false;
+            if (sparkplugCommandsFilterOwner(s.topic) === device || isSparkplugStateFilter(s.topic))
+              return true;
             return (
               isChildrenCommandsFilter(s.topic) ||
               (of !== undefined && this.options.children!.speaksFor(device!, of))

@@ -1,5 +1,6 @@
 import sparkplug from 'sparkplug-payload';
 import { deviceTopic, nodeTopic, REBIRTH_METRIC } from '../../contract/sparkplug.js';
+import type { EdgeNodes } from './edge-nodes.js';
 import type { EdgeSession } from './edge-session.js';
 import { DATATYPES, datatypeName } from './payload.js';
 
@@ -137,4 +138,29 @@ export function metricWriteCommand(
         : deviceTopic('DCMD', groupId, edgeNodeId, deviceId),
     payload: codec.encodePayload({ timestamp: nowMs, metrics }),
   };
+}
+
+/**
+ * A command from NATS for `deviceId` as Sparkplug B, or undefined when the device is neither a born
+ * edge node nor a born device of one here (it then gets its commands as any device). An edge node's
+ * own id gives an NCMD; a device id a DCMD through the edge node that speaks for it (`speaksFor`: the
+ * registry's child relation, as for its readings). The body is metric writes (parseMetricWrites).
+ */
+export function sparkplugCommandFor(
+  edgeNodes: Pick<EdgeNodes, 'session' | 'sessionsOfDevice'>,
+  speaksFor: (edgeNodeId: string, deviceId: string) => boolean,
+  tenant: string,
+  deviceId: string,
+  body: Uint8Array,
+  nowMs: number,
+): BuiltCommand | undefined {
+  const node = edgeNodes.session(tenant, deviceId);
+  const session =
+    node?.born === true
+      ? node
+      : edgeNodes.sessionsOfDevice(tenant, deviceId).find((s) => speaksFor(s.edgeNodeId, deviceId));
+  if (session === undefined) return undefined;
+  const parsed = parseMetricWrites(body);
+  if (!parsed.ok) return parsed;
+  return metricWriteCommand(session, session === node ? undefined : deviceId, parsed.writes, nowMs);
 }

@@ -37,6 +37,19 @@ export class EdgeNodes {
   }
 
   /**
+   * The born sessions that have a device's DBIRTH in force, of one tenant: a command to the device goes
+   * to one of them as a DCMD. A scan, bounded as the sessions are (by the connections); commands are
+   * far rarer than readings.
+   */
+  sessionsOfDevice(tenant: string, deviceId: string): EdgeSession[] {
+    const prefix = key(tenant, '');
+    const found: EdgeSession[] = [];
+    for (const [k, node] of this.nodes)
+      if (k.startsWith(prefix) && node.session.hasDevice(deviceId)) found.push(node.session);
+    return found;
+  }
+
+  /**
    * A message of an edge node on one of its Sparkplug topics. The broker has checked that the topic's
    * edge node id is the publishing device's own, and its group id (sparkplugIdProblem).
    */

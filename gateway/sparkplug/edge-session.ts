@@ -169,6 +169,11 @@ export class EdgeSession {
     return this.state.phase === 'born';
   }
 
+  /** Whether a device's DBIRTH is in force under the node's NBIRTH in force (for its commands). */
+  hasDevice(deviceId: string): boolean {
+    return this.state.phase === 'born' && this.state.devices.has(deviceId);
+  }
+
   /** Metric definitions held, node and devices together: what SPARKPLUG_MAX_METRICS_PER_NODE bounds. */
   get definitions(): number {
     if (this.state.phase !== 'born') return 0;

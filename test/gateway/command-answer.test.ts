@@ -36,6 +36,15 @@ describe('commandAnswer', () => {
     expect(answer({})).toEqual({ delivered: false, status: 'offline' });
   });
 
+  it('answers refused at once, with why, from the gateway that holds the Sparkplug session', () => {
+    const refusal = "no metric 'Nope' in the DBIRTH in force";
+    expect(commandAnswer([outcome('a', { connected: 1, refused: refusal })], both)).toEqual({
+      delivered: false,
+      status: 'refused',
+      error: refusal,
+    });
+  });
+
   it('waits also for gateways only the others know of', () => {
     const outcomes = [outcome('a'), outcome('b', { known: ['b', 'c'] })];
     expect(isComplete(outcomes, both)).toBe(false);

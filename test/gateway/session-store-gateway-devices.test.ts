@@ -77,4 +77,33 @@ describe('SessionStore with gateway devices', () => {
     expect(held).toEqual(['1', '2']);
     expect(queued).toEqual(['devices/meter-a/commands/n', 'devices/site-1/commands/n']);
   });
+
+  it("keeps and forwards a Sparkplug edge node's own NCMD and DCMD, and host STATE", async () => {
+    const { sessions, store } = await setup();
+    const filters = [
+      'spBv1.0/plant-1/NCMD/site-1/#',
+      'spBv1.0/plant-1/DCMD/site-1/#',
+      'spBv1.0/STATE/host-1',
+      'spBv1.0/plant-1/NCMD/edge-2/#',
+    ];
+    await store.addSubscriptions(
+      { id: 'site-1' },
+      filters.map((topic) => ({ topic, qos: 0 })),
+    );
+    expect((await store.subscriptionsByClient({ id: 'site-1' })).map((s) => s.topic).sort()).toEqual(
+      filters.slice(0, 3).sort(),
+    );
+    const packet = (topic: string) => ({ topic, payload: Buffer.from('x') });
+    for (const topic of [
+      'spBv1.0/plant-1/NCMD/site-1',
+      'spBv1.0/plant-1/DCMD/site-1/meter-a',
+      'spBv1.0/STATE/host-1',
+    ]) {
+      const p = packet(topic);
+      expect(sessions.authorizeForward({ id: 'site-1' }, p)).toBe(p);
+    }
+    for (const topic of ['spBv1.0/plant-1/NCMD/edge-2', 'spBv1.0/plant-1/NDATA/site-1'])
+      expect(sessions.authorizeForward({ id: 'site-1' }, packet(topic))).toBeNull();
+    expect(sessions.authorizeForward({ id: 'dev-1' }, packet('spBv1.0/plant-1/NCMD/site-1'))).toBeNull();
+  });
 });

@@ -6,6 +6,7 @@ import {
   metricWriteCommand,
   parseMetricWrites,
   rebirthCommand,
+  sparkplugCommandFor,
 } from '../../../gateway/sparkplug/commands.js';
 import { EdgeSession } from '../../../gateway/sparkplug/edge-session.js';
 
@@ -116,5 +117,42 @@ describe('Sparkplug commands', () => {
     expect(proto.ok && Object.keys(proto.writes)).toEqual(['__proto__']);
     if (proto.ok)
       expect(metricWriteCommand(bornEdge(), 'pump-1', proto.writes, T0)).toMatchObject({ ok: false });
+  });
+
+  it('finds whom a command from NATS is for: the edge node (NCMD), a device it speaks for (DCMD), or neither', () => {
+    const session = bornEdge();
+    const nodes = {
+      session: (tenant: string, id: string) => (tenant === 'acme' && id === 'edge-1' ? session : undefined),
+      sessionsOfDevice: (tenant: string, id: string) =>
+        tenant === 'acme' && session.hasDevice(id) ? [session] : [],
+    };
+    const body = (o: unknown) => Buffer.from(JSON.stringify(o));
+    const speaks = (edge: string, device: string) => edge === 'edge-1' && device === 'pump-1';
+    const forDevice = sparkplugCommandFor(
+      nodes,
+      speaks,
+      'acme',
+      'pump-1',
+      body({ 'Outputs/Valve': true }),
+      T0,
+    );
+    expect(forDevice).toMatchObject({ ok: true, topic: 'spBv1.0/plant-1/DCMD/edge-1/pump-1' });
+    const forNode = sparkplugCommandFor(
+      nodes,
+      speaks,
+      'acme',
+      'edge-1',
+      body({ 'Node Control/Reboot': true }),
+      T0,
+    );
+    expect(forNode).toMatchObject({ ok: true, topic: 'spBv1.0/plant-1/NCMD/edge-1' });
+    // Not a device the edge node speaks for (the registry says), another tenant's, unknown: not Sparkplug.
+    expect(sparkplugCommandFor(nodes, () => false, 'acme', 'pump-1', body({}), T0)).toBeUndefined();
+    expect(sparkplugCommandFor(nodes, speaks, 'other', 'pump-1', body({}), T0)).toBeUndefined();
+    expect(sparkplugCommandFor(nodes, speaks, 'acme', 'meter-1', body({}), T0)).toBeUndefined();
+    expect(sparkplugCommandFor(nodes, speaks, 'acme', 'pump-1', body([1]), T0)).toEqual({
+      ok: false,
+      detail: 'a Sparkplug command is a JSON object of metric writes',
+    });
   });
 });
