@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { type Browser, chromium } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { launchChromium } from '../kit/chromium.js';
 import { freePort } from '../kit/processes.js';
 
 /**
@@ -15,17 +15,6 @@ import { freePort } from '../kit/processes.js';
  * demo fleet's own episodes and the demo's alert rules, read in headless Chromium as a person would.
  */
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const READY_TIMEOUT_MS = 60_000;
 /** The issue's promise: an alert within two minutes of the start. */
 const ALERT_TIMEOUT_MS = 120_000;
@@ -53,7 +42,6 @@ async function waitForPane(text: string, timeoutMs: number): Promise<string> {
 }
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is not installed: run \`npm run setup\``);
   dataDir = await mkdtemp(join(tmpdir(), 'first-run-'));
   const env: Record<string, string> = {
     NATS_PORT: String(await freePort()),
@@ -79,7 +67,7 @@ beforeAll(async () => {
   running = true;
   // Keep the pane once npm exits, so that its last words can be read.
   await tmux('set-option', '-t', SESSION, 'remain-on-exit', 'on');
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 15_000 });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {

@@ -2,11 +2,12 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alertsSubject } from '../../contract/index.js';
 import type { Gateway } from '../../gateway/gateway.js';
 import { type RunResult, runSimulation } from '../../simulators/index.js';
+import { launchChromium } from '../kit/chromium.js';
 import { natsClient, startGateway } from '../kit/gateway.js';
 import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
 
@@ -14,18 +15,6 @@ import { type NatsServer, startNatsServer } from '../kit/nats-server.js';
  * The live view in real headless Chromium: a registry-mode gateway with an operator token, a fleet of
  * 20 simulated devices (some payloads invalid), and the page must show the numbers moving.
  */
-const CHROMIUM = '/usr/bin/chromium';
-// Without the background-networking flags Chromium waits on Google services this network cannot reach.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const TOKEN = 'live-view-test-token-7f3a9c21b4';
 const OUTPUT_DIR = fileURLToPath(new URL('../../test-output/', import.meta.url));
 const SCREENSHOT = `${OUTPUT_DIR}live-view.png`;
@@ -38,12 +27,11 @@ const fleet = new AbortController();
 let simulation: Promise<RunResult> | undefined;
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is not installed: run \`npm run setup\``);
   nats = await startNatsServer();
   [nc, { gateway }, browser] = await Promise.all([
     natsClient(nats.url),
     startGateway(nats.url, { AUTH_MODE: 'registry', OPERATOR_TOKEN: TOKEN }),
-    chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 15_000 }),
+    launchChromium(),
   ]);
 });
 
