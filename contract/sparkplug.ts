@@ -139,6 +139,16 @@ export function sparkplugCommandsFilterOwner(filter: string): string | undefined
   return edgeNodeId;
 }
 
+/** The topic a host application's state is published on (Sparkplug 3.0), retained. */
+export function sparkplugStateTopic(hostId: string): string {
+  return `${SPARKPLUG_NAMESPACE}/${SPARKPLUG_STATE}/${hostId}`;
+}
+
+/** A host application's STATE payload (Sparkplug 3.0): UTF-8 JSON, `online` and when it became so. */
+export function sparkplugStatePayload(online: boolean, timestampMs: number): string {
+  return JSON.stringify({ online, timestamp: timestampMs });
+}
+
 /** `spBv1.0/STATE/{hostId}`, a host application's state (Sparkplug 3.0), with the host id given. */
 export function isSparkplugStateFilter(filter: string): boolean {
   const parts = filter.split('/');

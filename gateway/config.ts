@@ -185,6 +185,13 @@ export const DEFAULT_SPARKPLUG_MAX_DEVICES_PER_NODE = 256;
  * messages that follow a gap would otherwise each ask for one.
  */
 export const DEFAULT_SPARKPLUG_REBIRTH_INTERVAL_MS = 5_000;
+/**
+ * The Sparkplug host application id the gateway announces as online (retained
+ * `spBv1.0/STATE/{id}`): an edge node configured with it as its primary host publishes only while
+ * it sees that host online. `none`: none announced (an empty variable counts as unset).
+ */
+export const DEFAULT_SPARKPLUG_HOST_ID = 'iot-gateway';
+export const SPARKPLUG_NO_HOST = 'none';
 /** A stream's byte limit below this could not hold a handful of the largest letters. */
 const MIN_STREAM_MAX_BYTES = 1_048_576;
 /** What one letter or event may keep: with its other fields, well under NATS' 1 MB max_payload. */
@@ -361,6 +368,10 @@ export const GatewayConfigSchema = z
       .min(100)
       .max(3_600_000)
       .default(DEFAULT_SPARKPLUG_REBIRTH_INTERVAL_MS),
+    SPARKPLUG_HOST_ID: z
+      .string()
+      .regex(/^[^/+#\s\u0000]{1,64}$/, 'a host id of 1-64 characters without / + # or spaces, or `none`')
+      .default(DEFAULT_SPARKPLUG_HOST_ID),
   })
   // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
   .refine(

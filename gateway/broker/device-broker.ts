@@ -1,6 +1,7 @@
 import { Aedes, type PublishPacket } from 'aedes';
 import type { Logger } from '../../common/logger.js';
-import type { GatewayConfig } from '../config.js';
+import { sparkplugStatePayload, sparkplugStateTopic } from '../../contract/sparkplug.js';
+import { type GatewayConfig, SPARKPLUG_NO_HOST } from '../config.js';
 import type { TelemetryHandler } from '../ingest/telemetry-handler.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { PresencePublisher } from '../presence.js';
@@ -165,7 +166,32 @@ export class DeviceBroker {
     const auth = await Authenticator.create(deps);
     const broker = new DeviceBroker(deps, auth);
     await broker.aedes.listen();
+    await broker.announceHost(true);
     return broker;
+  }
+
+  /**
+   * The gateway is the Sparkplug host application its edge nodes report to: its STATE, retained, so
+   * that an edge node configured with SPARKPLUG_HOST_ID as its primary host sees it online when it
+   * subscribes, and offline before a graceful stop closes the connections.
+   */
+  private announceHost(online: boolean): Promise<void> {
+    const hostId = this.deps.config.SPARKPLUG_HOST_ID;
+    if (hostId === SPARKPLUG_NO_HOST) return Promise.resolve();
+    const packet = {
+      cmd: 'publish',
+      topic: sparkplugStateTopic(hostId),
+      payload: Buffer.from(sparkplugStatePayload(online, Date.now())),
+      qos: 1,
+      retain: true,
+      dup: false,
+    } as PublishPacket;
+    return new Promise((resolve) =>
+      this.aedes.publish(packet, (err) => {
+        if (err) this.deps.log.warn({ err: err.message, online }, 'Sparkplug host STATE not published');
+        resolve();
+      }),
+    );
   }
 
   get connectedClients(): number {
@@ -201,8 +227,9 @@ export class DeviceBroker {
     return this.connections.isOnline(deviceId);
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     clearInterval(this.sweeper);
-    return new Promise((resolve) => this.aedes.close(() => resolve()));
+    await this.announceHost(false);
+    await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
   }
 }

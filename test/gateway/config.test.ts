@@ -51,6 +51,13 @@ describe('gateway config', () => {
     expect(problems.join('\n')).toMatch(/LOG_LEVEL/);
   });
 
+  it('takes a Sparkplug host id without topic wildcards or levels, or none', () => {
+    expect(loadConfig(GatewayConfigSchema, { SPARKPLUG_HOST_ID: 'none' }).SPARKPLUG_HOST_ID).toBe('none');
+    expect(loadConfig(GatewayConfigSchema, {}).SPARKPLUG_HOST_ID).toBe('iot-gateway');
+    for (const bad of ['a/b', 'scada+', '#', 'two words'])
+      expect(() => loadConfig(GatewayConfigSchema, { SPARKPLUG_HOST_ID: bad })).toThrow(/SPARKPLUG_HOST_ID/);
+  });
+
   it('needs the TLS settings together', () => {
     expect(problemsOf({ MQTTS_PORT: '8883' })).toEqual([
       expect.stringMatching(/MQTTS_PORT: the TLS listener needs/),
