@@ -370,7 +370,7 @@ export const GatewayConfigSchema = z
       .default(DEFAULT_SPARKPLUG_REBIRTH_INTERVAL_MS),
     SPARKPLUG_HOST_ID: z
       .string()
-      .regex(/^[^/+#\s\u0000]{1,64}$/, 'a host id of 1-64 characters without / + # or spaces, or `none`')
+      .regex(/^[^/+#\s]{1,64}$/, 'a host id of 1-64 characters without / + # or spaces, or `none`')
       .default(DEFAULT_SPARKPLUG_HOST_ID),
   })
   // Cross-field rules run even when a field failed (`when`), so one start lists every problem.
