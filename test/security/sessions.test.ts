@@ -76,6 +76,13 @@ afterAll(async () => {
   await nats?.dispose();
 });
 
+/**
+ * Each payload once, in the order first received. QoS 1 is at least once, and a command queued while
+ * a session was away now and then reaches it twice as it comes back (seen in CI on two of these
+ * tests; README, Guarantees): what they are about is which commands arrive, not how often.
+ */
+const once = (payloads: string[]) => [...new Set(payloads)];
+
 describe('a persistent session holds only what its device may receive', () => {
   it("never queues another device's commands for it, even when the foreign filter came in one SUBSCRIBE with its own", async () => {
     const client = await persistent(alice);
@@ -111,13 +118,13 @@ describe('MAX_QUEUED_MESSAGES', () => {
     expect(await limitCount('MAX_QUEUED_MESSAGES')).toBe(2);
     const back = await persistent(queued);
     const got = await received(back, 1_000);
-    expect(got.map((m) => m.payload)).toEqual(['1', '2', '3']);
+    expect(once(got.map((m) => m.payload))).toEqual(['1', '2', '3']);
     // Delivered and acknowledged, the queue has room again.
     await back.endAsync();
     await sleep(200);
     await command(queued, 'n', 'after');
     const again = await persistent(queued);
-    expect((await received(again, 1_000)).map((m) => m.payload)).toEqual(['after']);
+    expect(once((await received(again, 1_000)).map((m) => m.payload))).toEqual(['after']);
     await again.endAsync();
   });
 });
@@ -149,9 +156,7 @@ describe('SESSION_EXPIRY_MS', () => {
     await sleep(EXPIRY_MS / 2 + 700);
     await command(device, 'kept', 'still subscribed');
     const again = await persistent(device);
-    // QoS 1 is at least once: a command queued as the session came back may arrive twice (seen once
-    // in CI); what this test is about is that it arrives at all, the subscription having been kept.
-    expect([...new Set((await received(again, 1_000)).map((m) => m.payload))]).toEqual(['still subscribed']);
+    expect(once((await received(again, 1_000)).map((m) => m.payload))).toEqual(['still subscribed']);
   });
 });
 
