@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { telemetryTopic } from '../contract/topics.js';
+import { ingestPath, telemetryTopic } from '../contract/topics.js';
 import { checkTelemetryStored } from './checks.js';
 import { CpuSampler } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
@@ -139,7 +139,7 @@ async function httpRound(
           host: HOST,
           port,
           method: 'POST',
-          path: `/v1/devices/${device.id}/telemetry`,
+          path: ingestPath(device.id),
           headers: {
             authorization: auth,
             'content-type': 'application/json',

@@ -8,8 +8,8 @@ import { isDeviceId } from './ids.js';
  *   devices/{deviceId}/commands/#     gateway → device, downlink
  */
 export const DEVICE_TOPIC_ROOT = 'devices';
-export const TELEMETRY_LEAF = 'telemetry';
-export const STATUS_LEAF = 'status';
+export const TELEMETRY_LEAF = 'telemetry' as const;
+export const STATUS_LEAF = 'status' as const;
 export const COMMANDS_LEAF = 'commands';
 
 /** How a telemetry payload is encoded: the same payload schemas either way. */
@@ -104,4 +104,15 @@ export function isBridgeStateTopic(topic: string): boolean {
     !parts[3]!.includes('\u0000') &&
     parts[4] === 'state'
   );
+}
+
+/**
+ * The HTTP side of the device contract (HTTP_INGEST_PORT): `POST /v1/devices/{deviceId}/telemetry`
+ * and `…/status`, the bodies of the topics of the same names.
+ */
+export const INGEST_PATH_ROOT = '/v1/devices';
+export type IngestKind = typeof TELEMETRY_LEAF | typeof STATUS_LEAF;
+
+export function ingestPath(deviceId: string, kind: IngestKind = TELEMETRY_LEAF): string {
+  return `${INGEST_PATH_ROOT}/${deviceId}/${kind}`;
 }

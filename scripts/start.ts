@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { ConfigError, loadConfig } from '../common/config.js';
+import { ingestPath } from '../contract/topics.js';
 import {
   DEFAULT_GATEWAY_HTTP_PORT,
   DEFAULT_MQTT_PORT,
@@ -404,7 +405,7 @@ function displayHost(config: StartConfig): string {
 }
 
 function ingestUrl(config: StartConfig, device: string): string {
-  return `http://${displayHost(config)}:${config.HTTP_INGEST_PORT}/v1/devices/${device}/telemetry`;
+  return `http://${displayHost(config)}:${config.HTTP_INGEST_PORT}${ingestPath(device)}`;
 }
 
 function banner(config: StartConfig, at: Endpoints, notes: string[]): string {

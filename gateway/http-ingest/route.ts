@@ -1,13 +1,20 @@
 import { isDeviceId } from '../../contract/ids.js';
-import type { PayloadEncoding } from '../../contract/topics.js';
+import {
+  INGEST_PATH_ROOT,
+  type IngestKind,
+  type PayloadEncoding,
+  STATUS_LEAF,
+  TELEMETRY_LEAF,
+} from '../../contract/topics.js';
 
 /** What a request on HTTP_INGEST_PORT is for: `POST /v1/devices/{id}/telemetry` or `…/status`. */
 export interface IngestRoute {
   deviceId: string;
-  kind: 'telemetry' | 'status';
+  kind: IngestKind;
 }
 
-const ROUTE = /^\/v1\/devices\/([^/?#]+)\/(telemetry|status)$/;
+/** contract/topics.ts ingestPath, read back: the device id may come percent-encoded. */
+const ROUTE = new RegExp(`^${INGEST_PATH_ROOT}/([^/?#]+)/(${TELEMETRY_LEAF}|${STATUS_LEAF})$`);
 
 /** The route of a request path (query ignored), or undefined for a path that is none. */
 export function parseRoute(url: string | undefined): IngestRoute | undefined {
