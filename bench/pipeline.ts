@@ -78,6 +78,17 @@ const TSDB_POLL_MS = 250;
 /** node + tsx start-up and the first lease rounds. */
 const PROCESSOR_START_TIMEOUT_MS = 60_000;
 const LEASE_TTL_MS = parseDuration(DEFAULT_LEASE_TTL)!;
+/**
+ * A lease round gap against what it is held to: within LEASE_TTL/3 under load (a round every
+ * LEASE_TTL/4 may slip by a twelfth), and never past LEASE_TTL, when others may take the leases.
+ */
+function leaseVerdict(gapS: number): string {
+  const third = LEASE_TTL_MS / 3000;
+  const bound = ` (LEASE_TTL ${DEFAULT_LEASE_TTL}, asked ≤ LEASE_TTL/3 = ${sec(third)})`;
+  if (gapS * 1000 > LEASE_TTL_MS) return `${bound} !! past LEASE_TTL: others may take its leases`;
+  return gapS > third ? `${bound} !! over LEASE_TTL/3` : `${bound} OK`;
+}
+
 /** The gauge another change adds to the processors; read when it is there. */
 const LEASE_GAP_GAUGE = 'processor_lease_round_gap_max_seconds';
 /** Margin around a round's `ts` range when counting its points: rounds of a target are tens of seconds apart. */
@@ -482,10 +493,8 @@ function roundLines(label: string, r: Round, o: Options): string {
           : `; NOT ALL within ${o.tsdbWaitSeconds} s (${int(x.ackedTotal - t.readable)} missing)`) +
         (r.lease
           ? `; leases: longest heartbeat gap ${sec(r.lease.heartbeatGapS)}, ${LEASE_GAP_GAUGE} ` +
-            `${Number.isNaN(r.lease.gauge) ? 'not exposed' : sec(r.lease.gauge)} (LEASE_TTL ${DEFAULT_LEASE_TTL})` +
-            (r.lease.heartbeatGapS * 1000 > LEASE_TTL_MS
-              ? ' !! past LEASE_TTL: others may take its leases'
-              : '') +
+            `${Number.isNaN(r.lease.gauge) ? 'not exposed' : sec(r.lease.gauge)}` +
+            leaseVerdict(Math.max(r.lease.heartbeatGapS, r.lease.gauge || 0)) +
             (r.lease.handovers > 0 ? `, ${r.lease.handovers} partition moves` : '')
           : ''),
     );
@@ -613,7 +622,8 @@ async function main(): Promise<void> {
           ? `\n${''.padEnd(15)}TSDB: all readable ${sec(s.tsdbSeconds)} after the load stopped (median; worst ` +
             `${Number.isFinite(s.tsdbMaxSeconds) ? sec(s.tsdbMaxSeconds) : 'not within the wait'}), ${int(s.tsdbMissing)} missing; ` +
             `longest lease heartbeat gap ${sec(s.heartbeatGapS)}, ${LEASE_GAP_GAUGE} ` +
-            `${Number.isNaN(s.gauge) ? 'not exposed' : sec(s.gauge)} (LEASE_TTL ${DEFAULT_LEASE_TTL})` +
+            `${Number.isNaN(s.gauge) ? 'not exposed' : sec(s.gauge)}` +
+            leaseVerdict(Math.max(s.heartbeatGapS, s.gauge || 0)) +
             `\n${''.padEnd(15)}whole run (between rounds included, ÷ its acks): ` +
             [...wholeRunUs].map(([name, v]) => `${name} ${us(v)}`).join(', ') +
             ' µs/msg'

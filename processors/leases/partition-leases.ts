@@ -8,7 +8,7 @@ import { PROCESSOR_LEASES_BUCKET } from '../../contract/subjects.js';
 /**
  * Running processor instances share the partitions through leases in a KV bucket.
  *
- * Every `ttlMs / 3`, at a fixed rate, an instance renews: it refreshes its heartbeat
+ * Every `ttlMs / 4`, at a fixed rate, an instance renews: it refreshes its heartbeat
  * `{group}.instance.{id}` and renews the leases `{group}.lease.{p}` it holds, all in one batch
  * (compare-and-set on the entry's revision, so a lease someone else has taken cannot be renewed by
  * mistake). After each renewal it rebalances: releases leases above its fair share,
@@ -127,12 +127,16 @@ export class PartitionLeases {
       .sort((a, b) => a - b);
   }
 
-  /** Time between renewals: ttl/3. */
+  /**
+   * Time between renewals: ttl/4. A round may then slip by ttl/12 and still complete within ttl/3 of
+   * the previous one, which is what a lease round is held to under load (README, Scaling the
+   * processors); at ttl/3 any slip at all was past it.
+   */
   private get roundMs(): number {
-    return Math.max(100, Math.floor(this.options.ttlMs / 3));
+    return Math.max(100, Math.floor(this.options.ttlMs / 4));
   }
 
-  /** Renews every ttl/3, at a fixed rate, and rebalances after each renewal, until stop(). */
+  /** Renews every ttl/4, at a fixed rate, and rebalances after each renewal, until stop(). */
   start(): void {
     let next = performance.now();
     const tick = () => {
