@@ -13,7 +13,15 @@ import { CpuSampler } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
-import { type BenchDevice, type RoundResult, runRound, selfCheck, telemetryPayload } from './mqtt-load.js';
+import {
+  type BenchDevice,
+  Fleet,
+  type OpenLoopResult,
+  type RoundResult,
+  runRound,
+  selfCheck,
+  telemetryPayload,
+} from './mqtt-load.js';
 import { heldMqttListener, heldNatsConnection, heldNatsServer, MQTT_MSGS_STREAM } from './nats.js';
 import { numberOption } from './options.js';
 import { provision } from './provision.js';
@@ -42,11 +50,22 @@ const HELP = `usage: npm run bench:ingest -- [options]
                        stream, it then acknowledges without storing anything (for comparison only:
                        by default the bench attaches a consumer so nats-server really stores)
   --profile DIR        run the gateway with --cpu-prof into DIR and summarise the profile
-  --drain-seconds S    wait this long for outstanding PUBACKs after a round (default 10)`;
+  --drain-seconds S    wait this long for outstanding PUBACKs after a round (default 10)
+
+The fleet shape, after the chatty rounds: many devices, each its own connection, a few QoS 1
+publishes a second each (open loop), where per-message overheads dominate. Reported: CPU per
+acknowledged message of the gateway with its nats-server against nats-server's listener.
+  --fleet-devices N    devices of the fleet phase, 0 for none (default 2000)
+  --fleet-rate R       publishes a second per device (default 4)
+  --fleet-seconds S    length of each fleet round (default 20); as many rounds as --rounds`;
 
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HOST = '127.0.0.1';
 const CONNECT_TIMEOUT_MS = 60_000;
+/** CONNECTs outstanding at once while a fleet connects: the gateway checks secrets a few at a time. */
+const FLEET_CONNECT_CONCURRENCY = 64;
+/** A fleet device's unacknowledged publishes at most: a send finding none free is shed and counted. */
+const FLEET_INFLIGHT = 16;
 /** Pause between rounds so the previous target's leftovers (GC, store flushes) stay out of the next window. */
 const SETTLE_MS = 1_000;
 
@@ -64,6 +83,9 @@ interface Options {
   interest: boolean;
   profileDir: string | undefined;
   drainSeconds: number;
+  fleetDevices: number;
+  fleetRate: number;
+  fleetSeconds: number;
 }
 
 function options(): Options {
@@ -80,6 +102,9 @@ function options(): Options {
       'no-interest': { type: 'boolean', default: false },
       profile: { type: 'string' },
       'drain-seconds': { type: 'string', default: '10' },
+      'fleet-devices': { type: 'string', default: '2000' },
+      'fleet-rate': { type: 'string', default: '4' },
+      'fleet-seconds': { type: 'string', default: '20' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -108,6 +133,10 @@ function options(): Options {
     interest: !values['no-interest'],
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     drainSeconds: num('drain-seconds', values['drain-seconds'], 0, 600, false),
+    // Each device is a socket of this process and of the target; the fd limit is the bound.
+    fleetDevices: num('fleet-devices', values['fleet-devices'], 0, 9_999),
+    fleetRate: num('fleet-rate', values['fleet-rate'], 0.1, 1_000, false),
+    fleetSeconds: num('fleet-seconds', values['fleet-seconds'], 1, 3_600, false),
   };
 }
 
@@ -188,6 +217,8 @@ interface Target {
   devices: BenchDevice[];
   sampler: CpuSampler;
   acked: number;
+  /** The fleet phase's devices (registered in the gateway's registry along with `devices`). */
+  fleetDevices: BenchDevice[];
 }
 
 async function main(): Promise<void> {
@@ -201,6 +232,10 @@ async function main(): Promise<void> {
   );
 
   const ids = Array.from({ length: o.clients }, (_, i) => `bench-${String(i + 1).padStart(4, '0')}`);
+  const fleetIds = Array.from(
+    { length: o.fleetDevices },
+    (_, i) => `fleet-${String(i + 1).padStart(5, '0')}`,
+  );
   const targets: Target[] = [];
   let mqttNc: NatsConnection | undefined;
   let natsVersion = 'unknown';
@@ -212,9 +247,12 @@ async function main(): Promise<void> {
     const gatewayNc = await natsConnection(gatewayNats, 'bench provisioning');
     natsVersion = gatewayNc.info?.version ?? natsVersion;
     const devices = ids.map((id) => ({ id, username: id, password: `secret-${id}`, nextSeq: 0 }));
+    const fleetDevices = fleetIds.map((id) => ({ id, username: id, password: `secret-${id}`, nextSeq: 0 }));
     const t0 = performance.now();
-    await provision(gatewayNc, devices);
-    console.log(`${label}: provisioned ${devices.length} devices in ${ms(performance.now() - t0)} ms`);
+    await provision(gatewayNc, [...devices, ...fleetDevices]);
+    console.log(
+      `${label}: provisioned ${devices.length + fleetDevices.length} devices in ${ms(performance.now() - t0)} ms`,
+    );
     let profileSince = 0;
     const nodeArgs: string[] = [];
     if (o.profileDir !== undefined) {
@@ -255,6 +293,7 @@ async function main(): Promise<void> {
       nc: gatewayNc,
       port: gw.mqttPort,
       devices,
+      fleetDevices,
       // With workers: the primary (it accepts the connections and hands them over) and each worker.
       sampler: new CpuSampler(
         () =>
@@ -283,6 +322,7 @@ async function main(): Promise<void> {
       nc: mqttNc,
       port: listener.mqttPort,
       devices: ids.map((id) => ({ id, username: undefined, password: undefined, nextSeq: 0 })),
+      fleetDevices: fleetIds.map((id) => ({ id, username: undefined, password: undefined, nextSeq: 0 })),
       sampler: new CpuSampler(
         () =>
           new Map([
@@ -420,6 +460,8 @@ async function main(): Promise<void> {
   ];
   console.log(`\n${table.join('\n')}\n`);
 
+  if (o.fleetDevices > 0) await fleetPhase(o, targets);
+
   // ---- every PUBACK must stand for a stored message ----
   for (const gatewayTarget of targets.filter((t) => t.key === 'gateway')) {
     await checkTelemetryStored(gatewayTarget.nc, gatewayTarget.acked, gatewayTarget.label);
@@ -434,6 +476,155 @@ async function main(): Promise<void> {
         : 'MISMATCH';
     console.log(
       `check: ${MQTT_MSGS_STREAM} holds ${stored} messages, nats-server sent ${natsTarget.acked} PUBACKs ${verdict}`,
+    );
+  }
+}
+
+// ---- the fleet shape ----
+
+interface FleetRound {
+  label: string;
+  index: number;
+  result: OpenLoopResult;
+  rate: number;
+  p50: number;
+  p99: number;
+  /** µs of CPU per acknowledged message, per process. */
+  cpu: { name: string; usPerMsg: number; percent: number }[];
+  /** The target's side: the gateway's processes and its nats-server, or nats-server's listener. */
+  serverUsPerMsg: number;
+}
+
+/**
+ * Issue 13's figure: at a fleet's shape (thousands of connections, a few publishes a second each, so
+ * about one message per socket read), the CPU per acknowledged message of the gateway and its
+ * nats-server against nats-server's own MQTT listener, same load generator, rounds interleaved, order
+ * rotated each round, medians. Each target's fleet connects once, after the chatty rounds.
+ */
+async function fleetPhase(o: Options, targets: Target[]): Promise<void> {
+  console.log(
+    `\nfleet shape: ${int(o.fleetDevices)} devices, each its own connection, × ${o.fleetRate} QoS 1 msg/s ` +
+      `(${int(o.fleetDevices * o.fleetRate)} msg/s offered), at most ${FLEET_INFLIGHT} in flight each; ` +
+      `${o.warmupSeconds} s warm-up then ${o.rounds} × ${o.fleetSeconds} s per target`,
+  );
+  const fleets = new Map<Target, Fleet>();
+  for (const t of targets) {
+    if (isInterrupted()) return;
+    const fleet = await Fleet.connect({
+      host: HOST,
+      port: t.port,
+      devices: t.fleetDevices,
+      inflight: FLEET_INFLIGHT,
+      payloadBytes: o.payloadBytes,
+      topic: telemetryTopic,
+      connectTimeoutMs: CONNECT_TIMEOUT_MS,
+      connectConcurrency: FLEET_CONNECT_CONCURRENCY,
+    });
+    hold(
+      `${t.label} fleet`,
+      async () => fleet.destroy(),
+      () => fleet.destroy(),
+    );
+    fleets.set(t, fleet);
+    const errs = [...fleet.connectErrors].map(([what, n]) => `${n}× ${what}`).join('; ');
+    console.log(
+      `${t.label}: ${fleet.size} of ${t.fleetDevices.length} devices connected in ${ms(fleet.connectMs)} ms` +
+        (errs ? ` (failed: ${errs})` : ''),
+    );
+  }
+
+  const run = async (t: Target, index: number, seconds: number): Promise<FleetRound> => {
+    const result = await fleets.get(t)!.runOpenLoop({
+      seconds,
+      perDeviceHz: o.fleetRate,
+      drainTimeoutMs: o.drainSeconds * 1000,
+      onStart: () => t.sampler.start(),
+      onEnd: () => t.sampler.stop(),
+    });
+    t.acked += result.ackedTotal;
+    const sorted = result.latenciesMs.slice().sort();
+    const rate = result.ackedInWindow / result.seconds;
+    const cpu = t.sampler.usage().map((c) => ({
+      name: c.name,
+      percent: c.percent,
+      usPerMsg: rate > 0 ? (c.percent / 100) * (1e6 / rate) : Number.NaN,
+    }));
+    return {
+      label: t.label,
+      index,
+      result,
+      rate,
+      p50: quantile(sorted, 0.5),
+      p99: quantile(sorted, 0.99),
+      cpu,
+      serverUsPerMsg: cpu.filter((c) => c.name !== 'loadgen').reduce((n, c) => n + c.usPerMsg, 0),
+    };
+  };
+  const line = (label: string, r: FleetRound) =>
+    `${label.padEnd(10)} ${r.label.padEnd(12)} ${int(r.rate).padStart(7)} acked msg/s (shed ${r.result.shed}, ` +
+    `unacked ${r.result.unacked}, disconnects ${r.result.disconnects})  p50 ${ms(r.p50)} ms  p99 ${ms(r.p99)} ms` +
+    `  | CPU µs/msg: ${r.cpu.map((c) => `${c.name} ${int(c.usPerMsg)} (${Math.round(c.percent)}%)`).join(', ')}` +
+    `  | server side ${int(r.serverUsPerMsg)}`;
+
+  if (o.warmupSeconds > 0)
+    for (const t of targets) {
+      if (isInterrupted()) return;
+      console.log(line('warm-up', await run(t, 0, o.warmupSeconds)));
+      await sleep(SETTLE_MS);
+    }
+  const rounds: FleetRound[] = [];
+  for (let i = 1; i <= o.rounds; i++) {
+    // Rotated, so that no target always follows the same one.
+    const order = targets.map((_, k) => targets[(k + i - 1) % targets.length]!);
+    for (const t of order) {
+      if (isInterrupted()) return;
+      const r = await run(t, i, o.fleetSeconds);
+      rounds.push(r);
+      console.log(line(`round ${i}/${o.rounds}`, r));
+      await sleep(SETTLE_MS);
+    }
+  }
+  for (const fleet of fleets.values()) await fleet.leave();
+
+  const per = targets.map((t) => {
+    const rs = rounds.filter((r) => r.label === t.label);
+    return {
+      key: t.key,
+      label: t.label,
+      rate: median(rs.map((r) => r.rate)),
+      p50: median(rs.map((r) => r.p50)),
+      p99: median(rs.map((r) => r.p99)),
+      serverUsPerMsg: median(rs.map((r) => r.serverUsPerMsg)),
+      cpu: (rs[0]?.cpu ?? []).map((c) => ({
+        name: c.name,
+        usPerMsg: median(rs.map((r) => r.cpu.find((x) => x.name === c.name)?.usPerMsg ?? Number.NaN)),
+      })),
+      lost: rs.reduce((n, r) => n + r.result.unacked + r.result.disconnects, 0),
+    };
+  });
+  const listener = per.find((p) => p.key === 'nats');
+  console.log('\nfleet shape, medians:');
+  for (const p of per)
+    console.log(
+      `  ${p.label.padEnd(12)} ${int(p.rate).padStart(7)} acked msg/s  p50 ${ms(p.p50)} ms  p99 ${ms(p.p99)} ms` +
+        `  | CPU µs/msg: ${p.cpu.map((c) => `${c.name} ${int(c.usPerMsg)}`).join(', ')} | server side ${int(p.serverUsPerMsg)}` +
+        (p.lost > 0 ? `  | ${p.lost} unacknowledged or disconnected` : ''),
+    );
+  if (listener === undefined) return;
+  for (const g of per.filter((p) => p.key === 'gateway')) {
+    // Round by round too: the two ran seconds apart, under much the same noise.
+    const each = rounds
+      .filter((r) => r.label === g.label)
+      .map(
+        (r) =>
+          r.serverUsPerMsg /
+          (rounds.find((l) => l.label === listener.label && l.index === r.index)?.serverUsPerMsg ??
+            Number.NaN),
+      );
+    console.log(
+      `  CPU per acknowledged message, ${g.label} + its nats-server / nats-server's listener: ` +
+        `${(g.serverUsPerMsg / listener.serverUsPerMsg).toFixed(2)}× of the medians, ` +
+        `${median(each).toFixed(2)}× median of each round's (${each.map((x) => x.toFixed(2)).join(', ')}); asked ≤ 1.25×`,
     );
   }
 }
