@@ -1,4 +1,5 @@
 import type { Client } from 'aedes';
+import mqttPacket from 'mqtt-packet';
 
 /**
  * Every reach into aedes 1.2 / mqtt-packet 9 internals the broker makes, in one place. Both are pinned
@@ -98,4 +99,40 @@ export function limitFrameSizes(client: Client, limits: FrameLimits): void {
     }
     return ok;
   };
+}
+
+type WriteToStream = typeof mqttPacket.writeToStream;
+
+let oneWriteAcks = false;
+
+/**
+ * Makes each MQTT 3.1.1 PUBACK one 4-byte socket write. aedes writes every packet through
+ * mqtt-packet's `writeToStream`, which corks the stream, writes a PUBACK as three buffers and uncorks
+ * on the next tick: a `writev` per acknowledgement, with cork bookkeeping and a `nextTick` around it.
+ * At a fleet's shape (thousands of connections, one message per socket read) nothing shares that
+ * write, and it was an eighth of the gateway's CPU (bench:pipeline --profile, 2026-12-06). The bytes
+ * are the same (test/gateway/broker/aedes-pin.test.ts compares them with mqtt-packet's); every other
+ * packet, and a PUBACK with options (MQTT 5), is mqtt-packet's. Process-wide, installed once.
+ */
+export function writeAcksInOneWrite(): void {
+  if (oneWriteAcks) return;
+  oneWriteAcks = true;
+  const packets = mqttPacket as { writeToStream: WriteToStream };
+  const general = packets.writeToStream;
+  const patched = ((packet, stream, opts) => {
+    if (packet.cmd === 'puback' && opts === undefined) {
+      const id = packet.messageId;
+      if (typeof id === 'number' && id >= 0 && id <= 0xffff) {
+        const bytes = Buffer.allocUnsafe(4);
+        bytes[0] = 0x40; // PUBACK
+        bytes[1] = 2; // remaining length: the packet id
+        bytes[2] = id >>> 8;
+        bytes[3] = id & 0xff;
+        return stream.write(bytes);
+      }
+    }
+    return general(packet, stream, opts);
+  }) as WriteToStream;
+  patched.cacheNumbers = general.cacheNumbers;
+  packets.writeToStream = patched;
 }

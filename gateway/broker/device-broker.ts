@@ -8,7 +8,7 @@ import type { PresencePublisher } from '../presence.js';
 import type { RegistryCache } from '../registry/registry-cache.js';
 import type { VerifiedSecrets } from '../registry/secrets.js';
 import type { EdgeNodes } from '../sparkplug/edge-nodes.js';
-import { countCompletionsWhilePaused, limitFrameSizes } from './aedes-internals.js';
+import { countCompletionsWhilePaused, limitFrameSizes, writeAcksInOneWrite } from './aedes-internals.js';
 import { Authenticator } from './authentication.js';
 import { authorizePublish, type PublishDeps } from './authorize-publish.js';
 import { authorizeSubscribe, type SubscribeDeps, unsubscribed } from './authorize-subscribe.js';
@@ -163,6 +163,7 @@ export class DeviceBroker {
   }
 
   static async create(deps: BrokerDeps): Promise<DeviceBroker> {
+    writeAcksInOneWrite();
     const auth = await Authenticator.create(deps);
     const broker = new DeviceBroker(deps, auth);
     await broker.aedes.listen();

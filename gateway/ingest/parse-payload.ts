@@ -2,11 +2,14 @@ import { isUtf8 } from 'node:buffer';
 import { Decoder } from 'cbor-x';
 import type { z } from 'zod';
 import {
+  type DeviceMetric,
   type DeviceReading,
   isKnownPayloadVersion,
+  MAX_METRICS_PER_READING,
   PAYLOAD_VERSIONS,
   payloadVersionOf,
 } from '../../contract/device-payload.js';
+import { isMetricName } from '../../contract/ids.js';
 import { REJECTION_REASONS, type RejectionReason } from '../../contract/rejections.js';
 import type { PayloadEncoding } from '../../contract/topics.js';
 import { type Rejection, reject } from '../errors.js';
@@ -70,10 +73,40 @@ function quote(value: unknown): string {
   }
 }
 
+/**
+ * The reading most devices send, version 1 with numbers for `ts`, `seq` and every value, read
+ * without zod; undefined for anything else, which the schema then reads (every rejection included,
+ * so reasons and details are the schema's). Accepts only what PayloadV1 accepts, as the same
+ * DeviceReading (test/gateway/parse-payload.test.ts checks it against the schema on generated
+ * readings). zod's parse, its copy of the reading and the upcast's `Object.entries` were ~4 % of
+ * the gateway's CPU per message at a fleet's shape.
+ */
+export function fastReadingV1(raw: Record<string, unknown>): DeviceReading | undefined {
+  if ('v' in raw && raw.v !== 1) return undefined;
+  const ts = raw.ts;
+  if (ts !== undefined && !(typeof ts === 'number' && ts >= 0 && Number.isFinite(ts))) return undefined;
+  const seq = raw.seq;
+  if (seq !== undefined && !(Number.isSafeInteger(seq) && (seq as number) >= 0)) return undefined;
+  const values = raw.metrics;
+  if (typeof values !== 'object' || values === null || Array.isArray(values)) return undefined;
+  const metrics: DeviceMetric[] = [];
+  for (const name of Object.keys(values)) {
+    let value = (values as Record<string, unknown>)[name];
+    if (typeof value === 'boolean') value = value ? 1 : 0;
+    else if (typeof value !== 'number' || !Number.isFinite(value)) return undefined;
+    if (!isMetricName(name) || metrics.length === MAX_METRICS_PER_READING) return undefined;
+    metrics.push({ name, value: value as number });
+  }
+  if (metrics.length === 0) return undefined;
+  return { ts: ts as number | undefined, seq: seq as number | undefined, metrics };
+}
+
 export function parseReading(raw: unknown, index: number): ParsedReading {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     return { ...reject('SCHEMA_INVALID', 'a reading must be a JSON object (a CBOR map)'), index };
   }
+  const fast = fastReadingV1(raw as Record<string, unknown>);
+  if (fast !== undefined) return { ok: true, index, version: 1, reading: fast };
   // CBOR's own date-time (tags 0 and 1) is a `ts` in epoch milliseconds; an invalid one stays NaN.
   const ts = (raw as { ts?: unknown }).ts;
   if (ts instanceof Date) (raw as { ts?: unknown }).ts = ts.getTime();

@@ -1,8 +1,13 @@
 import { encode } from 'cbor-x';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { PAYLOAD_VERSIONS, payloadVersionOf } from '../../contract/device-payload.js';
 import { isMetricName, MAX_METRICS_PER_READING } from '../../contract/index.js';
-import { type ParsedReading, parseTelemetryPayload } from '../../gateway/ingest/parse-payload.js';
+import {
+  fastReadingV1,
+  type ParsedReading,
+  parseTelemetryPayload,
+} from '../../gateway/ingest/parse-payload.js';
 
 const MAX = 65_536;
 const MAX_READINGS = 1_000;
@@ -199,6 +204,97 @@ describe('properties', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+
+  it('reads without zod only what the v1 schema accepts, to the same reading', () => {
+    const name = fc.oneof(
+      fc.constantFrom(
+        'temperature',
+        'humidity',
+        'p0',
+        '__proto__',
+        'constructor',
+        '',
+        '1',
+        'a.b',
+        'x'.repeat(65),
+      ),
+      fc.string({ maxLength: 8 }),
+    );
+    const value = fc.oneof(
+      fc.double(),
+      fc.integer(),
+      fc.boolean(),
+      fc.constantFrom(null, '1', Number.NaN, Number.POSITIVE_INFINITY, -0),
+      fc.record({ value: fc.double() }),
+    );
+    const reading = fc.record(
+      {
+        v: fc.constantFrom(1, 2, '1', null, undefined),
+        ts: fc.oneof(
+          fc.integer({ min: -5, max: 2e12 }),
+          fc.double(),
+          fc.constantFrom('2026-01-01T00:00:00Z', null, undefined, -0),
+        ),
+        seq: fc.oneof(
+          fc.integer({ min: -5 }),
+          fc.double(),
+          fc.constantFrom(2 ** 53, 2 ** 53 - 1, '1', null, undefined),
+        ),
+        metrics: fc.oneof(
+          {
+            weight: 4,
+            arbitrary: fc.dictionary(
+              fc.constantFrom('temperature', 'humidity', 'p0'),
+              fc.oneof(fc.double(), fc.boolean()),
+              {
+                minKeys: 1,
+              },
+            ),
+          },
+          fc.dictionary(name, value, { maxKeys: 6 }),
+          fc.dictionary(
+            fc.constant('m').chain((m) => fc.nat(300).map((i) => `${m}${i}`)),
+            fc.double(),
+            {
+              minKeys: 250,
+              maxKeys: 260,
+            },
+          ),
+          fc.constantFrom(null, [], [1], 'x'),
+        ),
+        extra: fc.anything(),
+      },
+      { requiredKeys: [] },
+    );
+    let taken = 0;
+    fc.assert(
+      fc.property(reading, (raw) => {
+        const fast = fastReadingV1(raw as Record<string, unknown>);
+        if (fast === undefined) return;
+        taken++;
+        expect(payloadVersionOf(raw)).toBe(1); // {"v": undefined} (CBOR) is no version at all
+        const schema = PAYLOAD_VERSIONS[1].schema.safeParse(raw);
+        expect(schema.success).toBe(true);
+        expect(fast).toStrictEqual(PAYLOAD_VERSIONS[1].upcast(schema.data!));
+      }),
+      { numRuns: 5000 },
+    );
+    // The generator reaches the fast path often enough for the comparison to mean something.
+    expect(taken).toBeGreaterThan(100);
+  });
+
+  it('reads the usual device reading without zod: numbers for ts, seq and values', () => {
+    const raw = JSON.parse('{"ts":1765000000000,"seq":7,"metrics":{"temperature":21.5,"on":true}}');
+    expect(fastReadingV1(raw)).toStrictEqual({
+      ts: 1765000000000,
+      seq: 7,
+      metrics: [
+        { name: 'temperature', value: 21.5 },
+        { name: 'on', value: 1 },
+      ],
+    });
+    expect(fastReadingV1({ ...raw, ts: '2026-01-01T00:00:00Z' })).toBeUndefined(); // the schema reads it
   });
 
   it('never throws on arbitrary bytes', () => {

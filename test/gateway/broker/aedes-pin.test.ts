@@ -4,9 +4,9 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Aedes, type Client } from 'aedes';
-import { generate } from 'mqtt-packet';
+import mqttPacket, { generate } from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AedesClientInternals } from '../../../gateway/broker/aedes-internals.js';
+import { type AedesClientInternals, writeAcksInOneWrite } from '../../../gateway/broker/aedes-internals.js';
 import { connectPacket } from '../../kit/raw-mqtt.js';
 
 /**
@@ -21,7 +21,7 @@ const json = (path: string) => JSON.parse(readFileSync(path, 'utf8'));
 const RECHECK = (what: string) =>
   `${what} changed: re-check gateway/broker/aedes-internals.ts (countCompletionsWhilePaused, limitFrameSizes, ` +
   'pausable, sentDisconnect), gateway/limits/control-rate.ts, gateway/limits/outgoing-bytes.ts and ' +
-  'gateway/sessions/session-store.ts (aedes.clients) against ' +
+  'gateway/sessions/session-store.ts (aedes.clients), writeAcksInOneWrite (aedes lib/write.js) against ' +
   'the new aedes/mqtt-packet source, then update the pins and this test';
 
 describe('aedes and mqtt-packet pins', () => {
@@ -46,6 +46,31 @@ describe('aedes and mqtt-packet pins', () => {
     const ours = createRequire(join(root, 'package.json')).resolve('mqtt-packet');
     const aedes = createRequire(join(root, 'node_modules/aedes/package.json')).resolve('mqtt-packet');
     expect(realpathSync(aedes), RECHECK('the mqtt-packet aedes resolves')).toBe(realpathSync(ours));
+  });
+});
+
+describe('PUBACKs in one write (writeAcksInOneWrite)', () => {
+  it("aedes writes every packet through mqtt-packet's writeToStream, looked up at each write", () => {
+    const write = readFileSync(join(root, 'node_modules/aedes/lib/write.js'), 'utf8');
+    expect(write, RECHECK('aedes lib/write.js')).toContain("import mqtt from 'mqtt-packet'");
+    expect(write, RECHECK('aedes lib/write.js')).toContain('mqtt.writeToStream(packet, client.conn)');
+  });
+
+  it('writes the bytes mqtt-packet would, in one write, and leaves every other packet to mqtt-packet', () => {
+    writeAcksInOneWrite();
+    const writes: Buffer[] = [];
+    const sink = { write: (b: Buffer) => writes.push(Buffer.from(b)) > 0 } as unknown as Parameters<
+      typeof mqttPacket.writeToStream
+    >[1];
+    for (const messageId of [0, 1, 2, 255, 256, 4660, 65_534, 65_535]) {
+      writes.length = 0;
+      expect(mqttPacket.writeToStream({ cmd: 'puback', messageId }, sink)).toBe(true);
+      expect(writes).toHaveLength(1);
+      expect(writes[0]).toEqual(generate({ cmd: 'puback', messageId }));
+    }
+    writes.length = 0;
+    mqttPacket.writeToStream({ cmd: 'pingresp' }, sink);
+    expect(Buffer.concat(writes)).toEqual(generate({ cmd: 'pingresp' }));
   });
 });
 
@@ -191,6 +216,29 @@ describe('aedes client internals, on a real client over a real socket', () => {
     await pong;
     expect(calls, RECHECK("aedes reading client._nextBatch per packet ('enqueue' in lib/client.js)")).toBe(1);
     expect(client._parsingBatch, member(client, '_parsingBatch')).toBe(0);
+    socket.destroy();
+  });
+
+  it('acknowledges a QoS 1 PUBLISH with the 4 bytes of a PUBACK', async () => {
+    writeAcksInOneWrite();
+    const { socket } = await connected('pin-puback');
+    const received: Buffer[] = [];
+    socket.on('data', (b: Buffer) => received.push(b));
+    socket.write(
+      generate({
+        cmd: 'publish',
+        topic: 'pin/puback',
+        payload: 'x',
+        qos: 1,
+        messageId: 4660,
+        retain: false,
+        dup: false,
+      }),
+    );
+    // The CONNACK may come in the same read: the PUBACK is what ends the bytes.
+    const last4 = () => Buffer.concat(received).subarray(-4);
+    while (last4()[0] !== 0x40) await new Promise((r) => setTimeout(r, 2));
+    expect(last4()).toEqual(Buffer.from([0x40, 0x02, 0x12, 0x34]));
     socket.destroy();
   });
 
