@@ -46,6 +46,9 @@ const HELP = `usage: npm run bench:ingest -- [options]
   --workers LIST       GATEWAY_WORKERS of the gateway, one target per value, interleaved with the
                        others: 1,2 compares one process with two workers in the same run
                        (default: the gateway's own default, the cores Node may use)
+  --baseline DIR       one more gateway target, run from another checkout (a git worktree of the
+                       commit to compare with, its node_modules installed or linked), with the
+                       first --workers value: old and new code under the same noise
   --no-interest        leave nats-server's $MQTT_msgs without a consumer; being an interest-retention
                        stream, it then acknowledges without storing anything (for comparison only:
                        by default the bench attaches a consumer so nats-server really stores)
@@ -83,6 +86,7 @@ interface Options {
   interest: boolean;
   profileDir: string | undefined;
   drainSeconds: number;
+  baseline: string | undefined;
   fleetDevices: number;
   fleetRate: number;
   fleetSeconds: number;
@@ -102,6 +106,7 @@ function options(): Options {
       'no-interest': { type: 'boolean', default: false },
       profile: { type: 'string' },
       'drain-seconds': { type: 'string', default: '10' },
+      baseline: { type: 'string' },
       'fleet-devices': { type: 'string', default: '2000' },
       'fleet-rate': { type: 'string', default: '4' },
       'fleet-seconds': { type: 'string', default: '20' },
@@ -133,6 +138,7 @@ function options(): Options {
     interest: !values['no-interest'],
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     drainSeconds: num('drain-seconds', values['drain-seconds'], 0, 600, false),
+    baseline: values.baseline === undefined ? undefined : resolve(values.baseline),
     // Each device is a socket of this process and of the target; the fd limit is the bound.
     fleetDevices: num('fleet-devices', values['fleet-devices'], 0, 9_999),
     fleetRate: num('fleet-rate', values['fleet-rate'], 0.1, 1_000, false),
@@ -240,10 +246,18 @@ async function main(): Promise<void> {
   let mqttNc: NatsConnection | undefined;
   let natsVersion = 'unknown';
 
-  // One gateway (and its own nats-server) per --workers value, all up at once: the rounds interleave.
-  for (const workers of o.targets.includes('gateway') ? o.workers : []) {
-    const label = gatewayLabel(workers);
-    const gatewayNats = await natsServer(`bench_gateway_w${workers}`);
+  // One gateway (and its own nats-server) per --workers value, and the baseline's, all up at once:
+  // the rounds interleave.
+  const gatewayRuns = o.targets.includes('gateway')
+    ? [
+        ...o.workers.map((workers) => ({ workers, cwd: REPO_ROOT, label: gatewayLabel(workers) })),
+        ...(o.baseline === undefined
+          ? []
+          : [{ workers: o.workers[0]!, cwd: o.baseline, label: `baseline ×${o.workers[0]}` }]),
+      ]
+    : [];
+  for (const [index, { workers, cwd, label }] of gatewayRuns.entries()) {
+    const gatewayNats = await natsServer(`bench_gateway_${index + 1}`);
     const gatewayNc = await natsConnection(gatewayNats, 'bench provisioning');
     natsVersion = gatewayNc.info?.version ?? natsVersion;
     const devices = ids.map((id) => ({ id, username: id, password: `secret-${id}`, nextSeq: 0 }));
@@ -264,7 +278,7 @@ async function main(): Promise<void> {
       profileSince = Date.now();
     }
     const gw = await startGatewayProcess({
-      cwd: REPO_ROOT,
+      cwd,
       natsUrl: gatewayNats.url,
       nodeArgs,
       // Saturation needs more than a device's default allowance (100/s, 16 KiB/s) from each client.
@@ -610,8 +624,23 @@ async function fleetPhase(o: Options, targets: Target[]): Promise<void> {
         `  | CPU µs/msg: ${p.cpu.map((c) => `${c.name} ${int(c.usPerMsg)}`).join(', ')} | server side ${int(p.serverUsPerMsg)}` +
         (p.lost > 0 ? `  | ${p.lost} unacknowledged or disconnected` : ''),
     );
+  const gatewayStats = per.filter((p) => p.key === 'gateway');
+  for (const g of gatewayStats.slice(1)) {
+    const first = gatewayStats[0]!.label;
+    const each = rounds
+      .filter((r) => r.label === g.label)
+      .map(
+        (r) =>
+          r.serverUsPerMsg /
+          (rounds.find((f) => f.label === first && f.index === r.index)?.serverUsPerMsg ?? Number.NaN),
+      );
+    console.log(
+      `  CPU per acknowledged message, ${g.label} / ${first}, each with its nats-server: ` +
+        `${median(each).toFixed(2)}× median of each round's (${each.map((x) => x.toFixed(2)).join(', ')})`,
+    );
+  }
   if (listener === undefined) return;
-  for (const g of per.filter((p) => p.key === 'gateway')) {
+  for (const g of gatewayStats) {
     // Round by round too: the two ran seconds apart, under much the same noise.
     const each = rounds
       .filter((r) => r.label === g.label)

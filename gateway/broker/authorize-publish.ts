@@ -11,7 +11,7 @@ import type { DeviceIdentity, IncomingPublish, TelemetryHandler } from '../inges
 import type { GatewayMetrics } from '../metrics.js';
 import type { PresencePublisher } from '../presence.js';
 import { aclDenied } from './acl-denied.js';
-import { pausable } from './aedes-internals.js';
+import { markIngested, pausable } from './aedes-internals.js';
 import type { Connections } from './connections.js';
 import { type Done, holdInFlight } from './flow-control.js';
 import type { ChildVerdict, GatewayChildren } from './gateway-children.js';
@@ -206,6 +206,7 @@ function dispatch(
   done: Done,
 ): void {
   const { telemetry, presence } = deps;
+  markIngested(packet);
   const { payload, msg, wanted, finish } = incoming(
     deps,
     client,

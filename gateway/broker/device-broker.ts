@@ -8,7 +8,12 @@ import type { PresencePublisher } from '../presence.js';
 import type { RegistryCache } from '../registry/registry-cache.js';
 import type { VerifiedSecrets } from '../registry/secrets.js';
 import type { EdgeNodes } from '../sparkplug/edge-nodes.js';
-import { countCompletionsWhilePaused, limitFrameSizes, writeAcksInOneWrite } from './aedes-internals.js';
+import {
+  countCompletionsWhilePaused,
+  limitFrameSizes,
+  skipIngested,
+  writeAcksInOneWrite,
+} from './aedes-internals.js';
 import { Authenticator } from './authentication.js';
 import { authorizePublish, type PublishDeps } from './authorize-publish.js';
 import { authorizeSubscribe, type SubscribeDeps, unsubscribed } from './authorize-subscribe.js';
@@ -140,6 +145,7 @@ export class DeviceBroker {
       authorizeSubscribe: (client, sub, done) =>
         guarded(log, client?.id, () => authorizeSubscribe(subscribe, client, sub, done), done),
     });
+    skipIngested(this.aedes);
     this.aedes.on('clientReady', (client) => {
       connections.ready(client);
       deps.ready?.(client.id);

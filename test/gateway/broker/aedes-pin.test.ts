@@ -6,7 +6,12 @@ import { fileURLToPath } from 'node:url';
 import { Aedes, type Client } from 'aedes';
 import mqttPacket, { generate } from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AedesClientInternals, writeAcksInOneWrite } from '../../../gateway/broker/aedes-internals.js';
+import {
+  type AedesClientInternals,
+  markIngested,
+  skipIngested,
+  writeAcksInOneWrite,
+} from '../../../gateway/broker/aedes-internals.js';
 import { connectPacket } from '../../kit/raw-mqtt.js';
 
 /**
@@ -21,7 +26,7 @@ const json = (path: string) => JSON.parse(readFileSync(path, 'utf8'));
 const RECHECK = (what: string) =>
   `${what} changed: re-check gateway/broker/aedes-internals.ts (countCompletionsWhilePaused, limitFrameSizes, ` +
   'pausable, sentDisconnect), gateway/limits/control-rate.ts, gateway/limits/outgoing-bytes.ts and ' +
-  'gateway/sessions/session-store.ts (aedes.clients), writeAcksInOneWrite (aedes lib/write.js) against ' +
+  'gateway/sessions/session-store.ts (aedes.clients), writeAcksInOneWrite (aedes lib/write.js), skipIngested (lib/handlers/publish.js) against ' +
   'the new aedes/mqtt-packet source, then update the pins and this test';
 
 describe('aedes and mqtt-packet pins', () => {
@@ -71,6 +76,56 @@ describe('PUBACKs in one write (writeAcksInOneWrite)', () => {
     writes.length = 0;
     mqttPacket.writeToStream({ cmd: 'pingresp' }, sink);
     expect(Buffer.concat(writes)).toEqual(generate({ cmd: 'pingresp' }));
+  });
+});
+
+describe('publishes the ingest took skip aedes routing (skipIngested)', () => {
+  it('aedes hands an acknowledged PUBLISH to client.broker.publish, looked up at each publish', () => {
+    const handler = readFileSync(join(root, 'node_modules/aedes/lib/handlers/publish.js'), 'utf8');
+    const handsOver = handler.split('client.broker.publish(packet, client, done)').length - 1;
+    expect(handsOver, RECHECK('aedes lib/handlers/publish.js (QoS 0 and 1)')).toBe(2);
+  });
+
+  it('acknowledges both, and routes to subscribers only the publish not marked', async () => {
+    const broker = new Aedes({
+      authorizePublish: (_client, packet, done) => {
+        if (packet.topic === 'pin/ingested') markIngested(packet);
+        done(null);
+      },
+    });
+    await broker.listen();
+    skipIngested(broker);
+    const routed: string[] = [];
+    broker.subscribe(
+      'pin/#',
+      (packet, cb) => {
+        routed.push(packet.topic);
+        cb();
+      },
+      () => {},
+    );
+    const server = createServer((socket) => broker.handle(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const socket = connect({ port: (server.address() as { port: number }).port, host: '127.0.0.1' });
+    const received: Buffer[] = [];
+    socket.on('data', (b: Buffer) => received.push(b));
+    socket.write(connectPacket({ clientId: 'pin-skip' }));
+    for (const [topic, messageId] of [
+      ['pin/ingested', 1],
+      ['pin/routed', 2],
+    ] as const)
+      socket.write(
+        generate({ cmd: 'publish', topic, payload: 'x', qos: 1, messageId, retain: false, dup: false }),
+      );
+    const pubacks = () => Buffer.concat(received).subarray(4); // after the CONNACK
+    while (pubacks().length < 8) await new Promise((r) => setTimeout(r, 2));
+    expect(pubacks()).toEqual(Buffer.from([0x40, 2, 0, 1, 0x40, 2, 0, 2]));
+    while (routed.length === 0) await new Promise((r) => setTimeout(r, 2));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(routed).toEqual(['pin/routed']);
+    socket.destroy();
+    await new Promise<void>((resolve) => broker.close(() => resolve()));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 });
 
