@@ -51,9 +51,11 @@ export const LIVE_SUMMARY_INTERVAL_MS = 1_000;
 /** Bucket for tenants and reasons past their limit. */
 export const OTHER = '(other)';
 
+const TELEMETRY_DOT = `${TELEMETRY_PREFIX}.`;
+
 interface Changed {
-  tenant: string;
-  deviceId: string;
+  /** `telemetry.{partition}.{tenant}.{deviceId}`: tenant and device are read from it when summarised. */
+  subject: string;
   raw: Uint8Array;
   atMs: number;
 }
@@ -89,23 +91,35 @@ export class LiveSummarizer {
    * a dead letter on `deadletter.{tenant}.{reason}`; others are ignored. `data` must not be reused.
    */
   onStored(subject: string, data: Uint8Array): void {
+    // Once per stored event: no split, and the subject itself (one string per device connection,
+    // its hash computed once) is the device's key.
+    if (subject.startsWith(TELEMETRY_DOT)) {
+      const tenantAt = subject.indexOf('.', TELEMETRY_DOT.length) + 1;
+      const deviceAt = tenantAt === 0 ? 0 : subject.indexOf('.', tenantAt) + 1;
+      if (deviceAt > 0 && subject.indexOf('.', deviceAt) === -1)
+        this.onTelemetry(subject, subject.slice(tenantAt, deviceAt - 1), data);
+      return;
+    }
     const parts = subject.split('.');
-    if (parts.length === 4 && parts[0] === TELEMETRY_PREFIX) this.onTelemetry(parts[2]!, parts[3]!, data);
-    else if (parts.length === 3 && parts[0] === DEADLETTER_PREFIX)
-      this.onDeadLetter(parts[1]!, parts[2]!, data);
+    if (parts.length === 3 && parts[0] === DEADLETTER_PREFIX) this.onDeadLetter(parts[1]!, parts[2]!, data);
   }
 
-  private onTelemetry(tenant: string, deviceId: string, data: Uint8Array): void {
-    const key = `${tenant}.${deviceId}`;
+  private onTelemetry(subject: string, tenant: string, data: Uint8Array): void {
     const now = this.clock();
     this.events += 1;
     this.tenant(tenant).events += 1;
-    touch(this.lastSeen, key, now);
+    touch(this.lastSeen, subject, now);
     if (this.lastSeen.size > this.limits.reportingTracked) {
       this.lastSeen.delete(this.lastSeen.keys().next().value!);
       this.reportingCapped = true;
     }
-    touch(this.changed, key, { tenant, deviceId, raw: data, atMs: now });
+    const changed = this.changed.get(subject);
+    if (changed === undefined) this.changed.set(subject, { subject, raw: data, atMs: now });
+    else {
+      changed.raw = data;
+      changed.atMs = now;
+      touch(this.changed, subject, changed);
+    }
     if (this.changed.size > this.limits.readings) {
       this.changed.delete(this.changed.keys().next().value!);
       this.leftOut += 1;
@@ -168,9 +182,10 @@ export class LiveSummarizer {
   }
 
   private readingOf(c: Changed): GatewayLiveSummary['readings'][number] {
+    const [, , tenant, deviceId] = c.subject.split('.');
     const reading: GatewayLiveSummary['readings'][number] = {
-      tenant: c.tenant,
-      deviceId: c.deviceId,
+      tenant: tenant!,
+      deviceId: deviceId!,
       atMs: c.atMs,
       metrics: [],
       more: 0,
