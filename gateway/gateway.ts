@@ -169,6 +169,7 @@ export async function createGateway(
     });
     publisher = new JetStreamPublisher(nc, {
       ackTimeoutMs: config.ACK_TIMEOUT_MS,
+      batchMs: config.PUBLISH_BATCH_MS,
       log,
       observer: {
         stored: (seconds) => metrics.ackLatency(seconds),
