@@ -15,9 +15,6 @@ export const DEFAULT_TS_MAX_AGE_MS = 7 * 24 * 3_600_000;
 /** JetStream dedup window: covers a device reconnecting and retransmitting its unacked messages. */
 export const DEFAULT_DEDUP_WINDOW_MS = 2 * 60_000;
 export const DEFAULT_ACK_TIMEOUT_MS = 5_000;
-export const DEFAULT_PUBLISH_BATCH_MS = 1;
-/** Every device's PUBACK waits for it under load: more than this would be latency for nothing. */
-export const MAX_PUBLISH_BATCH_MS = 50;
 export const DEFAULT_TELEMETRY_MAX_AGE_MS = 7 * 24 * 3_600_000;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
 /** QoS 0 is best effort: past this many unacknowledged QoS 0 events, new ones are dropped and counted. */
@@ -243,13 +240,6 @@ export const GatewayConfigSchema = z
     TS_MAX_AGE_MS: env.positiveInt(DEFAULT_TS_MAX_AGE_MS),
     DEDUP_WINDOW_MS: env.positiveInt(DEFAULT_DEDUP_WINDOW_MS),
     ACK_TIMEOUT_MS: env.positiveInt(DEFAULT_ACK_TIMEOUT_MS),
-    /** JetStreamPublisher's batchMs: how long new publishes wait while earlier ones are unanswered. */
-    PUBLISH_BATCH_MS: z.coerce
-      .number()
-      .int()
-      .min(0)
-      .max(MAX_PUBLISH_BATCH_MS)
-      .default(DEFAULT_PUBLISH_BATCH_MS),
     QOS0_MAX_IN_FLIGHT: env.positiveInt(DEFAULT_QOS0_MAX_IN_FLIGHT),
     TELEMETRY_MAX_AGE_MS: env.positiveInt(DEFAULT_TELEMETRY_MAX_AGE_MS),
     /** Stream replicas; 3 on a three-node cluster. Applied when the gateway creates the streams. */

@@ -169,7 +169,6 @@ export async function createGateway(
     });
     publisher = new JetStreamPublisher(nc, {
       ackTimeoutMs: config.ACK_TIMEOUT_MS,
-      batchMs: config.PUBLISH_BATCH_MS,
       log,
       observer: {
         stored: (seconds) => metrics.ackLatency(seconds),

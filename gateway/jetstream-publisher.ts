@@ -44,12 +44,6 @@ export interface PublisherOptions {
   log: Logger;
   observer?: PublisherObserver;
   maxRetryDelayMs?: number;
-  /**
-   * PUBLISH_BATCH_MS: while publishes already sent await their PubAck, new ones are collected this
-   * long and written together (Nagle's rule); with none awaited they go out on this event-loop turn.
-   * 0: every turn's publishes at once, whatever is in flight.
-   */
-  batchMs?: number;
 }
 
 /**
@@ -227,22 +221,14 @@ export class JetStreamPublisher {
     this.outbox.push({ token, p });
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      // `pending` holds the outbox too: more than it means sent publishes still await their PubAck.
-      const batchMs = this.options.batchMs ?? 0;
-      if (batchMs > 0 && this.pending.size > this.outbox.length) setTimeout(this.flushOutbox, batchMs);
-      else setImmediate(this.flushOutbox);
+      setImmediate(this.flushOutbox);
     }
   }
 
   /**
    * nats.js writes to the socket on a microtask after each synchronous run of publishes, and aedes
    * handles each socket read in its own task: without this, one TCP write per MQTT read. Collecting
-   * the turn's publishes and handing them over together makes it one write per event-loop turn. At a
-   * fleet's shape (thousands of connections, each a message now and then) a turn holds a few
-   * publishes; waiting `batchMs` while earlier ones are unanswered sends more at once, and
-   * nats-server answers them at once: a tenth less CPU per message for the gateway and its
-   * nats-server together (bench:ingest, 2,000 × 4 msg/s, 2026-12-06), for at most `batchMs` more
-   * latency under load and none when idle.
+   * the turn's publishes and handing them over together makes it one write per event-loop turn.
    */
   private readonly flushOutbox = (): void => {
     this.flushScheduled = false;

@@ -52,35 +52,6 @@ describe('JetStreamPublisher', () => {
     publisher.close();
   });
 
-  it('with batchMs, holds new publishes while earlier ones are unanswered, and none when idle', async () => {
-    await (await jetstreamManager(nc)).streams.add({ name: 'BATCH', subjects: ['batch.>'] });
-    const batchMs = 300;
-    const publisher = new JetStreamPublisher(nc, { ackTimeoutMs: 5_000, log, batchMs });
-    const timed = async (body: string) => {
-      const t0 = performance.now();
-      const r = await publish(publisher, 'batch.a', JSON.stringify(body));
-      expect(r.err).toBeUndefined();
-      return performance.now() - t0;
-    };
-    // Idle: out on this turn.
-    expect(await timed('idle')).toBeLessThan(batchMs / 2);
-    // `first` goes out on this turn; `second`, handed in while `first` awaits its PubAck, waits.
-    const first = timed('first');
-    await new Promise((resolve) => setImmediate(resolve));
-    const second = timed('second');
-    expect(await first).toBeLessThan(batchMs / 2);
-    expect(await second).toBeGreaterThanOrEqual(batchMs - 5);
-    // Idle again once everything is answered.
-    expect(await timed('idle again')).toBeLessThan(batchMs / 2);
-    expect((await readStream<string>(nc, 'BATCH')).map((m) => m.data)).toEqual([
-      'idle',
-      'first',
-      'second',
-      'idle again',
-    ]);
-    publisher.close();
-  });
-
   it('retries while no stream answers, and stores once one exists', async () => {
     const retried: string[] = [];
     const publisher = new JetStreamPublisher(nc, {
