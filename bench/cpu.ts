@@ -92,3 +92,12 @@ export function machineCpuSeconds(): { busy: number; total: number } | undefined
     return undefined;
   }
 }
+
+/** Each process's CPU as µs per message, at `rate` messages a second over the sampled window. */
+export function perMessage(
+  usage: readonly { name: string; percent: number }[],
+  rate: number,
+): { name: string; percent: number; usPerMsg: number }[] {
+  // percent of a core × window ÷ messages in the window.
+  return usage.map((c) => ({ ...c, usPerMsg: rate > 0 ? (c.percent / 100) * (1e6 / rate) : Number.NaN }));
+}

@@ -9,7 +9,7 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { telemetryTopic } from '../contract/topics.js';
 import type { NatsServer } from '../test/kit/nats-server.js';
 import { checkTelemetryStored } from './checks.js';
-import { CpuSampler } from './cpu.js';
+import { CpuSampler, perMessage } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
@@ -558,11 +558,7 @@ async function fleetPhase(o: Options, targets: Target[]): Promise<void> {
     t.acked += result.ackedTotal;
     const sorted = result.latenciesMs.slice().sort();
     const rate = result.ackedInWindow / result.seconds;
-    const cpu = t.sampler.usage().map((c) => ({
-      name: c.name,
-      percent: c.percent,
-      usPerMsg: rate > 0 ? (c.percent / 100) * (1e6 / rate) : Number.NaN,
-    }));
+    const cpu = perMessage(t.sampler.usage(), rate);
     return {
       label: t.label,
       index,

@@ -15,7 +15,7 @@ import { DEFAULT_DEVICE_MAX_BYTES_PER_SEC, DEFAULT_DEVICE_MAX_MSGS_PER_SEC } fro
 import { DEFAULT_LEASE_TTL } from '../processors/config.js';
 import { metricName, type Tsdb } from '../test/kit/victoria-metrics.js';
 import { checkTelemetryStored } from './checks.js';
-import { CpuSampler, machineCpuSeconds, processCpuSeconds } from './cpu.js';
+import { CpuSampler, machineCpuSeconds, perMessage, processCpuSeconds } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
 import { type GatewayProcess, startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
@@ -66,6 +66,7 @@ const HELP = `usage: npm run bench:pipeline -- [options]
   --connect-concurrency C  CONNECTs outstanding at once while a fleet connects (default 64)
   --profile DIR          run the pipeline's gateway with --cpu-prof into DIR and summarise the profile
                          (profiled figures are not comparable with unprofiled ones)
+  --profile-processor DIR  the same for the pipeline's processor
   --quick                smoke run: 200 devices, 2 × 5 s rounds (explicit options still win)`;
 
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -109,6 +110,7 @@ interface Options {
   drainSeconds: number;
   connectConcurrency: number;
   profileDir: string | undefined;
+  processorProfileDir: string | undefined;
   quick: boolean;
 }
 
@@ -127,6 +129,7 @@ function options(): Options {
       'drain-seconds': { type: 'string', default: '10' },
       'connect-concurrency': { type: 'string', default: '64' },
       profile: { type: 'string' },
+      'profile-processor': { type: 'string' },
       quick: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -158,6 +161,8 @@ function options(): Options {
     drainSeconds: num('drain-seconds', values['drain-seconds'], 0, 600, false),
     connectConcurrency: num('connect-concurrency', values['connect-concurrency'], 1, 9_999),
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
+    processorProfileDir:
+      values['profile-processor'] === undefined ? undefined : resolve(values['profile-processor']),
     quick: q,
   };
 }
@@ -208,18 +213,30 @@ async function heldGateway(
   return gw;
 }
 
-async function heldProcessor(natsUrl: string, tsdb: Tsdb): Promise<ProcessorProcess> {
+async function heldProcessor(
+  natsUrl: string,
+  tsdb: Tsdb,
+  profileDir: string | undefined,
+): Promise<ProcessorProcess> {
+  const since = Date.now();
+  if (profileDir !== undefined) await mkdir(profileDir, { recursive: true });
   // Default configuration: what the bench measures is the processors as shipped.
   const proc = await startProcessorProcess({
     cwd: REPO_ROOT,
     natsUrl,
     influxUrl: tsdb.url,
     instanceId: 'bench-a',
+    nodeArgs: profileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${profileDir}`],
   });
   hold(
     'processor',
-    // Ctrl-C also reaches nats-server and VictoriaMetrics, and a processor without them drains forever.
-    () => proc.stop(isInterrupted() ? 2_000 : undefined),
+    async () => {
+      // Ctrl-C also reaches nats-server and VictoriaMetrics, and a processor without them drains forever.
+      await proc.stop(isInterrupted() ? 2_000 : undefined);
+      if (profileDir === undefined) return;
+      const file = newestProfile(profileDir, since);
+      console.log(file ? `\n${formatSummary(file)}` : `\nno .cpuprofile found in ${profileDir}`);
+    },
     () => proc.kill(),
   );
   return proc;
@@ -320,7 +337,7 @@ async function pipelineTarget(
   let processor: ProcessorProcess | undefined;
   if (key === 'pipeline') {
     tsdb = (await heldVictoriaMetrics()).tsdb;
-    processor = await heldProcessor(nats.url, tsdb);
+    processor = await heldProcessor(nats.url, tsdb, o.processorProfileDir);
     await waitForPartitions(processor, TELEMETRY_PARTITIONS, PROCESSOR_START_TIMEOUT_MS, checkInterrupted);
   }
   const fleet = await connectFleet(key, o, gw.mqttPort, devices);
@@ -411,11 +428,8 @@ async function runRound(t: Target, o: Options, index: number, seconds: number): 
   t.acked += result.ackedTotal;
   const sorted = result.latenciesMs.slice().sort();
   const rate = result.ackedInWindow / result.seconds;
-  const cpu = sampler.usage().map((c) => ({
-    name: c.name,
-    percent: c.percent,
-    // percent of a core × window ÷ messages acknowledged in the window.
-    usPerMsg: rate > 0 ? (c.percent / 100) * (1e6 / rate) : Number.NaN,
+  const cpu = perMessage(sampler.usage(), rate).map((c) => ({
+    ...c,
     server: t.processes.find((p) => p.name === c.name)?.server ?? false,
   }));
   const round: Round = {
