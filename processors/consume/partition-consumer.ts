@@ -20,6 +20,7 @@ import type { LimitReached } from '../metrics.js';
 import { type PartitionBatch, PartitionPipeline } from '../partition-pipeline.js';
 import type { WindowResult } from '../windows/device-windows.js';
 import type { PartitionWindowSettings } from '../windows/partition-windows.js';
+import { type AckInfo, ackInfo, replyOf } from './ack-info.js';
 import type { SavedCheckpoint } from './checkpoint-fit.js';
 
 /**
@@ -133,6 +134,8 @@ export class PartitionConsumer {
   private broken = false;
   /** Messages received and not handed over yet. */
   private received = 0;
+  /** The current message's sequences, read into this one object (ack-info.ts). */
+  private readonly info: AckInfo = { streamSequence: 0, deliverySequence: 0, pending: 0 };
   private last: JsMsg | undefined;
   private handOverScheduled = false;
   /** True while the loop has yielded to the event loop with messages maybe still ready. */
@@ -297,11 +300,12 @@ export class PartitionConsumer {
         if (this.gate) await this.gate;
         // A jump forward means deliveries were lost in flight; a step back (a new leader sending
         // again what the old one had sent) only repeats messages, which the windows deduplicate.
-        const delivery = msg.info.deliverySequence;
+        const info = ackInfo(replyOf(msg), this.info) ?? msg.info;
+        const delivery = info.deliverySequence;
         if (delivery > nextDelivery) throw new DeliveryGapError(this.o.partition, nextDelivery, delivery);
         nextDelivery = delivery + 1;
         // More stored than delivered: whatever a device sent meanwhile is still to come.
-        const behind = msg.info.pending > 0;
+        const behind = info.pending > 0;
         if (behind !== this.behind) this.setStill('behind', behind);
         const event = this.parse(msg);
         this.last = msg;
@@ -311,12 +315,12 @@ export class PartitionConsumer {
         }
         if (event) {
           this.received++;
-          const outcome = this.pipeline.add(event, msg.seq, this.pipelineClock());
+          const outcome = this.pipeline.add(event, info.streamSequence, this.pipelineClock());
           if (outcome.duplicate) this.o.observer?.duplicates?.(1);
           if (outcome.lateFor.length > 0) this.o.observer?.late?.(1);
           if (outcome.metricsRefused > 0) this.o.onLimit?.('WINDOW_MAX_METRICS', outcome.metricsRefused);
         }
-        if (!this.caughtUp && msg.info.pending === 0) {
+        if (!this.caughtUp && info.pending === 0) {
           // Everything stored when this was sent has been delivered: the replay is over.
           this.caughtUp = true;
           this.pipeline.replayCaughtUp();
