@@ -13,7 +13,7 @@ import { freePort, startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { type BenchDevice, runRound, SEQ_BASE, selfCheck } from './mqtt-load.js';
 import { heldNatsConnection, heldNatsServer } from './nats.js';
-import { numberOption } from './options.js';
+import { listOption, numberOption } from './options.js';
 import { provision } from './provision.js';
 import { median, quantile } from './stats.js';
 
@@ -75,13 +75,8 @@ function options(): Options {
     process.exit(0);
   }
   const num = numberOption;
-  const targets = values.targets.split(',').map((t) => t.trim());
-  if (targets.length === 0 || targets.some((t) => !TARGETS.includes(t as TargetKey))) {
-    console.error(`--targets: a comma-separated list of ${TARGETS.join(', ')}, got '${values.targets}'`);
-    process.exit(2);
-  }
   return {
-    targets: TARGETS.filter((t) => targets.includes(t)),
+    targets: listOption('targets', values.targets, TARGETS),
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
     clients: num('clients', values.clients, 1, 9_999),
     inflight: num('inflight', values.inflight, 1, 65_535),

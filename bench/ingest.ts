@@ -23,9 +23,9 @@ import {
   telemetryPayload,
 } from './mqtt-load.js';
 import { heldMqttListener, heldNatsConnection, heldNatsServer, MQTT_MSGS_STREAM } from './nats.js';
-import { numberOption } from './options.js';
+import { listOption, numberOption } from './options.js';
 import { provision } from './provision.js';
-import { median, quantile } from './stats.js';
+import { median, roundFigures } from './stats.js';
 
 /**
  * `npm run bench:ingest`: MQTT QoS 1 ingest, our gateway against nats-server's own MQTT listener,
@@ -72,7 +72,8 @@ const FLEET_INFLIGHT = 16;
 /** Pause between rounds so the previous target's leftovers (GC, store flushes) stay out of the next window. */
 const SETTLE_MS = 1_000;
 
-type TargetKey = 'gateway' | 'nats';
+const TARGET_KEYS = ['gateway', 'nats'] as const;
+type TargetKey = (typeof TARGET_KEYS)[number];
 
 interface Options {
   clients: number;
@@ -119,11 +120,6 @@ function options(): Options {
     process.exit(0);
   }
   const num = numberOption;
-  const targets = values.targets.split(',').map((t) => t.trim());
-  if (targets.length === 0 || targets.some((t) => t !== 'gateway' && t !== 'nats')) {
-    console.error(`--targets: a comma-separated list of gateway and nats, got '${values.targets}'`);
-    process.exit(2);
-  }
   return {
     clients: num('clients', values.clients, 1, 9_999),
     // Packet ids are 16 bits and 0 is not one [MQTT-2.3.1-1].
@@ -133,7 +129,7 @@ function options(): Options {
     warmupSeconds: num('warmup-seconds', values['warmup-seconds'], 0, 600, false),
     // Padding adds metrics, and the device contract allows 256 of at most 64 characters each.
     payloadBytes: num('payload-bytes', values['payload-bytes'], 0, 14_000),
-    targets: [...new Set(targets)] as TargetKey[],
+    targets: listOption('targets', values.targets, TARGET_KEYS),
     workers: [...new Set(values.workers.split(',').map((w) => num('workers', w.trim(), 1, 64)))],
     interest: !values['no-interest'],
     profileDir: values.profile === undefined ? undefined : resolve(values.profile),
@@ -178,15 +174,11 @@ interface Round {
 }
 
 function summariseRound(t: Target, index: number, result: RoundResult): Round {
-  const sorted = result.latenciesMs.slice().sort();
   return {
     target: t.key,
     label: t.label,
     index,
-    rate: result.ackedInWindow / result.seconds,
-    p50: quantile(sorted, 0.5),
-    p99: quantile(sorted, 0.99),
-    max: sorted.length > 0 ? sorted[sorted.length - 1]! : Number.NaN,
+    ...roundFigures(result),
     errors: [...result.errors.values()].reduce((a, b) => a + b, 0),
     disconnects: result.disconnects,
     unacked: result.unacked,
@@ -556,16 +548,15 @@ async function fleetPhase(o: Options, targets: Target[]): Promise<void> {
       onEnd: () => t.sampler.stop(),
     });
     t.acked += result.ackedTotal;
-    const sorted = result.latenciesMs.slice().sort();
-    const rate = result.ackedInWindow / result.seconds;
+    const { rate, p50, p99 } = roundFigures(result);
     const cpu = perMessage(t.sampler.usage(), rate);
     return {
       label: t.label,
       index,
       result,
       rate,
-      p50: quantile(sorted, 0.5),
-      p99: quantile(sorted, 0.99),
+      p50,
+      p99,
       cpu,
       serverUsPerMsg: cpu.filter((c) => c.name !== 'loadgen').reduce((n, c) => n + c.usPerMsg, 0),
     };

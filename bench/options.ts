@@ -24,3 +24,16 @@ export function durationOption(name: string, raw: string): number {
   }
   return ms;
 }
+
+/**
+ * A comma-separated list option of a bench (`--targets pipeline,listener`), each item one of
+ * `allowed`, checked the same way; returned in `allowed`'s order, each once.
+ */
+export function listOption<T extends string>(name: string, raw: string, allowed: readonly T[]): T[] {
+  const items = raw.split(',').map((item) => item.trim());
+  if (items.some((item) => !allowed.includes(item as T))) {
+    console.error(`--${name}: a comma-separated list of ${allowed.join(', ')}, got '${raw}'`);
+    process.exit(2);
+  }
+  return allowed.filter((item) => items.includes(item));
+}

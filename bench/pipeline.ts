@@ -21,7 +21,7 @@ import { type GatewayProcess, startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import { type BenchDevice, Fleet, type OpenLoopResult, selfCheck, telemetryPayload } from './mqtt-load.js';
 import { heldMqttListener, heldNatsConnection, heldNatsServer, MQTT_MSGS_STREAM } from './nats.js';
-import { numberOption } from './options.js';
+import { listOption, numberOption } from './options.js';
 import { LeaseWatch } from './processors-leases.js';
 import {
   type ProcessorProcess,
@@ -30,7 +30,7 @@ import {
   waitForPartitions,
 } from './processors-process.js';
 import { provision } from './provision.js';
-import { median, quantile } from './stats.js';
+import { median, roundFigures } from './stats.js';
 import { heldVictoriaMetrics, victoriaMetricsVersion } from './victoria-metrics.js';
 
 /**
@@ -141,12 +141,11 @@ function options(): Options {
   }
   const num = numberOption;
   const q = values.quick;
-  const targets = values.targets.split(',').map((t) => t.trim());
-  if (values['no-processor']) targets.push('no-processor');
-  if (targets.length === 0 || targets.some((t) => !TARGET_KEYS.includes(t as TargetKey))) {
-    console.error(`--targets: a comma-separated list of ${TARGET_KEYS.join(', ')}, got '${values.targets}'`);
-    process.exit(2);
-  }
+  const targets = listOption(
+    'targets',
+    values['no-processor'] ? `${values.targets},no-processor` : values.targets,
+    TARGET_KEYS,
+  );
   return {
     // Each device is a socket of this process and of the target; the fd limit is the bound.
     devices: num('devices', values.devices ?? (q ? '200' : '2000'), 1, 9_999),
@@ -156,7 +155,7 @@ function options(): Options {
     warmupSeconds: num('warmup-seconds', values['warmup-seconds'] ?? (q ? '2' : '5'), 0, 600, false),
     // Packet ids are 16 bits and 0 is not one [MQTT-2.3.1-1].
     inflight: num('inflight', values.inflight, 1, 65_535),
-    targets: TARGET_KEYS.filter((t) => targets.includes(t)),
+    targets,
     tsdbWaitSeconds: num('tsdb-wait-seconds', values['tsdb-wait-seconds'], 1, 600, false),
     drainSeconds: num('drain-seconds', values['drain-seconds'], 0, 600, false),
     connectConcurrency: num('connect-concurrency', values['connect-concurrency'], 1, 9_999),
@@ -426,8 +425,7 @@ async function runRound(t: Target, o: Options, index: number, seconds: number): 
     },
   });
   t.acked += result.ackedTotal;
-  const sorted = result.latenciesMs.slice().sort();
-  const rate = result.ackedInWindow / result.seconds;
+  const { rate, p50, p99 } = roundFigures(result);
   const cpu = perMessage(sampler.usage(), rate).map((c) => ({
     ...c,
     server: t.processes.find((p) => p.name === c.name)?.server ?? false,
@@ -437,8 +435,8 @@ async function runRound(t: Target, o: Options, index: number, seconds: number): 
     index,
     result,
     rate,
-    p50: quantile(sorted, 0.5),
-    p99: quantile(sorted, 0.99),
+    p50,
+    p99,
     cpu,
     serverUsPerMsg: cpu.filter((c) => c.server).reduce((n, c) => n + c.usPerMsg, 0),
     // /proc/stat counts all cores: × cores ÷ total gives percent of one core, as the processes' figures.

@@ -13,3 +13,19 @@ export function median(xs: readonly number[]): number {
   const mid = s.length >> 1;
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
+
+/** A load round's figures: PUBACKs a second in its window, and publish → PUBACK p50, p99 and max (ms). */
+export function roundFigures(r: { latenciesMs: Float64Array; ackedInWindow: number; seconds: number }): {
+  rate: number;
+  p50: number;
+  p99: number;
+  max: number;
+} {
+  const sorted = r.latenciesMs.slice().sort();
+  return {
+    rate: r.ackedInWindow / r.seconds,
+    p50: quantile(sorted, 0.5),
+    p99: quantile(sorted, 0.99),
+    max: sorted.length > 0 ? sorted[sorted.length - 1]! : Number.NaN,
+  };
+}
