@@ -72,7 +72,19 @@ export function createOpsServer(options: OpsServerOptions): Server {
       send(res, 404, '{"error":"not found"}');
     },
   );
-  if (limits === undefined) return server;
+  if (limits !== undefined) boundClients(server, limits);
+  return server;
+}
+
+/**
+ * At most `maxConnections` sockets, each counted when refused (`dropped`), and a socket whose request
+ * did not come complete in time answered 408 and closed, counted (`timedOut`). The timeouts
+ * themselves are the server's options (headersTimeout, requestTimeout), set where it is created.
+ */
+export function boundClients(
+  server: Server,
+  limits: Pick<OpsServerLimits, 'maxConnections' | 'dropped' | 'timedOut'>,
+): void {
   server.maxConnections = limits.maxConnections;
   server.on('drop', () => limits.dropped?.());
   // With a listener Node leaves the answer to us: what it would do itself, plus the count.
@@ -85,5 +97,4 @@ export function createOpsServer(options: OpsServerOptions): Server {
       socket.write('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
     socket.destroy();
   });
-  return server;
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
+import { boundClients } from '../../common/http-server.js';
 import type { Logger } from '../../common/logger.js';
 import { DEFAULT_TENANT } from '../../contract/ids.js';
 import { type PayloadEncoding, telemetryTopic } from '../../contract/topics.js';
@@ -99,16 +100,10 @@ export function createHttpIngestServer(deps: HttpIngestDeps): Server | HttpsServ
   // `Expect: 100-continue` (curl's for large bodies; devices paying per byte): every check runs
   // before the body is asked for, so a refused request's body is never sent.
   server.on('checkContinue', onRequest);
-  server.maxConnections = config.MAX_CONNECTIONS;
-  server.on('drop', () => metrics.limitReached('MAX_CONNECTIONS'));
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    const timedOut = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
-    if (timedOut) metrics.limitReached('HTTP_INGEST_READ_TIMEOUT_MS');
-    if (socket.writable && timedOut)
-      socket.write('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n');
-    else if (socket.writable && err.code?.startsWith('HPE_'))
-      socket.write('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
-    socket.destroy();
+  boundClients(server, {
+    maxConnections: config.MAX_CONNECTIONS,
+    dropped: () => metrics.limitReached('MAX_CONNECTIONS'),
+    timedOut: () => metrics.limitReached('HTTP_INGEST_READ_TIMEOUT_MS'),
   });
   return server;
 }
