@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { availableParallelism, cpus } from 'node:os';
 import { resolve } from 'node:path';
@@ -9,9 +10,10 @@ import type { NatsConnection } from '@nats-io/nats-core';
 import { telemetryTopic } from '../contract/topics.js';
 import type { NatsServer } from '../test/kit/nats-server.js';
 import { checkTelemetryStored } from './checks.js';
+import { isRunning, keepTail, killQuietly, terminate } from './child-process.js';
 import { CpuSampler, perMessage } from './cpu.js';
 import { formatSummary, newestProfile } from './cpuprofile-top.js';
-import { startGatewayProcess } from './gateway-process.js';
+import { freePort, startGatewayProcess } from './gateway-process.js';
 import { cleanup, hold, isInterrupted, stopOnExit } from './lifecycle.js';
 import {
   type BenchDevice,
@@ -42,7 +44,9 @@ const HELP = `usage: npm run bench:ingest -- [options]
   --rounds R           timed rounds per target, interleaved A,B,A,B,... (default 3)
   --warmup-seconds S   untimed round per target first (default 2)
   --payload-bytes B    grow the ~102-byte payload to about B bytes with extra metrics
-  --targets LIST       gateway,nats (default both)
+  --targets LIST       gateway,nats (default both), and the floors of any Node front end
+                       (bench/relay-floor.ts): relay (mqtt-packet parse, the gateway's NATS hop,
+                       nothing else) and echo (mqtt-packet parse, PUBACK at once, no NATS)
   --workers LIST       GATEWAY_WORKERS of the gateway, one target per value, interleaved with the
                        others: 1,2 compares one process with two workers in the same run
                        (default: the gateway's own default, the cores Node may use)
@@ -72,7 +76,7 @@ const FLEET_INFLIGHT = 16;
 /** Pause between rounds so the previous target's leftovers (GC, store flushes) stay out of the next window. */
 const SETTLE_MS = 1_000;
 
-const TARGET_KEYS = ['gateway', 'nats'] as const;
+const TARGET_KEYS = ['gateway', 'nats', 'relay', 'echo'] as const;
 type TargetKey = (typeof TARGET_KEYS)[number];
 
 interface Options {
@@ -200,7 +204,9 @@ function roundLine(label: string, r: Round): string {
 }
 
 const gatewayLabel = (workers: number) => `gateway ×${workers}`;
-const NOT_THE_TARGET = new Set(["gateway's nats-server", 'loadgen']);
+const NOT_THE_TARGET = new Set(["gateway's nats-server", "relay's nats-server", 'loadgen']);
+/** Targets that are Node front ends (ours, or the floors under any), measured against nats-server's listener. */
+const isNodeFrontEnd = (key: TargetKey) => key !== 'nats';
 
 // ---- the run ----
 
@@ -209,8 +215,8 @@ interface Target {
   label: string;
   /** The gateway's GATEWAY_WORKERS. */
   workers?: number;
-  /** Where its stream is, for the check that every PUBACK stands for a stored message. */
-  nc: NatsConnection;
+  /** Where its stream is, for the check that every PUBACK stands for a stored message (echo: none). */
+  nc: NatsConnection | undefined;
   port: number;
   devices: BenchDevice[];
   sampler: CpuSampler;
@@ -307,6 +313,37 @@ async function main(): Promise<void> {
             [workers === 1 ? 'gateway' : 'primary', gw.pid],
             ...gw.workerPids().map((pid, i) => [`worker ${i + 1}`, pid] as const),
             ["gateway's nats-server", g.pid],
+            ['loadgen', process.pid],
+          ]),
+      ),
+      acked: 0,
+    });
+  }
+
+  // The floors under any Node front end: each on its own nats-server (relay) or none (echo).
+  for (const mode of (['relay', 'echo'] as const).filter((m) => o.targets.includes(m))) {
+    const relayNats = mode === 'relay' ? await natsServer('bench_relay') : undefined;
+    const relayNc =
+      relayNats === undefined ? undefined : await natsConnection(relayNats, 'bench relay check');
+    const relay = await startRelayFloor(mode, relayNats?.url);
+    hold(
+      mode,
+      () => relay.stop(),
+      () => relay.kill(),
+    );
+    const anyone = (id: string) => ({ id, username: undefined, password: undefined, nextSeq: 0 });
+    targets.push({
+      key: mode,
+      label: mode,
+      nc: relayNc,
+      port: relay.port,
+      devices: ids.map(anyone),
+      fleetDevices: fleetIds.map(anyone),
+      sampler: new CpuSampler(
+        () =>
+          new Map([
+            [mode, relay.pid],
+            ...(relayNats === undefined ? [] : [["relay's nats-server", relayNats.pid] as const]),
             ['loadgen', process.pid],
           ]),
       ),
@@ -422,9 +459,13 @@ async function main(): Promise<void> {
   }
   const gateways = perTarget.filter((p) => p.key === 'gateway');
   const theirs = perTarget.find((p) => p.key === 'nats');
-  // Each gateway against nats-server, and each further worker count against the first.
+  // Each Node front end against nats-server, and each further worker count against the first.
   const ratios = [
-    ...(theirs ? gateways.map((g) => [`${g.label} / nats-server`, g.rate / theirs.rate] as const) : []),
+    ...(theirs
+      ? perTarget
+          .filter((p) => isNodeFrontEnd(p.key))
+          .map((g) => [`${g.label} / nats-server`, g.rate / theirs.rate] as const)
+      : []),
     ...gateways
       .slice(1)
       .map((g) => [`${g.label} / ${gateways[0]!.label}`, g.rate / gateways[0]!.rate] as const),
@@ -444,6 +485,9 @@ async function main(): Promise<void> {
   const date = started.toISOString().slice(0, 10);
   const cpuModel = cpus()[0]?.model.trim() ?? 'unknown CPU';
   const describe: Record<TargetKey, string> = {
+    relay:
+      'floor: Node, mqtt-packet parse, the gateway’s JetStreamPublisher → `TELEMETRY` (file), PUBACK after the PubAck; nothing else',
+    echo: 'floor: Node, mqtt-packet parse, PUBACK at once (no NATS)',
     gateway:
       'gateway (GATEWAY_WORKERS={workers}): aedes + registry auth + payload validation → JetStream `TELEMETRY` (file), PUBACK after the PubAck',
     nats: o.interest
@@ -469,8 +513,8 @@ async function main(): Promise<void> {
   if (o.fleetDevices > 0) await fleetPhase(o, targets);
 
   // ---- every PUBACK must stand for a stored message ----
-  for (const gatewayTarget of targets.filter((t) => t.key === 'gateway')) {
-    await checkTelemetryStored(gatewayTarget.nc, gatewayTarget.acked, gatewayTarget.label);
+  for (const t of targets.filter((t) => t.key === 'gateway' || t.key === 'relay')) {
+    if (t.nc !== undefined) await checkTelemetryStored(t.nc, t.acked, t.label);
   }
   const natsTarget = targets.find((t) => t.key === 'nats');
   if (natsTarget && mqttNc) {
@@ -612,6 +656,7 @@ async function fleetPhase(o: Options, targets: Target[]): Promise<void> {
         (p.lost > 0 ? `  | ${p.lost} unacknowledged or disconnected` : ''),
     );
   const gatewayStats = per.filter((p) => p.key === 'gateway');
+  const frontEnds = per.filter((p) => isNodeFrontEnd(p.key));
   for (const g of gatewayStats.slice(1)) {
     const first = gatewayStats[0]!.label;
     const each = rounds
@@ -627,7 +672,7 @@ async function fleetPhase(o: Options, targets: Target[]): Promise<void> {
     );
   }
   if (listener === undefined) return;
-  for (const g of gatewayStats) {
+  for (const g of frontEnds) {
     // Round by round too: the two ran seconds apart, under much the same noise.
     const each = rounds
       .filter((r) => r.label === g.label)
@@ -638,11 +683,37 @@ async function fleetPhase(o: Options, targets: Target[]): Promise<void> {
             Number.NaN),
       );
     console.log(
-      `  CPU per acknowledged message, ${g.label} + its nats-server / nats-server's listener: ` +
+      `  CPU per acknowledged message, ${g.label}${g.key === 'echo' ? '' : ' + its nats-server'} / nats-server's listener: ` +
         `${(g.serverUsPerMsg / listener.serverUsPerMsg).toFixed(2)}× of the medians, ` +
-        `${median(each).toFixed(2)}× median of each round's (${each.map((x) => x.toFixed(2)).join(', ')}); asked ≤ 1.25×`,
+        `${median(each).toFixed(2)}× median of each round's (${each.map((x) => x.toFixed(2)).join(', ')})` +
+        (g.key === 'gateway' ? '; asked ≤ 1.25×' : ''),
     );
   }
+}
+
+/** bench/relay-floor.ts as its own process, listening on a free port. */
+async function startRelayFloor(
+  mode: 'relay' | 'echo',
+  natsUrl: string | undefined,
+): Promise<{ pid: number; port: number; stop(): Promise<void>; kill(): void }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/relay-floor.ts'], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, MQTT_PORT: String(port), RELAY_MODE: mode, NATS_URL: natsUrl ?? '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines = keepTail(child, 40);
+  const pid = child.pid;
+  if (pid === undefined) throw new Error(`could not spawn the ${mode} floor`);
+  const deadline = Date.now() + CONNECT_TIMEOUT_MS;
+  while (!lines.includes('ready')) {
+    if (!isRunning(child) || Date.now() > deadline) {
+      killQuietly(pid);
+      throw new Error(`the ${mode} floor did not start:\n${lines.join('\n')}`);
+    }
+    await sleep(50);
+  }
+  return { pid, port, stop: () => terminate(child, 5_000), kill: () => killQuietly(pid) };
 }
 
 try {
