@@ -323,6 +323,9 @@ describe('PresenceOwner against a server with a small max_payload', () => {
       },
     });
     await publish('status', 'fat', { status: 's'.repeat(3_000) }, conn);
+    // Stored before it grows: the owner saves a device's latest state per batch, so on a slow
+    // machine all of fat's events could share one batch whose only state is the refused one.
+    await until(async () => (await stateOf('fat', conn)) !== undefined, "fat's first state");
     for (let i = 0; i < 10; i++)
       await publish('connected', 'fat', { clientId: `fat:${i}:${'c'.repeat(100)}` }, conn);
     await publish('connected', 'thin', {}, conn);
