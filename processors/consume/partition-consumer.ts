@@ -78,8 +78,8 @@ export interface PartitionConsumerOptions {
   clock?: () => number;
   /**
    * How long a pull request lives (PULL_EXPIRES_MS when left out); JetStream sends an idle heartbeat
-   * every half of it, and a partition that hears nothing from it (no message, heartbeat or pull
-   * expiry) for this long takes its stream as not answering. Shorter in tests.
+   * every half of it, and a partition that hears neither a message nor a heartbeat for this long
+   * takes its stream as not answering. Shorter in tests.
    */
   pullExpiresMs?: number;
   /**
@@ -153,8 +153,8 @@ export class PartitionConsumer {
   /**
    * Wall time the pipeline's clock stood still, and since when it stands still now: while the
    * partition is gated (not pulling for an overloaded sink), behind its stream (the last message
-   * delivered said more were waiting), or unheard (JetStream has sent no message, idle heartbeat or
-   * pull expiry for a pull's lifetime: a leader election, a lost connection). The windows' idle
+   * delivered said more were waiting), or unheard (JetStream has sent neither a message nor an idle
+   * heartbeat for a pull's lifetime: a leader election, a lost connection). The windows' idle
    * timeout and the absence rules must not count any of them: a device is not quiet because we
    * stopped reading it, because its readings wait in a backlog (a replay, a processor starved of
    * CPU), or because its stream cannot tell us about them, and taking it as quiet would close its
@@ -166,7 +166,7 @@ export class PartitionConsumer {
   private behind = false;
   private unheard = false;
   /**
-   * When JetStream last sent this partition anything (a message, a heartbeat, a status), on the real
+   * When JetStream last sent this partition anything (a message or an idle heartbeat), on the real
    * clock (performance.now): heartbeats come in real time, whatever clock the pipeline is given.
    */
   private lastHeardAt = performance.now();
