@@ -307,13 +307,11 @@ export class PartitionConsumer {
   /**
    * nats.js keeps the iterator open when the consumer or stream goes away and only reports it as a
    * status; waiting there would stall the partition for good, so it ends the consumer as failed.
-   * What the server sends while it has nothing to deliver says the stream answers: idle heartbeats
-   * (every half pull), the expiry of a pull (`discard`, with what it left undelivered) and other
-   * statuses nats.js passes on as `debug`. A 503 (`no_responders`) says the opposite.
+   * Idle heartbeats say the stream answers with nothing to deliver.
    */
   private async watch(messages: ConsumerMessages): Promise<void> {
     for await (const status of messages.status()) {
-      if (status.type === 'heartbeat' || status.type === 'discard' || status.type === 'debug') this.heard();
+      if (status.type === 'heartbeat') this.heard();
       else if (
         status.type === 'consumer_deleted' ||
         status.type === 'consumer_not_found' ||

@@ -294,10 +294,10 @@ describe('PartitionConsumer', () => {
     // wall time and the readings the gateway held through the election came late (raw only).
     const effects = new RecordingEffects();
     const start0 = T0 + 8_400 * S; // a minute boundary
-    await publish(11, [event('held', 0, start0, 1)]);
+    await publish(10, [event('held', 0, start0, 1)]);
     let wall = start0;
     const late: number[] = [];
-    const consumer = await start(11, effects, () => wall, undefined, {
+    const consumer = await start(10, effects, () => wall, undefined, {
       pullExpiresMs: 1_000,
       observer: { late: (n) => late.push(n) },
     });
@@ -320,19 +320,18 @@ describe('PartitionConsumer', () => {
       }
       // The stream answers again, with what the gateway held meanwhile.
       await publish(
-        11,
+        10,
         Array.from({ length: 9 }, (_, i) => event('held', i + 1, start0 + (i + 1) * S, 1)),
       );
       await until(() => effects.raw.length === 10, 'the held readings');
       expect(late).toEqual([]);
       // Now the device is quiet while its stream answers (idle heartbeats): its windows close.
-      // Past a pull's lifetime first: without heartbeats the clock would stand still from here on.
       for (let i = 0; i < 15; i++) {
         await sleep(100);
         consumer.flushWindows();
       }
+      wall += 2 * windows.idleTimeoutMs;
       await until(() => {
-        wall += S;
         consumer.flushWindows();
         return effects.windows.get(`held|temperature|${10 * S}|${start0}`)?.final === true;
       }, 'the 10 s window to be final');
