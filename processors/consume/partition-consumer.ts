@@ -77,12 +77,6 @@ export interface PartitionConsumerOptions {
   observer?: PartitionObserver;
   clock?: () => number;
   /**
-   * How long a pull request lives (PULL_EXPIRES_MS when left out); JetStream sends an idle heartbeat
-   * every half of it, and a partition that hears neither a message nor a heartbeat for this long
-   * takes its stream as not answering. Shorter in tests.
-   */
-  pullExpiresMs?: number;
-  /**
    * The consumer stopped on its own (its JetStream consumer vanished, an unexpected error). Its
    * in-memory windows hold more than the saved checkpoint, so it must be restarted from that
    * checkpoint, not resumed.
@@ -152,53 +146,31 @@ export class PartitionConsumer {
   private wakeGate: (() => void) | undefined;
   /**
    * Wall time the pipeline's clock stood still, and since when it stands still now: while the
-   * partition is gated (not pulling for an overloaded sink), behind its stream (the last message
-   * delivered said more were waiting), or unheard (JetStream has sent neither a message nor an idle
-   * heartbeat for a pull's lifetime: a leader election, a lost connection). The windows' idle
-   * timeout and the absence rules must not count any of them: a device is not quiet because we
-   * stopped reading it, because its readings wait in a backlog (a replay, a processor starved of
-   * CPU), or because its stream cannot tell us about them, and taking it as quiet would close its
-   * windows on wall time and make the held readings late.
+   * partition is gated (not pulling for an overloaded sink) or behind its stream (the last message
+   * delivered said more were waiting). The windows' idle timeout and the absence rules must not
+   * count either: a device is not quiet because we stopped reading it, or because its readings wait
+   * in a backlog (a replay, a processor starved of CPU), and taking it as quiet would close its
+   * windows on wall time and make the backlog late.
    */
   private stillMs = 0;
   private stillSince: number | undefined;
   private gated = false;
   private behind = false;
-  private unheard = false;
-  /**
-   * When JetStream last sent this partition anything (a message or an idle heartbeat), on the real
-   * clock (performance.now): heartbeats come in real time, whatever clock the pipeline is given.
-   */
-  private lastHeardAt = performance.now();
-  private readonly unheardAfterMs: number;
   /** Since when the checkpoint's required watermarks have not fitted CHECKPOINT_MAX_BYTES. */
   private checkpointOverSince: number | undefined;
   private caughtUp = false;
 
-  /** The pipeline's clock: wall time that stands still while the partition is gated, behind or unheard. */
+  /** The pipeline's clock: wall time that stands still while the partition is gated or behind. */
   private pipelineClock(): number {
-    if (!this.unheard && performance.now() - this.lastHeardAt > this.unheardAfterMs)
-      this.setStill('unheard', true);
     const now = this.clock();
     return now - this.stillMs - (this.stillSince === undefined ? 0 : now - this.stillSince);
   }
 
-  /**
-   * JetStream sent something: the partition's stream answers. The clock counts at most
-   * `unheardAfterMs` of a silence (the time it takes to notice it), against an idle timeout of
-   * tens of seconds.
-   */
-  private heard(): void {
-    this.lastHeardAt = performance.now();
-    if (this.unheard) this.setStill('unheard', false);
-  }
-
-  /** Starts or stops the pipeline's clock as the partition becomes gated, behind or unheard, or none. */
-  private setStill(what: 'gated' | 'behind' | 'unheard', on: boolean): void {
+  /** Starts or stops the pipeline's clock as the partition becomes gated or behind, or neither. */
+  private setStill(what: 'gated' | 'behind', on: boolean): void {
     if (what === 'gated') this.gated = on;
-    else if (what === 'behind') this.behind = on;
-    else this.unheard = on;
-    const still = this.gated || this.behind || this.unheard;
+    else this.behind = on;
+    const still = this.gated || this.behind;
     if (still && this.stillSince === undefined) this.stillSince = this.clock();
     else if (!still && this.stillSince !== undefined) {
       this.stillMs += this.clock() - this.stillSince;
@@ -213,7 +185,6 @@ export class PartitionConsumer {
     restored: SavedCheckpoint | undefined,
   ) {
     this.clock = o.clock ?? Date.now;
-    this.unheardAfterMs = o.pullExpiresMs ?? PULL_EXPIRES_MS;
     this.lastSavedSeq = restored?.ackSeq ?? 0;
     this.pipeline = new PartitionPipeline(
       {
@@ -295,11 +266,7 @@ export class PartitionConsumer {
         : { deliver_policy: DeliverPolicy.All }),
     });
     const consumer = await this.o.js.consumers.get(TELEMETRY_STREAM, name);
-    this.messages = await consumer.consume({
-      max_messages: FETCH_BATCH,
-      expires: this.o.pullExpiresMs ?? PULL_EXPIRES_MS,
-    });
-    this.heard();
+    this.messages = await consumer.consume({ max_messages: FETCH_BATCH, expires: PULL_EXPIRES_MS });
     this.running = this.loop(this.messages);
     void this.watch(this.messages);
   }
@@ -307,12 +274,10 @@ export class PartitionConsumer {
   /**
    * nats.js keeps the iterator open when the consumer or stream goes away and only reports it as a
    * status; waiting there would stall the partition for good, so it ends the consumer as failed.
-   * Idle heartbeats say the stream answers with nothing to deliver.
    */
   private async watch(messages: ConsumerMessages): Promise<void> {
     for await (const status of messages.status()) {
-      if (status.type === 'heartbeat') this.heard();
-      else if (
+      if (
         status.type === 'consumer_deleted' ||
         status.type === 'consumer_not_found' ||
         status.type === 'stream_not_found'
@@ -332,7 +297,6 @@ export class PartitionConsumer {
     let nextDelivery = 1;
     try {
       for await (const msg of messages) {
-        this.heard();
         if (this.gate) await this.gate;
         // A jump forward means deliveries were lost in flight; a step back (a new leader sending
         // again what the old one had sent) only repeats messages, which the windows deduplicate.

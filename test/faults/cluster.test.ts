@@ -70,11 +70,10 @@ beforeAll(async () => {
     // election's length (8.6 s seen, with an election of 7.7 s): the lateness must cover it, or they
     // are late and left out of their windows (kept raw only). README "A NATS cluster" says so.
     ALLOWED_LATENESS: `${ALLOWED_LATENESS_MS}ms`,
-    // Shorter than a partition's consumer can stall while its leader is re-elected (over 13 s seen):
-    // a partition that hears nothing from JetStream does not count the time (partition-consumer.ts,
-    // "unheard"), so its devices are not taken as gone quiet and the held readings are not late.
-    // Also well under the 30 s default, so that the run's last windows are written soon after it.
-    IDLE_TIMEOUT: '8s',
+    // Longer than a partition's consumer can stall while its leader is re-elected (over 13 s seen),
+    // or its devices count as gone quiet, their windows close, and the held readings come too late;
+    // shorter than the 30 s default so that the run's last windows are written soon after it.
+    IDLE_TIMEOUT: '20s',
     CHECKPOINT_INTERVAL: '200ms',
     STREAM_REPLICAS: String(REPLICAS),
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
