@@ -325,6 +325,7 @@ async function main(): Promise<void> {
     const relayNats = mode === 'relay' ? await natsServer('bench_relay') : undefined;
     const relayNc =
       relayNats === undefined ? undefined : await natsConnection(relayNats, 'bench relay check');
+    natsVersion = relayNc?.info?.version ?? natsVersion;
     const relay = await startRelayFloor(mode, relayNats?.url);
     hold(
       mode,

@@ -5,6 +5,7 @@ import mqttPacket from 'mqtt-packet';
 import { createLogger } from '../common/logger.js';
 import { telemetrySubject } from '../contract/subjects.js';
 import { parseDeviceTopic } from '../contract/topics.js';
+import { pubackBytes } from '../gateway/broker/aedes-internals.js';
 import {
   DEFAULT_ACK_TIMEOUT_MS,
   DEFAULT_DEDUP_WINDOW_MS,
@@ -39,13 +40,9 @@ const CONNACK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
 const PINGRESP = Buffer.from([0xd0, 0x00]);
 const TENANT = 'relay';
 
+/** The gateway's own PUBACK write (one 4-byte write), so that both pay the same for it. */
 function puback(socket: Socket, messageId: number): void {
-  if (socket.destroyed) return;
-  const b = Buffer.allocUnsafe(4);
-  b[0] = 0x40;
-  b[1] = 0x02;
-  b.writeUInt16BE(messageId, 2);
-  socket.write(b);
+  if (!socket.destroyed) socket.write(pubackBytes(messageId));
 }
 
 let publisher: JetStreamPublisher | undefined;

@@ -105,6 +105,16 @@ type WriteToStream = typeof mqttPacket.writeToStream;
 
 let oneWriteAcks = false;
 
+/** An MQTT 3.1.1 PUBACK for packet id `id` (0–65535), as mqtt-packet encodes it. */
+export function pubackBytes(id: number): Buffer {
+  const bytes = Buffer.allocUnsafe(4);
+  bytes[0] = 0x40; // PUBACK
+  bytes[1] = 2; // remaining length: the packet id
+  bytes[2] = id >>> 8;
+  bytes[3] = id & 0xff;
+  return bytes;
+}
+
 /**
  * Makes each MQTT 3.1.1 PUBACK one 4-byte socket write. aedes writes every packet through
  * mqtt-packet's `writeToStream`, which corks the stream, writes a PUBACK as three buffers and uncorks
@@ -122,14 +132,7 @@ export function writeAcksInOneWrite(): void {
   const patched = ((packet, stream, opts) => {
     if (packet.cmd === 'puback' && opts === undefined) {
       const id = packet.messageId;
-      if (typeof id === 'number' && id >= 0 && id <= 0xffff) {
-        const bytes = Buffer.allocUnsafe(4);
-        bytes[0] = 0x40; // PUBACK
-        bytes[1] = 2; // remaining length: the packet id
-        bytes[2] = id >>> 8;
-        bytes[3] = id & 0xff;
-        return stream.write(bytes);
-      }
+      if (typeof id === 'number' && id >= 0 && id <= 0xffff) return stream.write(pubackBytes(id));
     }
     return general(packet, stream, opts);
   }) as WriteToStream;
